@@ -1,0 +1,80 @@
+"""Training configuration: one frozen dataclass and its named presets.
+
+Defaults follow the paper's appendix B (see also the project's reference notes): ResNet-110,
+SGD with momentum 0.9 and weight decay 5e-4, batch 128, cross-entropy, 165 epochs with the rate
+divided by 10 after 50 % and 75 % of them, and the number of epochs doubled until training
+plateaus ("if learning doesn't plateau for some number of epochs, we roughly double the number of
+epochs until it does"). How the plateau is decided is written down in `shared.train.plateaued`.
+"""
+
+from dataclasses import dataclass, fields, replace
+
+from .models import ARCHS, INITS, check_choice
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "resnet110"          # see shared.models.ARCHS
+    bn: bool = True                  # False: every BatchNorm layer removed
+    init: str = "xavier_uniform"     # see shared.models.INITS
+    lr: float = 0.1                  # initial learning rate
+    epochs: int = 165                # initial schedule length (doubled until plateau)
+    max_epochs: int = 2640           # cap of the doubling rule (165 * 16); = epochs disables it
+    plateau_window: int = 10         # epochs per window compared by the plateau test
+    plateau_rel_tol: float = 0.02    # plateau: last window's mean train loss improves < this fraction
+    lr_drops: tuple[float, ...] = (0.5, 0.75)  # fractions of the epochs after which lr /= 10
+    lr_drop_factor: float = 0.1
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    train_subset: int | None = None  # class-balanced subset of the training set (reduced presets)
+    test_subset: int | None = None   # class-balanced subset of the test set (smoke only)
+    steps_per_epoch: int | None = None  # cap on mini-batches per epoch (smoke only)
+    precision: str = "fp32"          # fp32 (TF32 off) | tf32 | bf16 (autocast)
+    divergence_loss: float = 1e3     # a mini-batch loss above this (or non-finite) = diverged
+    eval_batch_size: int = 1000
+
+    def __post_init__(self):
+        check_choice("arch", self.arch, ARCHS)
+        check_choice("init", self.init, INITS)
+        check_choice("precision", self.precision, PRECISIONS)
+        _check_positive(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
+                        plateau_window=self.plateau_window, eval_batch_size=self.eval_batch_size,
+                        divergence_loss=self.divergence_loss)
+        if self.max_epochs < self.epochs:
+            raise ValueError(f"max_epochs ({self.max_epochs}) must be >= epochs ({self.epochs})")
+        if list(self.lr_drops) != sorted(self.lr_drops) or not all(0 < f < 1 for f in self.lr_drops):
+            raise ValueError(f"lr_drops must be increasing fractions in (0, 1), got {self.lr_drops}")
+        for name in ("train_subset", "test_subset", "steps_per_epoch"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_positive(**{name: value})
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+TRAIN_PRESETS = {
+    # seconds on CPU: a few mini-batches of a small network, no doubling
+    "smoke": TrainConfig(arch="resnet20", epochs=2, max_epochs=2, train_subset=500,
+                         test_subset=200, steps_per_epoch=3, eval_batch_size=200),
+    # a CPU-feasible preview on real data: ResNet-20, 10k training images, the schedule's shape
+    "cpu": TrainConfig(arch="resnet20", epochs=20, max_epochs=20, train_subset=10_000),
+    # GPU: ResNet-110 on a shortened schedule with the same 50 % / 75 % drops, no doubling
+    "quick": TrainConfig(epochs=40, max_epochs=40),
+    # the paper's protocol
+    "paper": TrainConfig(),
+}
+
+
+def train_config(preset: str = "paper", **overrides) -> TrainConfig:
+    """The named preset with some fields replaced, e.g. `train_config("paper", bn=False, lr=1e-4)`."""
+    check_choice("preset", preset, TRAIN_PRESETS)
+    for name in overrides:
+        check_choice("TrainConfig field", name, [f.name for f in fields(TrainConfig)])
+    return replace(TRAIN_PRESETS[preset], **overrides)

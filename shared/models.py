@@ -1,0 +1,145 @@
+"""Networks of the paper: the CIFAR ResNet family of He et al. (2016) and torchvision's ResNet-101.
+
+The paper (Bjorck et al. 2018, Sec. 2 and appendix B) trains a 110-layer CIFAR ResNet with and
+without batch normalisation. `build_model` makes either network, initialises it with a named
+scheme, and removes its BatchNorm layers when asked, so that the same seed gives the same
+convolution weights with and without BN.
+
+"Layer k" is the k-th weight layer (convolution or linear) on the main path in forward order,
+counted from 1, as the paper numbers ResNet-110's layers 1..110 (Fig 2 uses layer 55, Fig 5
+layers 6, 18, ..., 110). Shortcut projections (ResNet-101's `downsample` convolutions) are not
+counted, so ResNet-101 has layers 1..101, matching the depth in its name.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+CIFAR_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
+ARCHS = (*CIFAR_DEPTHS, "resnet101")
+INITS = ("xavier_uniform", "xavier_normal", "kaiming_normal_fan_out", "kaiming_normal_fan_in")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a parameter-free (option A) shortcut, as in He et al. Sec. 4.2."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.subsample = stride != 1 or in_planes != planes
+        self.pad = (planes - in_planes) // 2
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.subsample:
+            return x
+        # [B, C, H, W] -> [B, C + 2*pad, H/2, W/2]: subsample, then zero-pad the channels
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet of depth 6n+2 for 32x32 inputs: 3 stages of n blocks with 16/32/64 channels."""
+
+    def __init__(self, depth: int, num_classes: int = 10):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._stage(16, 16, n, stride=1)
+        self.layer2 = self._stage(16, 32, n, stride=2)
+        self.layer3 = self._stage(32, 64, n, stride=2)
+        self.fc = nn.Linear(64, num_classes)
+
+    @staticmethod
+    def _stage(in_planes: int, planes: int, n: int, stride: int) -> nn.Sequential:
+        blocks = [BasicBlock(in_planes, planes, stride)]
+        blocks += [BasicBlock(planes, planes, 1) for _ in range(n - 1)]
+        return nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # [B, 64, 8, 8] -> [B, 64]
+        return self.fc(out)
+
+
+def init_weights(model: nn.Module, scheme: str) -> None:
+    """Initialise every convolution and linear weight with `scheme`; biases 0, BN gamma 1 beta 0.
+
+    The paper's appendix states Xavier initialisation; torchvision's ResNets use Kaiming-normal
+    with fan_out on their convolutions. One scheme covers all weight layers, the classifier too.
+    """
+    check_choice("init", scheme, INITS)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if scheme == "xavier_uniform":
+                nn.init.xavier_uniform_(m.weight)
+            elif scheme == "xavier_normal":
+                nn.init.xavier_normal_(m.weight)
+            else:
+                mode = scheme.removeprefix("kaiming_normal_")
+                nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def remove_bn(model: nn.Module) -> int:
+    """Replace every BatchNorm layer of `model` by an identity, in place; return how many."""
+    targets = [(parent, name) for parent in model.modules()
+               for name, child in parent.named_children()
+               if isinstance(child, nn.modules.batchnorm._BatchNorm)]
+    for parent, name in targets:
+        setattr(parent, name, nn.Identity())
+    return len(targets)
+
+
+def build_model(arch: str = "resnet110", bn: bool = True, init: str = "xavier_uniform",
+                num_classes: int = 10) -> nn.Module:
+    """The network `arch`, initialised with `init` from torch's global RNG, with or without BN."""
+    check_choice("arch", arch, ARCHS)
+    check_choice("init", init, INITS)
+    if arch == "resnet101":
+        model = torchvision.models.resnet101(num_classes=num_classes)
+    else:
+        model = CifarResNet(CIFAR_DEPTHS[arch], num_classes)
+    init_weights(model, init)
+    if not bn:
+        remove_bn(model)
+    return model
+
+
+def weight_layers(model: nn.Module) -> list[nn.Module]:
+    """The main-path weight layers in forward order: element k-1 is "layer k" of the paper."""
+    return [m for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and "downsample" not in name]
+
+
+def layer(model: nn.Module, k: int) -> nn.Module:
+    """The module of layer `k` (1-based, see `weight_layers`)."""
+    layers = weight_layers(model)
+    if not 1 <= k <= len(layers):
+        raise ValueError(f"layer must be in 1..{len(layers)} for this network, got {k}")
+    return layers[k - 1]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_choice(what: str, value, valid) -> None:
+    """Raise a ValueError naming the bad `value` and the valid ones."""
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")

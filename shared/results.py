@@ -1,0 +1,185 @@
+"""The results store: every number in the report comes from a run recorded here.
+
+A run is identified by (experiment name, hash of its full config, seed) and lives in
+`data/results/<experiment>/<config hash>/seed<seed>/`:
+
+    result.json       what the run measured (small: metrics, histograms, ...); committed to git
+    provenance.json   config, seed, git commit, torch version, device, precision, date, duration
+
+Both are written atomically, result last, so a directory with `result.json` is a completed run.
+Checkpoints and lock files live under `data/checkpoints/` (ignored by git). Different seeds are
+different directories, and a lock per run keeps two processes from computing the same one.
+"""
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .data import REPO_ROOT, Cifar10, load_cifar10
+
+RESULTS_ROOT = REPO_ROOT / "data" / "results"
+CHECKPOINT_ROOT = REPO_ROOT / "data" / "checkpoints"
+
+
+def config_hash(config) -> str:
+    """A short, stable hash of every field of a config dataclass."""
+    text = json.dumps(asdict(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_dir(experiment: str, config, seed: int, root: Path | None = None) -> Path:
+    return Path(root or RESULTS_ROOT) / experiment / config_hash(config) / f"seed{seed}"
+
+
+def checkpoint_path(experiment: str, config, seed: int, root: Path | None = None) -> Path:
+    return Path(root or CHECKPOINT_ROOT) / experiment / config_hash(config) / f"seed{seed}.pt"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def json_safe(obj):
+    """`obj` with every non-finite float (NaN, inf: a diverged run's numbers) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    """Write strict JSON (non-finite floats become null) atomically."""
+    text = json.dumps(json_safe(obj), indent=1, sort_keys=True, allow_nan=False)
+    write_atomic(path, (text + "\n").encode())
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str:
+    """The code version: HEAD's hash, with "+dirty" when tracked files have changed."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "HEAD") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def provenance(config, seed: int, device, duration_s: float, data_source: str | None) -> dict:
+    return {
+        "config": asdict(config),
+        "config_hash": config_hash(config),
+        "seed": seed,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "device": device_name(device),
+        "precision": getattr(config, "precision", "fp32"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(duration_s, 3),
+        "data": data_source,
+    }
+
+
+def load_run(experiment: str, config, seed: int, root: Path | None = None) -> dict | None:
+    """The stored run as {"result": ..., "provenance": ...}, or None if it is not complete."""
+    directory = run_dir(experiment, config, seed, root)
+    if not (directory / "result.json").exists():
+        return None
+    return {"result": json.loads((directory / "result.json").read_text()),
+            "provenance": json.loads((directory / "provenance.json").read_text())}
+
+
+@contextmanager
+def run_lock(experiment: str, config, seed: int, root: Path | None = None):
+    """Hold an exclusive lock on one run, so that concurrent processes do not compute it twice."""
+    path = checkpoint_path(experiment, config, seed, root).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cached_run(experiment: str, config, seed: int, compute: Callable[[], dict], device,
+               data_source: str | None = None, recompute: bool = False,
+               root: Path | None = None, checkpoint_root: Path | None = None) -> dict:
+    """Load the completed run, or call `compute()` and store what it returns with provenance."""
+    if not recompute and (stored := load_run(experiment, config, seed, root)):
+        return stored
+    with run_lock(experiment, config, seed, checkpoint_root):
+        if not recompute and (stored := load_run(experiment, config, seed, root)):
+            return stored  # another process finished it while we waited
+        start = time.perf_counter()
+        result = compute()
+        prov = provenance(config, seed, device, time.perf_counter() - start, data_source)
+        directory = run_dir(experiment, config, seed, root)
+        write_json(directory / "provenance.json", prov)
+        write_json(directory / "result.json", result)
+    return load_run(experiment, config, seed, root)  # as JSON gives it back, like a stored run
+
+
+def stored_runs(experiment: str, root: Path | None = None, **config_filters) -> list[dict]:
+    """Every completed run of `experiment` whose config matches the filters, by (hash, seed)."""
+    runs = []
+    paths = (Path(root or RESULTS_ROOT) / experiment).glob("*/seed*/result.json")
+    for path in sorted(paths, key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]))):
+        prov = json.loads((path.parent / "provenance.json").read_text())
+        if all(prov["config"].get(k) == v for k, v in config_filters.items()):
+            runs.append({"result": json.loads(path.read_text()), "provenance": prov})
+    return runs
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def stored_run(experiment: str, config, seed: int, measure: Callable[[Cifar10], dict],
+               data_dir=None, device=None, recompute: bool = False, root: Path | None = None,
+               checkpoint_root: Path | None = None) -> dict:
+    """The run (experiment, config, seed) from the store, or `measure(data)` computed and stored.
+
+    `data` is CIFAR-10 from `data_dir` as the config asks (its train_subset / test_subset, if it
+    has them), on `device` (default: the GPU if there is one). Data is loaded only when needed.
+    """
+    if not recompute and (stored := load_run(experiment, config, seed, root)):
+        return stored
+    device = torch.device(device or default_device())
+    data = load_cifar10(data_dir).subset(getattr(config, "train_subset", None),
+                                         getattr(config, "test_subset", None)).to(device)
+    return cached_run(experiment, config, seed, lambda: measure(data), device, data.source,
+                      recompute, root, checkpoint_root)

@@ -1,0 +1,107 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from shared.models import (ARCHS, INITS, build_model, count_parameters, layer, remove_bn,
+                           weight_layers)
+
+
+def test_resnet110_parameter_counts_match_the_paper():
+    assert count_parameters(build_model("resnet110", bn=True)) == 1_727_962
+    assert count_parameters(build_model("resnet110", bn=False)) == 1_719_866
+
+
+def test_resnet101_is_torchvisions_with_ten_classes():
+    model = build_model("resnet101")
+    assert count_parameters(model) == 42_520_650
+    assert model.fc.out_features == 10
+
+
+@pytest.mark.parametrize("arch, depth", [("resnet20", 20), ("resnet56", 56), ("resnet110", 110),
+                                         ("resnet101", 101)])
+def test_layer_numbering_counts_the_depth(arch, depth):
+    model = build_model(arch)
+    assert len(weight_layers(model)) == depth
+    assert layer(model, 1) is weight_layers(model)[0]
+    assert isinstance(layer(model, depth), nn.Linear)
+
+
+def test_layer_numbers_follow_forward_order():
+    """weight_layers lists the main-path layers in the order the forward pass runs them."""
+    for arch in ("resnet20", "resnet101"):
+        model = build_model(arch).eval()
+        order = []
+        hooks = [m.register_forward_hook(lambda m, i, o: order.append(m))
+                 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 32, 32))
+        for h in hooks:
+            h.remove()
+        main_path = [m for m in order if any(m is w for w in weight_layers(model))]
+        assert main_path == weight_layers(model)
+
+
+def test_layer_out_of_range_names_the_valid_range():
+    with pytest.raises(ValueError, match=r"1\.\.110.*111"):
+        layer(build_model("resnet110"), 111)
+
+
+def test_remove_bn_removes_only_batchnorm():
+    torch.manual_seed(0)
+    model = build_model("resnet56")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    removed = remove_bn(model)
+    assert removed == 1 + 2 * 27
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    after = model.state_dict()
+    bn_keys = {k for k in before if ".bn" in k or k.startswith("bn")}
+    assert set(after) == set(before) - bn_keys
+    assert all(torch.equal(after[k], before[k]) for k in after)
+
+
+def test_same_seed_same_weights_with_and_without_bn():
+    torch.manual_seed(3)
+    with_bn = build_model("resnet20", bn=True)
+    torch.manual_seed(3)
+    without = build_model("resnet20", bn=False)
+    for a, b in zip(weight_layers(with_bn), weight_layers(without)):
+        assert torch.equal(a.weight, b.weight)
+
+
+@pytest.mark.parametrize("init, std_of_conv", [
+    # layer 2 of ResNet-110: a 16 -> 16 3x3 conv, fan_in = fan_out = 144
+    ("xavier_uniform", (2 / 288) ** 0.5), ("xavier_normal", (2 / 288) ** 0.5),
+    ("kaiming_normal_fan_out", (2 / 144) ** 0.5), ("kaiming_normal_fan_in", (2 / 144) ** 0.5)])
+def test_init_schemes_set_the_expected_scale(init, std_of_conv):
+    torch.manual_seed(0)
+    model = build_model("resnet110", init=init)
+    w = torch.cat([layer(model, k).weight.flatten() for k in range(2, 38)])  # stage 1: 16->16
+    assert w.std().item() == pytest.approx(std_of_conv, rel=0.02)
+
+
+def test_init_schemes_differ_in_distribution_shape():
+    torch.manual_seed(0)
+    uniform = layer(build_model("resnet20", init="xavier_uniform"), 2).weight
+    bound = (6 / 288) ** 0.5
+    assert uniform.abs().max() <= bound
+    torch.manual_seed(0)
+    normal = layer(build_model("resnet20", init="xavier_normal"), 2).weight
+    assert normal.abs().max() > bound  # a Gaussian with 2304 draws exceeds 1.73 sigma
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"arch": "resnet18"}, "unknown arch 'resnet18'; valid: resnet20, resnet32"),
+    ({"init": "orthogonal"}, "unknown init 'orthogonal'; valid: xavier_uniform"),
+])
+def test_bad_choices_list_the_valid_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(**kwargs)
+
+
+def test_every_arch_and_init_builds_and_runs():
+    x = torch.randn(2, 3, 32, 32)
+    for arch in ARCHS:
+        if arch == "resnet101":
+            continue  # covered above; too slow to run for every init
+        for init in INITS:
+            assert build_model(arch, bn=False, init=init)(x).shape == (2, 10)

@@ -1,0 +1,78 @@
+import json
+import multiprocessing as mp
+
+import pytest
+
+from shared.config import train_config
+from shared.results import (cached_run, config_hash, load_run, run_dir, stored_runs, write_json)
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a, b = train_config("smoke"), train_config("smoke")
+    assert config_hash(a) == config_hash(b) and len(config_hash(a)) == 12
+    assert config_hash(train_config("smoke", lr=0.05)) != config_hash(a)
+
+
+def test_cached_run_stores_provenance_and_does_not_recompute(tmp_path):
+    cfg, calls = train_config("smoke"), []
+
+    def compute():
+        calls.append(1)
+        return {"value": 42}
+
+    first = cached_run("exp", cfg, 3, compute, "cpu", "test data", root=tmp_path, checkpoint_root=tmp_path / "ck")
+    again = cached_run("exp", cfg, 3, compute, "cpu", root=tmp_path, checkpoint_root=tmp_path / "ck")
+    assert calls == [1] and again == first and first["result"] == {"value": 42}
+    prov = first["provenance"]
+    assert prov["seed"] == 3 and prov["config"]["arch"] == "resnet20" and prov["data"] == "test data"
+    assert prov["config_hash"] == config_hash(cfg) and prov["precision"] == "fp32"
+    for key in ("git_commit", "torch_version", "device", "date", "duration_s"):
+        assert prov[key] not in (None, "")
+    assert run_dir("exp", cfg, 3, tmp_path) == tmp_path / "exp" / config_hash(cfg) / "seed3"
+    cached_run("exp", cfg, 3, compute, "cpu", recompute=True, root=tmp_path, checkpoint_root=tmp_path / "ck")
+    assert calls == [1, 1]
+
+
+def test_incomplete_run_is_not_loaded(tmp_path):
+    cfg = train_config("smoke")
+    write_json(run_dir("exp", cfg, 0, tmp_path) / "provenance.json", {"seed": 0})
+    assert load_run("exp", cfg, 0, tmp_path) is None
+
+
+def test_failed_compute_leaves_no_result(tmp_path):
+    cfg = train_config("smoke")
+    with pytest.raises(RuntimeError):
+        cached_run("exp", cfg, 0, lambda: (_ for _ in ()).throw(RuntimeError("boom")), "cpu",
+                   root=tmp_path, checkpoint_root=tmp_path / "ck")
+    assert load_run("exp", cfg, 0, tmp_path) is None
+
+
+def test_stored_runs_filters_on_config(tmp_path):
+    for lr in (0.1, 0.01):
+        for seed in (0, 1):
+            cached_run("exp", train_config("smoke", lr=lr), seed, lambda: {"ok": True}, "cpu",
+                       root=tmp_path, checkpoint_root=tmp_path / "ck")
+    assert len(stored_runs("exp", tmp_path)) == 4
+    runs = stored_runs("exp", tmp_path, lr=0.01)
+    assert sorted(r["provenance"]["seed"] for r in runs) == [0, 1]
+
+
+def _store_many(args):
+    root, seed = args
+    cfg = train_config("smoke")
+    for i in range(20):
+        cached_run("exp", cfg, seed, lambda: {"seed": seed, "payload": list(range(2000)), "i": i}, "cpu",
+                   recompute=True, root=root, checkpoint_root=root / "ck")
+    return seed
+
+
+def test_two_processes_with_different_seeds_do_not_corrupt_each_other(tmp_path):
+    with mp.get_context("spawn").Pool(2) as pool:
+        assert sorted(pool.map(_store_many, [(tmp_path, 0), (tmp_path, 1)])) == [0, 1]
+    for seed in (0, 1):
+        run = load_run("exp", train_config("smoke"), seed, tmp_path)
+        assert run["result"]["seed"] == seed and run["result"]["i"] == 19
+        assert run["provenance"]["seed"] == seed
+    leftovers = [p for p in tmp_path.rglob(".*") if p.is_file()]
+    assert leftovers == []  # no temporary files left behind
+    json.loads((run_dir("exp", train_config("smoke"), 0, tmp_path) / "result.json").read_text())

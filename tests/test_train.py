@@ -1,0 +1,133 @@
+import pytest
+import torch
+
+from shared.config import train_config
+from shared.data import Cifar10, channel_stats
+from shared.results import load_run
+from shared.train import (lr_at, next_total_epochs, plateaued, precision_context, run_training,
+                          train)
+
+
+def random_cifar(n_train=128, n_test=40, seed=0) -> Cifar10:
+    """A random stand-in for CIFAR-10 (labels learnable from the mean colour) for fast CPU tests."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
+    x = torch.randint(0, 256, (n_train + n_test, 3, 32, 32), generator=g, dtype=torch.uint8)
+    x[:, 0] = (x[:, 0] // 2 + 12 * y[:, None, None]).to(torch.uint8)
+    mean, std = channel_stats(x[:n_train])
+    return Cifar10(x[:n_train], y[:n_train], x[n_train:], y[n_train:], mean, std, "random")
+
+
+TINY = dict(arch="resnet20", batch_size=32, eval_batch_size=40, train_subset=None,
+            test_subset=None, steps_per_epoch=None)
+
+
+def test_schedule_divides_the_rate_at_50_and_75_percent():
+    cfg = train_config("paper")
+    assert [lr_at(cfg, e, 165) for e in (0, 81, 82, 122, 123, 164)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_plateau_detector_on_synthetic_curves():
+    flat = [0.3 + 0.01 * (-1) ** e for e in range(40)]
+    falling = [2.0 * 0.97 ** e for e in range(40)]  # 3 % per epoch: still learning
+    slow = [1.0 - 0.0001 * e for e in range(40)]    # 0.1 % per window: a plateau
+    assert plateaued(flat, 10, 0.02) and plateaued(slow, 10, 0.02)
+    assert not plateaued(falling, 10, 0.02)
+    assert not plateaued(flat[:19], 10, 0.02)       # too short to judge
+
+
+def test_doubling_rule_doubles_at_the_first_drop_until_plateau_or_cap():
+    cfg = train_config("paper")                      # 165 epochs, cap 2640
+    falling = [2.0 * 0.97 ** e for e in range(82)]
+    flat = [0.3] * 82
+    assert next_total_epochs(cfg, 82, 165, falling) == 330
+    assert next_total_epochs(cfg, 82, 165, flat) == 165
+    assert next_total_epochs(cfg, 81, 165, falling) == 165    # only at the first drop
+    assert next_total_epochs(cfg, 1320, 2640, falling) == 2640  # 5280 would pass the cap
+
+
+def test_precision_context_sets_and_restores_tf32():
+    torch.backends.cuda.matmul.allow_tf32 = True
+    with precision_context("fp32", torch.device("cpu")):
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cuda.matmul.allow_tf32
+    with precision_context("bf16", torch.device("cpu")):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def final_weights(cfg, data, seed, checkpoint=None, on_epoch_end=None):
+    result = train(cfg, data, seed, checkpoint, progress=False, on_epoch_end=on_epoch_end)
+    saved = torch.load(checkpoint, weights_only=True)["model"] if checkpoint else None
+    return result, saved
+
+
+def test_resumed_training_is_bit_identical(tmp_path):
+    data = random_cifar()
+    cfg = train_config("smoke", epochs=2, max_epochs=2, **TINY)
+    straight, weights = final_weights(cfg, data, 5, tmp_path / "straight.pt")
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(metrics):
+        if metrics["epoch"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, data, 5, tmp_path / "resumed.pt", progress=False, on_epoch_end=kill_after_first_epoch)
+    assert torch.load(tmp_path / "resumed.pt", weights_only=True)["epoch"] == 1
+    resumed, resumed_weights = final_weights(cfg, data, 5, tmp_path / "resumed.pt")
+    assert set(weights) == set(resumed_weights)
+    assert all(torch.equal(weights[k], resumed_weights[k]) for k in weights)
+    drop_time = lambda r: [{k: v for k, v in m.items() if k != "wall_s"} for m in r["metrics"]]
+    assert drop_time(straight) == drop_time(resumed)
+    assert straight["status"] == "completed" and len(straight["metrics"]) == 2
+
+
+def test_doubling_continues_the_run_as_if_started_with_the_final_length(tmp_path):
+    data = random_cifar(n_train=64, n_test=20)
+    # plateau_window=10 can never be judged within 8 epochs, so every first drop doubles
+    doubled = train_config("smoke", epochs=2, max_epochs=8, plateau_window=10, **TINY)
+    fixed = train_config("smoke", epochs=8, max_epochs=8, **TINY)
+    a, wa = final_weights(doubled, data, 1, tmp_path / "a.pt")
+    b, wb = final_weights(fixed, data, 1, tmp_path / "b.pt")
+    assert a["epochs"] == b["epochs"] == 8
+    assert [m["lr"] for m in a["metrics"]] == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_absurd_rate_diverges_as_a_result_not_a_crash():
+    data = random_cifar()
+    cfg = train_config("smoke", bn=False, lr=1e4, epochs=3, max_epochs=3, **TINY)
+    result = train(cfg, data, 0, progress=False)
+    assert result["status"] == "diverged"
+    assert result["diverged_epoch"] == 1 and 0 <= result["diverged_step"] < 4
+    trace = torch.tensor(result["diverged_trace"])
+    assert len(trace) == result["diverged_step"] + 1
+    assert not (trace[-1] <= 1e3) and (trace[:-1] <= 1e3).all()  # the last one is the first bad one
+    assert len(result["metrics"]) == 1
+
+
+def test_small_rate_does_not_diverge_and_learns():
+    data = random_cifar(n_train=256)
+    cfg = train_config("smoke", epochs=4, max_epochs=4, lr=0.05, **TINY)
+    result = train(cfg, data, 0, progress=False)
+    losses = [m["train_loss"] for m in result["metrics"]]
+    assert result["status"] == "completed" and result["diverged_step"] is None
+    assert losses[-1] < losses[0]
+    assert all(0 <= m["test_acc"] <= 1 for m in result["metrics"])
+
+
+def test_run_training_stores_and_then_loads(tmp_path, monkeypatch, tiny_image_folder):
+    cfg = train_config("smoke", epochs=1, max_epochs=1, **TINY)
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False, root=tmp_path / "results",
+                  checkpoint_root=tmp_path / "ck")
+    first = run_training(cfg, 2, "unit", **kwargs)
+    assert first["result"]["status"] == "completed"
+    assert first["provenance"]["seed"] == 2 and "cpu" in first["provenance"]["device"]
+    assert str(tiny_image_folder) in first["provenance"]["data"]
+    monkeypatch.setattr("shared.train.train", lambda *a, **k: pytest.fail("retrained"))
+    assert run_training(cfg, 2, "unit", **kwargs) == first
+    assert load_run("unit", cfg, 2, tmp_path / "results") == first
