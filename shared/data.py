@@ -22,7 +22,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,13 +33,16 @@ import torchvision
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
+from .fileio import write_atomic
+
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
                             "dog", "frog", "horse", "ship", "truck")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 DATA_DIR_ENV = "CIFAR10_DIR"
 
-BATCHES_DIR = "cifar-10-batches-py"
+BATCHES_DIR = "cifar-10-batches-py"  # also the name of that source kind
+ARCHIVE, TREE = "image-folder archive", "image-folder tree"  # the other source kinds
 SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())  # every extension Pillow can read
@@ -76,7 +78,7 @@ class Cifar10:
     test_y: torch.Tensor   # int64 [10000]
     mean: torch.Tensor     # float32 [3], per-channel mean of train_x in [0, 1] units
     std: torch.Tensor      # float32 [3], per-channel std of train_x in [0, 1] units
-    source: str            # where it was read from (kind: path)
+    source: str            # what was read: the layout, its file name and a hash of its contents
 
     def to(self, device: torch.device | str) -> "Cifar10":
         """The same dataset with every tensor on `device`."""
@@ -230,14 +232,22 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True,
     Raises DatasetError when no usable copy is found.
     """
     kind, path = _find_source(resolve_data_dir(data_dir), download)
-    source = f"{kind}: {path.resolve()}"
     cache = Path(cache_dir or DEFAULT_DATA_DIR / "cache") / f"cifar10-{_fingerprint(kind, path)}.pt"
     tensors = _load_cache(cache)
     if tensors is None:
         tensors = _decode_source(kind, path)
         tensors["mean"], tensors["std"] = channel_stats(tensors["train_x"])
-        _save_cache(cache, {**tensors, "source": source})
-    return Cifar10(**tensors, source=source)
+        tensors["source"] = f"{kind} {path.name}, {_content_digest(tensors)}"
+        _save_cache(cache, tensors)
+    return Cifar10(**tensors)
+
+
+def _content_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A short hash of the decoded images and labels: which data a result was computed on."""
+    h = hashlib.sha256()
+    for key in ("train_x", "train_y", "test_x", "test_y"):
+        h.update(tensors[key].contiguous().numpy().tobytes())
+    return f"pixels+labels sha256 {h.hexdigest()[:12]}"
 
 
 def _is_archive(path: Path) -> bool:
@@ -254,7 +264,7 @@ def _find_source(path: Path, download: bool) -> tuple[str, Path]:
     """The layout found at `path` (downloading if allowed and none is): (kind, path to read)."""
     if path.is_file():
         if _is_archive(path):
-            return "image-folder archive", path
+            return ARCHIVE, path
         raise _error(f"{path} is a file but not a .tar.gz/.tgz/.tar archive of image folders")
     if not path.exists() and (_is_archive(path) or not download):
         raise _error(f"CIFAR-10 not found: {path} does not exist.")
@@ -264,7 +274,7 @@ def _find_source(path: Path, download: bool) -> tuple[str, Path]:
         candidates = [path, *sorted(path.iterdir())]
         roots = [d for d in candidates if all((d / s).is_dir() for s in SPLITS)]
         archives = sorted(p for p in path.iterdir() if p.is_file() and _is_archive(p))
-        for kind, found in (("image-folder tree", roots), ("image-folder archive", archives)):
+        for kind, found in ((TREE, roots), (ARCHIVE, archives)):
             if len(found) > 1:
                 raise _error(f"several candidate CIFAR-10 copies in {path}: "
                              f"{', '.join(map(str, found))}; pass the one to use as data_dir.")
@@ -290,7 +300,7 @@ def _decode_source(kind: str, path: Path) -> dict[str, torch.Tensor]:
     """Read and decode a source into train_x, train_y, test_x, test_y."""
     if kind == BATCHES_DIR:
         return _read_batches(path)
-    members = _tree_from_archive(path) if kind == "image-folder archive" else _tree_from_dir(path)
+    members = _tree_from_archive(path) if kind == ARCHIVE else _tree_from_dir(path)
     return _decode_tree(members, path)
 
 
@@ -407,7 +417,7 @@ def _decode_image(data: bytes, name: str) -> torch.Tensor:
 
 def _fingerprint(kind: str, path: Path) -> str:
     """A short hash of the source's identity: its path and its files' names, sizes and mtimes."""
-    if kind == "image-folder tree":
+    if kind == TREE:
         files = sorted(p for split in SPLITS for p in (path / split).rglob("*") if p.is_file())
     elif path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
@@ -427,18 +437,10 @@ def _load_cache(path: Path) -> dict[str, torch.Tensor] | None:
         cached = torch.load(path, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
         return None
-    cached.pop("source")
     return cached
 
 
 def _save_cache(path: Path, contents: dict) -> None:
-    """torch.save `contents` to `path` atomically: a temp file in the same dir, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(contents, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    torch.save(contents, buffer)
+    write_atomic(path, buffer.getvalue())

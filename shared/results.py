@@ -17,7 +17,6 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -28,6 +27,7 @@ from typing import Callable
 import torch
 
 from .data import REPO_ROOT, Cifar10, load_cifar10
+from .fileio import write_atomic
 
 RESULTS_ROOT = REPO_ROOT / "data" / "results"
 CHECKPOINT_ROOT = REPO_ROOT / "data" / "checkpoints"
@@ -45,21 +45,6 @@ def run_dir(experiment: str, config, seed: int, root: Path | None = None) -> Pat
 
 def checkpoint_path(experiment: str, config, seed: int, root: Path | None = None) -> Path:
     return Path(root or CHECKPOINT_ROOT) / experiment / config_hash(config) / f"seed{seed}.pt"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def json_safe(obj):

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import build_model
-from .results import checkpoint_path, config_hash, stored_run, write_atomic
+from .fileio import write_atomic
+from .results import checkpoint_path, config_hash, stored_run
 
 
 def lr_at(cfg: TrainConfig, epoch: int, total_epochs: int) -> float:

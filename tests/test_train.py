@@ -127,7 +127,7 @@ def test_run_training_stores_and_then_loads(tmp_path, monkeypatch, tiny_image_fo
     first = run_training(cfg, 2, "unit", **kwargs)
     assert first["result"]["status"] == "completed"
     assert first["provenance"]["seed"] == 2 and "cpu" in first["provenance"]["device"]
-    assert str(tiny_image_folder) in first["provenance"]["data"]
+    assert first["provenance"]["data"].startswith(f"image-folder tree {tiny_image_folder.name}")
     monkeypatch.setattr("shared.train.train", lambda *a, **k: pytest.fail("retrained"))
     assert run_training(cfg, 2, "unit", **kwargs) == first
     assert load_run("unit", cfg, 2, tmp_path / "results") == first

@@ -1,0 +1,247 @@
+"""The paper's figures as experiments: a frozen config per figure, named presets, and a measure
+function that turns (config, data, seed) into a small JSON-able result for the results store.
+
+Networks measured at initialisation come in pairs: for a seed, the network with BN and the same
+network with its BN layers removed share every convolution weight (`shared.models.build_model`),
+so each run compares the two directly. The mini-batch is the first one of the seed's first
+training epoch (augmented, as training sees it).
+"""
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+
+from . import probes
+from .data import Cifar10, TrainLoader
+from .models import ARCHS, INITS, build_model, check_choice, weight_layers
+from .results import cached_run, stored_run
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    arch: str = "resnet110"          # see shared.models.ARCHS
+    init: str = "xavier_uniform"     # see shared.models.INITS
+    batch_size: int = 128
+    train_subset: int | None = None  # class-balanced subset of the training set (smoke only)
+
+    def __post_init__(self):
+        check_choice("arch", self.arch, ARCHS)
+        check_choice("init", self.init, INITS)
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class GradientConfig(ProbeConfig):
+    """Fig 2: the gradient of one layer's weights at initialisation."""
+    layer: int | None = None  # None: the middle layer (55 of ResNet-110, 51 of ResNet-101)
+    bins: int = 201
+
+
+@dataclass(frozen=True)
+class DepthConfig(ProbeConfig):
+    """Fig 5: channel means and stds of layers 6, 18, ..., at initialisation."""
+
+
+@dataclass(frozen=True)
+class LogitGradientConfig(ProbeConfig):
+    """Fig 6: gradients w.r.t. the logits at initialisation, one batch and an epoch's average."""
+    epoch_batches: int | None = None  # mini-batches averaged; None: a full epoch
+
+
+@dataclass(frozen=True)
+class ContributionConfig(ProbeConfig):
+    """Table 1: per-example gradient contributions of a few convolution layers."""
+    layers: tuple[int, ...] = (2, 20, 38, 55, 74, 92, 109)
+
+
+@dataclass(frozen=True)
+class RelativeLossConfig(ProbeConfig):
+    """Fig 3: relative loss along the gradient, probed while training at the normal rates."""
+    lr_bn: float = 0.1
+    lr_no_bn: float = 1e-4
+    probe_batches: tuple[int, ...] = (1, 4, 7)  # 1-based mini-batch numbers of training
+    sizes: int = 80                               # step sizes 10^-5.5 .. 10^0.5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+@dataclass(frozen=True)
+class DivergingUpdateConfig(ProbeConfig):
+    """Fig 4: channel moments of the no-BN network while a diverging update is applied."""
+    lr: float = 0.1                               # a rate at which the no-BN network diverges
+    layers: tuple[int, ...] = (8, 44, 80)
+    fractions: int = 21                           # 0 %, 5 %, ..., 100 % of the update
+
+
+def middle_layer(model) -> int:
+    return (len(weight_layers(model)) + 1) // 2
+
+
+def network_pair(cfg: ProbeConfig, seed: int, device) -> dict[str, torch.nn.Module]:
+    """{"bn": ..., "no_bn": ...}: the seed's network with BN and the same weights without."""
+    pair = {}
+    for name, bn in (("bn", True), ("no_bn", False)):
+        torch.manual_seed(seed)
+        pair[name] = build_model(cfg.arch, bn, cfg.init).to(device).train()
+    return pair
+
+
+def first_batch(cfg: ProbeConfig, data: Cifar10, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return next(TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfg.batch_size, seed).epoch(0))
+
+
+def measure_gradients(cfg: GradientConfig, data: Cifar10, seed: int) -> dict:
+    x, y = first_batch(cfg, data, seed)
+    result = {}
+    for name, model in network_pair(cfg, seed, x.device).items():
+        k = cfg.layer or middle_layer(model)
+        g = probes.layer_weight_gradient(model, x, y, k)
+        result[name] = {"layer": k, **probes.summary_stats(g), **probes.histogram(g, cfg.bins)}
+    result["scale_ratio"] = result["no_bn"]["std"] / result["bn"]["std"]
+    return result
+
+
+def measure_depth_profile(cfg: DepthConfig, data: Cifar10, seed: int) -> dict:
+    x, _ = first_batch(cfg, data, seed)
+    result = {}
+    for name, model in network_pair(cfg, seed, x.device).items():
+        profile = probes.depth_profile(model, x, probes.layers_to_profile(model))
+        result[name] = {str(k): v for k, v in profile.items()}
+    return result
+
+
+def measure_logit_gradients(cfg: LogitGradientConfig, data: Cifar10, seed: int) -> dict:
+    loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfg.batch_size, seed)
+    n_batches = min(cfg.epoch_batches or len(loader), len(loader))
+    result = {}
+    for name, model in network_pair(cfg, seed, data.train_x.device).items():
+        batches = [probes.logit_gradients(model, x, y) for _, (x, y) in zip(range(n_batches), loader.epoch(0))]
+        full = [g for g in batches if len(g) == cfg.batch_size]  # rows = positions in a full batch
+        columns = torch.cat([g.argmax(1) for g in batches])
+        counts = torch.bincount(columns, minlength=batches[0].shape[1])
+        column, fraction = probes.dominant_column(batches[0])
+        result[name] = {"first_batch": batches[0].cpu().tolist(),
+                        "epoch_mean": torch.stack(full).mean(0).cpu().tolist(),
+                        "dominant_column": column, "dominant_fraction": fraction,
+                        "epoch_column_counts": counts.cpu().tolist(),
+                        "epoch_dominant_fraction": counts.max().item() / len(columns),
+                        "epoch_batches": len(batches)}
+    return result
+
+
+def measure_contributions(cfg: ContributionConfig, data: Cifar10, seed: int) -> dict:
+    x, y = first_batch(cfg, data, seed)
+    result = {}
+    for name, model in network_pair(cfg, seed, x.device).items():
+        result[name] = {str(k): probes.contribution_agreement(
+            probes.per_example_contributions(model, x, y, k)) for k in cfg.layers}
+    return result
+
+
+def measure_relative_loss(cfg: RelativeLossConfig, data: Cifar10, seed: int) -> dict:
+    """Train each network of the pair at its normal rate for max(probe_batches) steps; before the
+    step on each probed mini-batch, measure the relative loss along that batch's gradient."""
+    loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfg.batch_size, seed)
+    sizes = probes.step_sizes(cfg.sizes)
+    result = {"sizes": sizes.tolist()}
+    for name, model in network_pair(cfg, seed, data.train_x.device).items():
+        lr = cfg.lr_bn if name == "bn" else cfg.lr_no_bn
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+        curves = {}
+        for step, (x, y) in zip(range(1, max(cfg.probe_batches) + 1), loader.epoch(0)):
+            if step in cfg.probe_batches:
+                ratios = probes.relative_loss_along_gradient(model, x, y, sizes)
+                best = int(torch.nan_to_num(ratios, nan=float("inf")).argmin())
+                curves[str(step)] = {
+                    "relative_loss": ratios.tolist(),
+                    "first_above_1e3": probes.first_exceeding(sizes, ratios, 1e3),
+                    "best_relative_loss": ratios[best].item(), "best_size": sizes[best].item()}
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        result[name] = {"lr": lr, "batches": curves}
+    return result
+
+
+def measure_diverging_update(cfg: DivergingUpdateConfig, data: Cifar10, seed: int) -> dict:
+    x, y = first_batch(cfg, data, seed)
+    model = network_pair(cfg, seed, x.device)["no_bn"]
+    fractions = torch.linspace(0, 1, cfg.fractions)
+    moments = probes.moments_along_update(model, x, y, cfg.lr, list(cfg.layers), fractions)
+    return {"fractions": fractions.tolist(),
+            "layers": {str(k): {key: v.cpu().tolist() for key, v in m.items()} for k, m in moments.items()}}
+
+
+@dataclass(frozen=True)
+class SingularValueConfig:
+    """Fig 7: singular values of products of Gaussian matrices (no network, no data)."""
+    n: int = 1000
+    depths: tuple[int, ...] = (1, 3, 5)
+    samples: int = 4
+    bins: int = 100
+
+
+def measure_singular_values(cfg: SingularValueConfig, seed: int) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for m in cfg.depths:
+        values = torch.cat([probes.gaussian_product_singular_values(cfg.n, m, generator)
+                            for _ in range(cfg.samples)])
+        counts = torch.histc(values, cfg.bins, 0, values.max().item())
+        result[str(m)] = {"max": values.max().item(), "limit": probes.largest_singular_value_limit(m),
+                          "median": values.median().item(),
+                          "fraction_below_0.1": (values < 0.1).double().mean().item(),
+                          "edges": torch.linspace(0, values.max().item(), cfg.bins + 1).tolist(),
+                          "counts": counts.long().tolist()}
+    return result
+
+
+# name -> (config class, measure function)
+EXPERIMENTS = {
+    "fig2_gradients": (GradientConfig, measure_gradients),
+    "fig3_relative_loss": (RelativeLossConfig, measure_relative_loss),
+    "fig4_diverging_update": (DivergingUpdateConfig, measure_diverging_update),
+    "fig5_depth_profile": (DepthConfig, measure_depth_profile),
+    "fig6_logit_gradients": (LogitGradientConfig, measure_logit_gradients),
+    "fig7_singular_values": (SingularValueConfig, measure_singular_values),
+    "table1_contributions": (ContributionConfig, measure_contributions),
+}
+
+# preset -> field overrides, applied where the experiment's config has the field
+PRESETS = {
+    "smoke": dict(arch="resnet20", batch_size=16, train_subset=200, layers=None, epoch_batches=3,
+                  sizes=12, n=64, samples=1, fractions=5),
+    "paper": {},
+}
+
+
+def experiment_config(experiment: str, preset: str = "paper", **overrides):
+    """The config of `experiment` under `preset`, with fields replaced by `overrides`.
+
+    Layer lists that depend on the depth (Fig 4, Table 1) are scaled to shallow networks in the
+    smoke preset.
+    """
+    check_choice("experiment", experiment, EXPERIMENTS)
+    check_choice("preset", preset, PRESETS)
+    cls = EXPERIMENTS[experiment][0]
+    names = {f.name for f in fields(cls)}
+    for name in overrides:
+        check_choice(f"{cls.__name__} field", name, sorted(names))
+    values = {k: v for k, v in PRESETS[preset].items() if k in names and v is not None}
+    if preset == "smoke" and "layers" in names:
+        values["layers"] = (2, 8, 14) if experiment == "fig4_diverging_update" else (2, 10, 19)
+    return replace(cls(), **values, **overrides)
+
+
+def run_experiment(experiment: str, cfg, seed: int = 0, data_dir=None, device=None,
+                   recompute: bool = False, root=None) -> dict:
+    """The stored run of `experiment` for (cfg, seed), computed (and stored) if missing."""
+    measure = EXPERIMENTS[experiment][1]
+    if isinstance(cfg, SingularValueConfig):  # needs no data: compute directly
+        return cached_run(experiment, cfg, seed, lambda: measure(cfg, seed), "cpu", None,
+                          recompute, root)
+    return stored_run(experiment, cfg, seed, lambda data: measure(cfg, data, seed), data_dir,
+                      device, recompute, root)

@@ -1,0 +1,216 @@
+"""Measurements behind the paper's figures, as functions of a network and a mini-batch.
+
+Each function takes a model (in whatever state the caller prepared) and tensors, and returns
+tensors; the experiments in `shared.experiments` decide which model, which batch and what to
+store. Section and figure numbers refer to Bjorck et al. (2018).
+"""
+
+import copy
+import math
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .models import layer, weight_layers
+
+
+def layer_weight_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Gradient of the mini-batch cross-entropy w.r.t. the weights of layer `k` (Fig 2)."""
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    return layer(model, k).weight.grad.detach().clone()
+
+
+def summary_stats(values: torch.Tensor) -> dict:
+    """Std, max |value| and excess kurtosis (0 for a Gaussian; large for heavy tails)."""
+    v = values.detach().double().flatten()
+    centred = v - v.mean()
+    var = centred.square().mean()
+    return {"mean": v.mean().item(), "std": var.sqrt().item(), "max_abs": v.abs().max().item(),
+            "excess_kurtosis": (centred.pow(4).mean() / var.square() - 3).item()}
+
+
+def histogram(values: torch.Tensor, bins: int = 201) -> dict:
+    """Counts of `values` in `bins` equal bins over the symmetric range +-max|value|."""
+    v = values.detach().double().flatten().cpu()
+    edge = v.abs().max().item() or 1.0
+    counts = torch.histc(v, bins=bins, min=-edge, max=edge)
+    return {"edges": torch.linspace(-edge, edge, bins + 1).tolist(), "counts": counts.long().tolist()}
+
+
+@contextmanager
+def recorded_outputs(model: nn.Module, ks: list[int]):
+    """Record the output of each layer in `ks` during forward passes: yields {k: tensor}."""
+    outputs = {}
+    hooks = [layer(model, k).register_forward_hook(
+        lambda m, i, o, k=k: outputs.__setitem__(k, o.detach())) for k in ks]
+    try:
+        yield outputs
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def channel_moments(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of a layer output over batch and positions (Fig 4, 5).
+
+    output: [B, C, H, W] (or [B, C] for the classifier); returns two float64 tensors [C].
+    """
+    o = output.double().transpose(0, 1).flatten(1)  # [C, B*H*W]
+    return o.mean(1), o.std(1, correction=0)
+
+
+def depth_profile(model: nn.Module, x: torch.Tensor, ks: list[int]) -> dict[int, dict]:
+    """Fig 5: for each layer k, the channel means and stds of its output, averaged over channels.
+
+    Returns {k: {"abs_mean": mean over channels of |channel mean|, "std": mean channel std}}.
+    """
+    with torch.no_grad(), recorded_outputs(model, ks) as outputs:
+        model(x)
+    profile = {}
+    for k in ks:
+        means, stds = channel_moments(outputs[k])
+        profile[k] = {"abs_mean": means.abs().mean().item(), "std": stds.mean().item()}
+    return profile
+
+
+def logit_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fig 6: d loss / d logits for the mean cross-entropy of the batch, [B, classes]."""
+    with torch.no_grad():
+        probs = model(x).double().softmax(1)
+    return (probs - F.one_hot(y, probs.shape[1])) / len(y)
+
+
+def dominant_column(grads: torch.Tensor) -> tuple[int, float]:
+    """The column most often holding a row's largest (positive) gradient, and that fraction."""
+    columns = grads.argmax(1)
+    counts = torch.bincount(columns, minlength=grads.shape[1])
+    return int(counts.argmax()), counts.max().item() / len(columns)
+
+
+def per_example_contributions(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                              k: int) -> torch.Tensor:
+    """Table 1: each example's term in the mini-batch gradient of conv layer `k`'s kernel.
+
+    dL/dW = sum_b delta_b (x) input_b, with delta_b the gradient at the layer's output for
+    example b (coupled to the other examples through BN, if there is BN). Returns [B, *W.shape];
+    summing over B gives the ordinary gradient.
+    """
+    conv = layer(model, k)
+    saved = {}
+
+    def keep_input(m, inputs, output):
+        saved["input"] = inputs[0].detach()
+        output.register_hook(lambda g: saved.__setitem__("delta", g.detach()))
+
+    hook = conv.register_forward_hook(keep_input)
+    try:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+    finally:
+        hook.remove()
+    cols = F.unfold(saved["input"], conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+    delta = saved["delta"].flatten(2)                # [B, out, L]
+    per_example = torch.bmm(delta, cols.transpose(1, 2))  # [B, out, in*kh*kw]
+    return per_example.view(len(x), *conv.weight.shape)
+
+
+def contribution_agreement(per_example: torch.Tensor) -> dict:
+    """Table 1's two numbers, averaged over the kernel's entries: sum_b |g_b| and |sum_b g_b|."""
+    sum_abs = per_example.abs().sum(0).double()
+    abs_sum = per_example.sum(0).abs().double()
+    return {"sum_abs": sum_abs.mean().item(), "abs_sum": abs_sum.mean().item(),
+            "ratio": (sum_abs.mean() / abs_sum.mean()).item()}
+
+
+def step_sizes(n: int = 80, low: float = -5.5, high: float = 0.5) -> torch.Tensor:
+    """Fig 3's step sizes: n values log-spaced from 10^low to 10^high."""
+    return torch.logspace(low, high, n, dtype=torch.float64)
+
+
+@contextmanager
+def gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """Compute the mini-batch loss and gradient at the current weights theta; yield
+    (loss, move), where move(t) sets the weights to theta - t * g. On exit the model is restored
+    exactly, BN running statistics included (forward passes in train mode update them)."""
+    state = copy.deepcopy(model.state_dict())
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    start = [p.detach().clone() for p in params]
+    grads = [p.grad.detach().clone() for p in params]
+
+    def move(t: float) -> None:
+        for p, p0, g in zip(params, start, grads):
+            p.copy_(p0 - t * g)
+
+    try:
+        with torch.no_grad():
+            yield loss.detach(), move
+    finally:
+        model.load_state_dict(state)
+        model.zero_grad(set_to_none=True)
+
+
+def relative_loss_along_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                                 sizes: torch.Tensor) -> torch.Tensor:
+    """Fig 3: L(theta - s g) / L(theta) on one mini-batch, for each step size s.
+
+    The step is a plain gradient step along g = grad L(theta) of the same mini-batch (no
+    momentum, no weight decay), and the loss is measured as training sees it (train mode: BN
+    uses the batch's statistics). The model is left exactly as it was.
+    """
+    ratios = []
+    with gradient_direction(model, x, y) as (loss0, move):
+        for s in sizes.tolist():
+            move(s)
+            ratios.append(F.cross_entropy(model(x), y) / loss0)
+    return torch.stack(ratios).double().cpu()
+
+
+def first_exceeding(sizes: torch.Tensor, values: torch.Tensor, threshold: float) -> float | None:
+    """The smallest size whose value exceeds `threshold` (or is not finite), or None."""
+    bad = ~torch.isfinite(values) | (values > threshold)
+    return sizes[bad][0].item() if bad.any() else None
+
+
+def moments_along_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
+                         ks: list[int], fractions: torch.Tensor) -> dict[int, dict]:
+    """Fig 4: channel means and variances of layers `ks` as the SGD update -lr * g is applied.
+
+    For each fraction t the weights are theta - t * lr * g (g: the mini-batch gradient at theta)
+    and a forward pass on the same batch records the layers' outputs. Returns
+    {k: {"means": [T, C], "variances": [T, C]}}; the model is left exactly as it was.
+    """
+    rows = {k: ([], []) for k in ks}
+    with gradient_direction(model, x, y) as (_, move), recorded_outputs(model, ks) as outputs:
+        for t in fractions.tolist():
+            move(t * lr)
+            model(x)
+            for k in ks:
+                means, stds = channel_moments(outputs[k])
+                rows[k][0].append(means)
+                rows[k][1].append(stds.square())
+    return {k: {"means": torch.stack(m), "variances": torch.stack(v)} for k, (m, v) in rows.items()}
+
+
+def gaussian_product_singular_values(n: int, m: int, generator: torch.Generator) -> torch.Tensor:
+    """Fig 7: singular values of a product of `m` independent n x n matrices with N(0, 1/n) entries."""
+    product = torch.eye(n, dtype=torch.float64)
+    for _ in range(m):
+        product = torch.randn(n, n, generator=generator, dtype=torch.float64) / math.sqrt(n) @ product
+    return torch.linalg.svdvals(product)
+
+
+def largest_singular_value_limit(m: int) -> float:
+    """The limit of the largest singular value of such a product: sqrt((m+1)^(m+1) / m^m)."""
+    return math.sqrt((m + 1) ** (m + 1) / m ** m)
+
+
+def layers_to_profile(model: nn.Module, step: int = 12, first: int = 6) -> list[int]:
+    """Fig 5's layers: 6, 18, 30, ... and the last layer (110 for ResNet-110)."""
+    depth = len(weight_layers(model))
+    return sorted(set(range(first, depth + 1, step)) | {depth})

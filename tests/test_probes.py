@@ -1,0 +1,136 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shared import probes
+from shared.models import build_model, layer
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
+
+
+def model_pair(arch="resnet20", seed=0):
+    torch.manual_seed(seed)
+    with_bn = build_model(arch, bn=True).train()
+    torch.manual_seed(seed)
+    return with_bn, build_model(arch, bn=False).train()
+
+
+def test_summary_stats_of_known_distributions():
+    g = torch.Generator().manual_seed(0)
+    gauss = probes.summary_stats(torch.randn(200_000, generator=g, dtype=torch.float64))
+    laplace = probes.summary_stats(torch.distributions.Laplace(0.0, 1.0).sample((200_000,)))
+    assert gauss["std"] == pytest.approx(1, abs=0.01) and abs(gauss["excess_kurtosis"]) < 0.1
+    assert laplace["excess_kurtosis"] == pytest.approx(3, abs=0.3)
+
+
+def test_histogram_counts_everything_on_a_symmetric_range():
+    values = torch.tensor([-2.0, -1.0, 0.0, 0.5, 1.5])
+    h = probes.histogram(values, bins=4)
+    assert sum(h["counts"]) == 5 and h["edges"][0] == -2.0 and h["edges"][-1] == 2.0
+
+
+def test_channel_moments_match_a_direct_computation():
+    out = torch.randn(4, 3, 5, 5) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1) + 7
+    means, stds = probes.channel_moments(out)
+    for c in range(3):
+        assert means[c].item() == pytest.approx(out[:, c].double().mean().item())
+        assert stds[c].item() == pytest.approx(out[:, c].double().std(correction=0).item())
+
+
+def test_logit_gradients_equal_autograd(batch):
+    x, y = batch
+    model = build_model("resnet20").train()
+    logits = model(x).detach().requires_grad_()
+    F.cross_entropy(logits, y).backward()
+    assert torch.allclose(probes.logit_gradients(model, x, y).float(), logits.grad, atol=1e-6)
+
+
+def test_dominant_column():
+    grads = torch.tensor([[0.1, 0.5, 0.0], [0.0, 0.9, 0.2], [0.3, 0.1, 0.0], [0.0, 0.2, 0.1]])
+    assert probes.dominant_column(grads) == (1, 0.75)
+
+
+@pytest.mark.parametrize("bn", [True, False])
+@pytest.mark.parametrize("k", [2, 8, 15])  # 8: a strided convolution (first of stage 2)
+def test_per_example_contributions_sum_to_the_gradient(batch, bn, k):
+    x, y = batch
+    model = model_pair()[0 if bn else 1]
+    per_example = probes.per_example_contributions(model, x, y, k)
+    assert per_example.shape == (len(x), *layer(model, k).weight.shape)
+    expected = probes.layer_weight_gradient(model, x, y, k)
+    assert torch.allclose(per_example.sum(0), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_contribution_agreement_of_agreeing_and_cancelling_examples():
+    agree = probes.contribution_agreement(torch.ones(4, 2, 2))
+    cancel = probes.contribution_agreement(torch.tensor([1.0, -1.0, 1.0, -0.9]).view(4, 1))
+    assert agree["ratio"] == pytest.approx(1.0) and cancel["ratio"] == pytest.approx(3.9 / 0.1)
+
+
+def test_relative_loss_restores_the_model_and_starts_at_one(batch):
+    x, y = batch
+    model = model_pair()[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sizes = torch.tensor([0.0, 1e-3, 10.0], dtype=torch.float64)
+    ratios = probes.relative_loss_along_gradient(model, x, y, sizes)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
+    assert ratios[0].item() == pytest.approx(1.0, abs=1e-6)
+    # the same number by hand: one plain gradient step of size 1e-3
+    loss0 = F.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss0, list(model.parameters()))
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), grads):
+            p.sub_(1e-3 * g)
+        assert ratios[1].item() == pytest.approx((F.cross_entropy(model(x), y) / loss0).item(), rel=1e-4)
+
+
+def test_step_sizes_and_first_exceeding():
+    sizes = probes.step_sizes()
+    assert len(sizes) == 80 and sizes[0] == pytest.approx(10 ** -5.5) and sizes[-1] == pytest.approx(10 ** 0.5)
+    values = torch.tensor([1.0, 2.0, 5e3, float("nan")])
+    assert probes.first_exceeding(torch.tensor([1.0, 2.0, 3.0, 4.0]), values, 1e3) == 3.0
+    assert probes.first_exceeding(torch.tensor([1.0]), torch.tensor([1.0]), 1e3) is None
+
+
+def test_moments_along_update_start_at_the_unperturbed_network(batch):
+    x, y = batch
+    model = model_pair()[1]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = probes.moments_along_update(model, x, y, 0.1, [3, 12], torch.linspace(0, 1, 3))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad(), probes.recorded_outputs(model, [3]) as outputs:
+        model(x)
+    means, stds = probes.channel_moments(outputs[3])
+    assert torch.allclose(moments[3]["means"][0], means) and torch.allclose(moments[3]["variances"][0], stds ** 2)
+    assert moments[12]["variances"].shape == (3, 32)
+
+
+def test_depth_profile_grows_without_bn_at_initialisation(batch):
+    x, _ = batch
+    with_bn, without = model_pair("resnet56")
+    ks = probes.layers_to_profile(without)
+    assert ks == [6, 18, 30, 42, 54, 56]
+    profile = probes.depth_profile(without, x, ks)
+    assert profile[54]["std"] > 3 * profile[6]["std"]
+
+
+def test_fig5_layers_of_resnet110():
+    assert probes.layers_to_profile(build_model("resnet110")) == [6, 18, 30, 42, 54, 66, 78, 90, 102, 110]
+
+
+def test_gaussian_products_approach_the_limit_of_the_largest_singular_value():
+    assert [round(probes.largest_singular_value_limit(m), 2) for m in (1, 3, 5)] == [2.0, 3.08, 3.86]
+    g = torch.Generator().manual_seed(0)
+    for m in (1, 3):
+        top = probes.gaussian_product_singular_values(400, m, g).max().item()
+        assert top == pytest.approx(probes.largest_singular_value_limit(m), rel=0.1)
+    single = probes.gaussian_product_singular_values(300, 1, g)
+    assert (single ** 2).mean().item() == pytest.approx(1.0, rel=0.05)  # E sigma^2 = 1 for N(0, 1/n)
+    assert math.isfinite(single.min().item())
