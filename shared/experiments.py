@@ -47,13 +47,13 @@ class DepthConfig(ProbeConfig):
 @dataclass(frozen=True)
 class LogitGradientConfig(ProbeConfig):
     """Fig 6: gradients w.r.t. the logits at initialisation, one batch and an epoch's average."""
-    epoch_batches: int | None = None  # mini-batches averaged; None: a full epoch
+    epoch_batches: int | None = 50  # mini-batches averaged (6,400 images); None: a full epoch
 
 
 @dataclass(frozen=True)
 class ContributionConfig(ProbeConfig):
     """Table 1: per-example gradient contributions of a few convolution layers."""
-    layers: tuple[int, ...] = (2, 20, 38, 55, 74, 92, 109)
+    layers: tuple[int, ...] = (2, 20, 38, 55, 74, 92, 109)  # of ResNet-110; scaled to other depths
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class RelativeLossConfig(ProbeConfig):
 @dataclass(frozen=True)
 class DivergingUpdateConfig(ProbeConfig):
     """Fig 4: channel moments of the no-BN network while a diverging update is applied."""
-    lr: float = 0.1                               # a rate at which the no-BN network diverges
-    layers: tuple[int, ...] = (8, 44, 80)
+    lr: float = 3e-3  # a rate at which the no-BN network diverges (Fig 1's middle BN rate)
+    layers: tuple[int, ...] = (8, 44, 80)  # of ResNet-110; scaled to other depths
     fractions: int = 21                           # 0 %, 5 %, ..., 100 % of the update
 
 
@@ -212,8 +212,8 @@ EXPERIMENTS = {
 
 # preset -> field overrides, applied where the experiment's config has the field
 PRESETS = {
-    "smoke": dict(arch="resnet20", batch_size=16, train_subset=200, layers=None, epoch_batches=3,
-                  sizes=12, n=64, samples=1, fractions=5),
+    "smoke": dict(arch="resnet20", batch_size=16, train_subset=200, epoch_batches=3, sizes=12,
+                  n=64, samples=1, fractions=5),
     "paper": {},
 }
 
@@ -221,8 +221,8 @@ PRESETS = {
 def experiment_config(experiment: str, preset: str = "paper", **overrides):
     """The config of `experiment` under `preset`, with fields replaced by `overrides`.
 
-    Layer lists that depend on the depth (Fig 4, Table 1) are scaled to shallow networks in the
-    smoke preset.
+    Layer lists given for ResNet-110 (Fig 4, Table 1) are scaled to the depth of another
+    network, unless `layers` is overridden.
     """
     check_choice("experiment", experiment, EXPERIMENTS)
     check_choice("preset", preset, PRESETS)
@@ -230,10 +230,12 @@ def experiment_config(experiment: str, preset: str = "paper", **overrides):
     names = {f.name for f in fields(cls)}
     for name in overrides:
         check_choice(f"{cls.__name__} field", name, sorted(names))
-    values = {k: v for k, v in PRESETS[preset].items() if k in names and v is not None}
-    if preset == "smoke" and "layers" in names:
-        values["layers"] = (2, 8, 14) if experiment == "fig4_diverging_update" else (2, 10, 19)
-    return replace(cls(), **values, **overrides)
+    values = {k: v for k, v in {**PRESETS[preset], **overrides}.items() if k in names}
+    cfg = cls(**values)
+    if "layers" in names and "layers" not in overrides and cfg.arch != "resnet110":
+        depth = len(weight_layers(build_model(cfg.arch)))
+        cfg = replace(cfg, layers=tuple(min(depth - 1, max(2, round(k * depth / 110))) for k in cfg.layers))
+    return cfg
 
 
 def run_experiment(experiment: str, cfg, seed: int = 0, data_dir=None, device=None,
@@ -245,3 +247,37 @@ def run_experiment(experiment: str, cfg, seed: int = 0, data_dir=None, device=No
                           recompute, root)
     return stored_run(experiment, cfg, seed, lambda data: measure(cfg, data, seed), data_dir,
                       device, recompute, root)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Compute stored runs from the command line, e.g.
+    `python -m shared.experiments fig2_gradients --seeds 0 1 2 --set arch=resnet101 init=xavier_normal`."""
+    import argparse
+    import ast
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--recompute", action="store_true")
+    args = parser.parse_args(argv)
+
+    def value(text: str):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+
+    overrides = {k: value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    cfg = experiment_config(args.experiment, args.preset, **overrides)
+    for seed in args.seeds:
+        start = time.perf_counter()
+        run_experiment(args.experiment, cfg, seed, args.data_dir, recompute=args.recompute)
+        print(f"{args.experiment} seed {seed} {overrides}: {time.perf_counter() - start:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
