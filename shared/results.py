@@ -29,8 +29,9 @@ import torch
 from .data import REPO_ROOT, Cifar10, load_cifar10
 from .fileio import write_atomic
 
-RESULTS_ROOT = REPO_ROOT / "data" / "results"
-CHECKPOINT_ROOT = REPO_ROOT / "data" / "checkpoints"
+# $BN_RESULTS_DIR / $BN_CHECKPOINT_DIR move the store elsewhere (tests, scratch batches)
+RESULTS_ROOT = Path(os.environ.get("BN_RESULTS_DIR") or REPO_ROOT / "data" / "results")
+CHECKPOINT_ROOT = Path(os.environ.get("BN_CHECKPOINT_DIR") or REPO_ROOT / "data" / "checkpoints")
 
 
 def config_hash(config) -> str:
@@ -136,6 +137,13 @@ def cached_run(experiment: str, config, seed: int, compute: Callable[[], dict], 
         write_json(directory / "provenance.json", prov)
         write_json(directory / "result.json", result)
     return load_run(experiment, config, seed, root)  # as JSON gives it back, like a stored run
+
+
+def config_runs(experiment: str, config, root: Path | None = None) -> list[dict]:
+    """Every completed run of `experiment` with exactly this config, one per seed, by seed."""
+    runs = [load_run(experiment, config, int(d.name[4:]), root)
+            for d in run_dir(experiment, config, 0, root).parent.glob("seed*")]
+    return sorted((r for r in runs if r), key=lambda r: r["provenance"]["seed"])
 
 
 def stored_runs(experiment: str, root: Path | None = None, **config_filters) -> list[dict]:

@@ -1,0 +1,48 @@
+"""Plotting and reporting helpers shared by the figure notebooks."""
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .data import REPO_ROOT
+
+# $BN_FIGURES_DIR moves the saved figures elsewhere (tests)
+FIGURES_DIR = Path(os.environ.get("BN_FIGURES_DIR") or REPO_ROOT / "figures")
+
+
+def setup_style() -> None:
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.grid": True,
+                         "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+                         "font.size": 10, "svg.hashsalt": "bn", "svg.fonttype": "none"})
+
+
+def save_figure(fig: plt.Figure, name: str, preset: str) -> Path:
+    """Save `fig` as figures/<name>.png and .svg (with the preset in the name unless "paper")."""
+    stem = name if preset == "paper" else f"{name}_{preset}"
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES_DIR / f"{stem}.png", bbox_inches="tight")
+    fig.savefig(FIGURES_DIR / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
+    return FIGURES_DIR / f"{stem}.png"
+
+
+def runs_summary(runs: list[dict], preset: str) -> str:
+    """One line of provenance for a figure: preset, seeds, devices, data, code versions."""
+    provs = [r["provenance"] for r in runs]
+    seeds = sorted(p["seed"] for p in provs)
+    devices = sorted({p["device"] for p in provs})
+    data = sorted({p["data"] or "no data" for p in provs})
+    commits = sorted({p["git_commit"][:7] + ("+dirty" if p["git_commit"].endswith("+dirty") else "")
+                      for p in provs})
+    dates = sorted(p["date"][:10] for p in provs)
+    return (f"preset {preset}; {len(seeds)} seed(s) {seeds}; device {', '.join(devices)}; "
+            f"data {', '.join(data)}; code {', '.join(commits)}; "
+            f"dates {dates[0]}..{dates[-1]}" if provs else f"preset {preset}: no runs")
+
+
+def claims_table(rows: list[tuple[str, str, str, bool | None]]) -> pd.DataFrame:
+    """The closing table of a figure notebook: claim, the paper's number, ours, and whether it holds."""
+    table = pd.DataFrame(rows, columns=["claim", "paper", "ours", "holds"])
+    table["holds"] = table["holds"].map({True: "yes", False: "no", None: "partly"})
+    return table
