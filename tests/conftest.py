@@ -7,10 +7,10 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 @pytest.fixture(scope="session")
 def tiny_image_folder(tmp_path_factory):
-    """A CIFAR-10-shaped image-folder tree: 4 train and 2 test PNG images per class."""
+    """A CIFAR-10-shaped image-folder tree: 20 train and 10 test PNG images per class."""
     root = tmp_path_factory.mktemp("tiny_cifar")
     rng = np.random.default_rng(0)
-    for split, n in (("train", 4), ("test", 2)):
+    for split, n in (("train", 20), ("test", 10)):
         for cls in CLASSES:
             (root / split / cls).mkdir(parents=True)
             for i in range(n):
