@@ -47,6 +47,7 @@ SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())  # every extension Pillow can read
 IMAGE_SHAPE = (3, 32, 32)
+CACHE_FORMAT = "2"  # bump when what the cache holds changes, so old cache files are not read
 PAD = 4  # pixels of zero padding on each side before the random crop
 HOW_TO_GET = (
     "How to get CIFAR-10: on a machine with internet, load_cifar10(download=True) lets torchvision "
@@ -423,7 +424,7 @@ def _fingerprint(kind: str, path: Path) -> str:
         files = sorted(p for p in path.iterdir() if p.is_file())
     else:
         files = [path]
-    identity = [str(path.resolve()), kind]
+    identity = [CACHE_FORMAT, str(path.resolve()), kind]
     for f in files:
         stat = f.stat()
         name = f.relative_to(path) if f != path else f.name

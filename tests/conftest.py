@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,3 +19,14 @@ def tiny_image_folder(tmp_path_factory):
                 pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / cls / f"{i:04d}.png")
     return root
+
+
+# The JPEG copy of CIFAR-10 that may lie beside the repository (../shared/data); never committed.
+REAL_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def real_archive():
+    if not REAL_ARCHIVE.exists():
+        pytest.skip(f"no CIFAR-10 JPEG archive beside the repository at {REAL_ARCHIVE}")
+    return REAL_ARCHIVE
