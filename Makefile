@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PRESET ?= paper
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install test report clean-venv
+.PHONY: install chromium test report clean-venv
 
 # (Re)install when pyproject.toml changes; the stamp file records a finished install.
 $(VENV)/.installed: pyproject.toml
@@ -15,23 +15,22 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Headless Chromium, which tests/test_report.py opens the report in (CI runs as root on Debian).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
 # Unit tests, then the committed notebooks regressed against their stored outputs.
-test: install
+test: install chromium
 	$(PY) -m pytest tests
 ifneq ($(NOTEBOOKS),)
 	$(PY) -m pytest --nbval $(NOTEBOOKS)
 endif
 
-# Until the report site lands: execute every notebook in place with the chosen preset.
+# Execute every notebook in place with the chosen preset (the default, paper, reads the committed
+# results store, so nothing is trained; PRESET=smoke recomputes everything small on CPU), generate
+# the report's include files, then render _site/ with Quarto, or offline HTML where it is missing.
 report: install
-ifeq ($(NOTEBOOKS),)
-	@echo "No notebooks yet: nothing to report."
-else
-	@for nb in $(NOTEBOOKS); do \
-	  echo "executing $$nb (preset=$(PRESET))"; \
-	  (cd notebooks && ../$(PY) -m papermill --cwd . $$(basename $$nb) $$(basename $$nb) -p preset $(PRESET)) || exit 1; \
-	done
-endif
+	$(PY) -m shared.report --execute --preset $(PRESET)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -13,6 +13,8 @@ FIGURES_DIR = Path(os.environ.get("BN_FIGURES_DIR") or REPO_ROOT / "figures")
 
 
 def setup_style() -> None:
+    """Matplotlib and pandas display settings shared by the notebooks."""
+    pd.set_option("display.max_colwidth", None)  # claims tables show their whole text
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.grid": True,
                          "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
                          "font.size": 10, "svg.hashsalt": "bn", "svg.fonttype": "none"})
@@ -45,4 +47,4 @@ def claims_table(rows: list[tuple[str, str, str, bool | None]]) -> pd.DataFrame:
     """The closing table of a figure notebook: claim, the paper's number, ours, and whether it holds."""
     table = pd.DataFrame(rows, columns=["claim", "paper", "ours", "holds"])
     table["holds"] = table["holds"].map({True: "yes", False: "no", None: "partly"})
-    return table
+    return table.set_index("claim")

@@ -1,0 +1,408 @@
+"""The report: include files generated from the notebooks and the results store, then the site.
+
+`index.qmd` is the report's front page; every number and figure on it comes from markdown files
+this module generates into `_generated/` (ignored by git) and the page includes:
+
+    _generated/<item>.md      per figure or table of the paper (fig1 ... fig7, table1): the
+                              notebook(s) reproducing it, their saved figures (figures/*.png) and
+                              their closing claims table, or "not yet reproduced"
+    _generated/notebooks.md   every notebook in reading order, with its preset and date
+    _generated/provenance.md  every run in the results store, summarised per configuration
+
+Then, if Quarto is installed, `quarto render` builds the website (`_quarto.yml`) into `_site/`;
+otherwise an offline HTML version of the same pages is written there (nbconvert for the notebooks,
+mistune for the index), which opens from the file system.
+
+    python -m shared.report [--execute] [--preset PRESET]
+
+`--execute` first runs every notebook in place with papermill (`-p preset PRESET`).
+"""
+
+import argparse
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from .config import TRAIN_PRESETS
+from .data import REPO_ROOT
+from .experiments import PRESETS as PROBE_PRESETS
+from .plotting import FIGURES_DIR
+from .results import RESULTS_ROOT
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+GENERATED_DIR = REPO_ROOT / "_generated"
+SITE_DIR = REPO_ROOT / "_site"
+INDEX = REPO_ROOT / "index.qmd"
+QUARTO_CONFIG = REPO_ROOT / "_quarto.yml"
+
+# the paper's figures and table, in its order; a notebook reproduces one if its name holds the id
+PAPER_ITEMS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "table1")
+PRESET_NAMES = sorted(set(TRAIN_PRESETS) | set(PROBE_PRESETS))
+QUARTO_MISSING = ("Quarto is not installed; writing an offline HTML report to _site/ instead "
+                  "(install Quarto from https://quarto.org/docs/get-started/ for the full site)")
+
+
+@dataclass
+class Notebook:
+    """What the report shows of one executed notebook."""
+    path: Path
+    title: str
+    item: str | None       # the paper's figure or table it reproduces (see PAPER_ITEMS)
+    preset: str            # the preset it was last executed with
+    executed: str | None   # the date of that execution (papermill's record), if any
+    figures: list[Path]    # its saved figures in figures/ (PNG), for its preset
+    claims: str | None     # its closing claims table (HTML or markdown), if it has one
+
+    @property
+    def page(self) -> str:
+        """The notebook's page in the site, relative to the site root."""
+        return f"notebooks/{self.path.stem}.html"
+
+
+def paper_item(stem: str) -> str | None:
+    """The paper item a notebook or figure name refers to: "02_fig2_gradients" -> "fig2"."""
+    match = re.search(r"(?:^|_)((?:fig|table)\d+)(?:_|$)", stem)
+    return match[1] if match else None
+
+
+def item_label(item: str) -> str:
+    """"fig2" -> "Figure 2", "table1" -> "Table 1"."""
+    kind, number = re.fullmatch(r"([a-z]+)(\d+)", item).groups()
+    return f"{'Figure' if kind == 'fig' else 'Table'} {number}"
+
+
+def notebook_title(nb: nbformat.NotebookNode, default: str) -> str:
+    """The first markdown heading of the notebook, or `default`."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if match := re.match(r"#+\s+(.+)", line):
+                    return match[1].strip()
+    return default
+
+
+def table_output(cell: nbformat.NotebookNode) -> str | None:
+    """A table the code cell displays: its HTML `<table>` on one line, or its markdown table."""
+    for output in cell.get("outputs", []):
+        data = output.get("data", {})
+        if match := re.search(r"<table.*?</table>", data.get("text/html", ""), re.DOTALL):
+            return re.sub(r"\s*\n\s*", " ", match[0])
+        if "|" in data.get("text/markdown", ""):
+            return data["text/markdown"].strip()
+    return None
+
+
+def claims_table(nb: nbformat.NotebookNode) -> str | None:
+    """The first table displayed after the notebook's "Claims" heading, if it has one."""
+    after_heading = False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and re.search(r"^#+ .*claims", cell.source, re.I | re.M):
+            after_heading = True
+        elif after_heading and cell.cell_type == "code" and (table := table_output(cell)):
+            return table
+    return None
+
+
+def figure_preset(stem: str) -> str:
+    """The preset a saved figure was made with: shared.plotting.save_figure appends it unless paper."""
+    return next((p for p in PRESET_NAMES if p != "paper" and stem.endswith(f"_{p}")), "paper")
+
+
+def read_notebook(path: Path, figures_dir: Path = FIGURES_DIR) -> Notebook:
+    """Read what the report needs from an executed notebook."""
+    nb = nbformat.read(path, as_version=4)
+    papermill = nb.metadata.get("papermill", {})
+    preset = papermill.get("parameters", {}).get("preset", "paper")
+    item = paper_item(path.stem)
+    saved = sorted(figures_dir.glob(f"{item}_*.png")) if item else []
+    return Notebook(path, notebook_title(nb, path.stem), item, preset,
+                    (papermill.get("end_time") or "")[:10] or None,
+                    [f for f in saved if figure_preset(f.stem) == preset], claims_table(nb))
+
+
+def slug(text: str) -> str:
+    """Lower-case words joined by hyphens, tags dropped: an id or a label."""
+    return re.sub(r"[^a-z0-9]+", "-", re.sub(r"<[^>]+>", "", text).lower()).strip("-")
+
+
+def figure_markdown(figure: Path) -> str:
+    """A cross-referenceable image of a saved figure, its path relative to the site root."""
+    return f"![{figure.name}](figures/{figure.name}){{#fig-{slug(figure.stem)}}}"
+
+
+def item_markdown(item: str, notebooks: list[Notebook]) -> str:
+    """The generated part of a paper item's section: our figures and claims, or that there are none."""
+    ours = [nb for nb in notebooks if nb.item == item]
+    if not ours:
+        return (f"*{item_label(item)} is not yet reproduced: no notebook `notebooks/NN_{item}_*.ipynb` "
+                f"exists yet.*\n")
+    parts = []
+    for nb in ours:
+        executed = f", executed {nb.executed}" if nb.executed else ""
+        parts.append(f"**Our reproduction:** [{nb.title}]({nb.page}) (preset `{nb.preset}`{executed}).")
+        parts += [figure_markdown(f) for f in nb.figures] or [
+            f"*No saved figure `figures/{item}_*.png` for preset `{nb.preset}` yet.*"]
+        if nb.claims:
+            parts += ["The notebook's claims, the paper's numbers beside ours:", nb.claims]
+        else:
+            parts.append("*The notebook has no claims table yet.*")
+    return "\n\n".join(parts) + "\n"
+
+
+def notebooks_markdown(notebooks: list[Notebook]) -> str:
+    """A numbered list of the notebooks in reading order."""
+    if not notebooks:
+        return "*No notebooks yet.*\n"
+    lines = [f"{i}. [{nb.title}]({nb.page}): preset `{nb.preset}`"
+             + (f", executed {nb.executed}" if nb.executed else "") for i, nb in enumerate(notebooks, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def load_runs(results_dir: Path = RESULTS_ROOT) -> list[dict]:
+    """The provenance of every completed run in the store, with its experiment's name added."""
+    runs = []
+    for path in sorted(results_dir.glob("**/provenance.json")):
+        if (path.parent / "result.json").exists():
+            experiment = path.relative_to(results_dir).parts[0]
+            runs.append({"experiment": experiment, **json.loads(path.read_text())})
+    return runs
+
+
+def short_config(config: dict, varying: set[str]) -> str:
+    """The fields that tell an experiment's configs apart (always the architecture, if it has one)."""
+    keys = [k for k in config if k == "arch" or k in varying]
+    return ", ".join(f"{k}={config[k]}" for k in keys) or "default"
+
+
+def short_commit(commit: str) -> str:
+    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
+def provenance_markdown(runs: list[dict]) -> str:
+    """A table of the store's runs, one row per (experiment, config): seeds, devices, dates, code."""
+    if not runs:
+        return "*The results store holds no runs yet.*\n"
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["experiment"], run["config_hash"]), []).append(run)
+    configs: dict[str, list[dict]] = {}
+    for (experiment, _), group in groups.items():
+        configs.setdefault(experiment, []).append(group[0]["config"])
+    rows = ["| experiment | config | seeds | device | dates | code | precision |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for (experiment, config_hash), group in sorted(groups.items()):
+        others = configs[experiment]
+        varying = {k for c in others for k in c if any(o.get(k) != c[k] for o in others)}
+        dates = sorted(r["date"][:10] for r in group)
+        cells = [f"`{experiment}`", f"{short_config(group[0]['config'], varying)} (`{config_hash[:7]}`)",
+                 str(len({r["seed"] for r in group})),
+                 ", ".join(sorted({r["device"] for r in group})),
+                 dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
+                 ", ".join(sorted({f"`{short_commit(r['git_commit'])}`" for r in group})),
+                 ", ".join(sorted({r["precision"] for r in group}))]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    summary = (f"{len(runs)} runs of {len(groups)} configurations of {len(configs)} experiments, "
+               f"read from `data/results/<experiment>/<config hash>/seed<N>/provenance.json`.")
+    return summary + "\n\n" + "\n".join(rows) + "\n"
+
+
+def generate_includes(notebooks: list[Notebook], runs: list[dict]) -> dict[str, str]:
+    """The include files' contents by file name (`fig1.md`, ..., `notebooks.md`, `provenance.md`)."""
+    includes = {f"{item}.md": item_markdown(item, notebooks) for item in PAPER_ITEMS}
+    includes["notebooks.md"] = notebooks_markdown(notebooks)
+    includes["provenance.md"] = provenance_markdown(runs)
+    return includes
+
+
+def write_includes(includes: dict[str, str], generated_dir: Path = GENERATED_DIR) -> None:
+    generated_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in includes.items():
+        (generated_dir / name).write_text(text)
+
+
+def execute_notebooks(paths: list[Path], preset: str) -> None:
+    """Run every notebook in place with papermill, `-p preset <preset>`, from its own folder."""
+    import papermill
+
+    for path in paths:
+        print(f"executing {path.name} (preset={preset})", flush=True)
+        papermill.execute_notebook(str(path), str(path), parameters={"preset": preset},
+                                   cwd=str(path.parent), kernel_name="python3", language="python",
+                                   progress_bar=False)
+
+
+# ----- the offline site: the same pages as Quarto's, as plain HTML with a sidebar -----
+
+CSS = """
+body { margin: 0; font: 16px/1.6 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
+       color: #222; background: #fff; }
+nav { position: fixed; top: 0; left: 0; bottom: 0; width: 16rem; overflow-y: auto; box-sizing: border-box;
+      padding: 1.2rem 1rem; background: #f6f7f9; border-right: 1px solid #dde1e6; font-size: 0.9rem; }
+nav .site-title { display: block; font-weight: 600; font-size: 1rem; margin-bottom: 1rem; color: #222; }
+nav ul { list-style: none; padding: 0; margin: 0 0 1rem; }
+nav li { margin: 0.15rem 0; }
+nav ul ul { margin: 0.2rem 0 0.4rem 0.8rem; font-size: 0.85rem; }
+nav a { color: #2a5db0; text-decoration: none; }
+nav a:hover { text-decoration: underline; }
+nav .current > a { font-weight: 600; color: #222; }
+nav .section { margin: 0.8rem 0 0.3rem; color: #666; text-transform: uppercase; font-size: 0.75rem;
+               letter-spacing: 0.05em; }
+main { margin-left: 16rem; padding: 1.5rem 2.5rem 4rem; max-width: 52rem; }
+h1 { font-size: 1.9rem; line-height: 1.25; margin: 0.5rem 0 0.3rem; }
+h2 { margin-top: 2.2rem; padding-bottom: 0.2rem; border-bottom: 1px solid #e3e6ea; }
+.subtitle { color: #555; font-size: 1.1rem; margin-top: 0; }
+.note { color: #555; font-size: 0.9rem; border-left: 3px solid #dde1e6; padding-left: 0.8rem; }
+a { color: #2a5db0; }
+img { max-width: 100%; height: auto; }
+figure { margin: 1.2rem 0; text-align: center; }
+figure img { max-height: 34rem; }
+figcaption { color: #555; font-size: 0.85rem; text-align: center; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 0.85rem; display: block; overflow-x: auto; }
+th, td { border: 1px solid #dde1e6; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
+thead th { background: #f0f2f5; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+code { font-size: 0.9em; background: #f3f4f6; padding: 0.05rem 0.25rem; border-radius: 3px; }
+pre { background: #f6f7f9; padding: 0.6rem 0.8rem; white-space: pre-wrap; font-size: 0.8rem; line-height: 1.4; }
+.anchor-link { display: none; }
+"""
+
+
+def heading_ids(body: str) -> tuple[str, list[tuple[str, str]]]:
+    """`body` with an id on every <h2>, and the (id, text) pairs: the page's table of contents."""
+    toc = []
+
+    def add_id(match: re.Match) -> str:
+        toc.append((slug(match[1]), re.sub(r"<[^>]+>", "", match[1])))
+        return f'<h2 id="{toc[-1][0]}">{match[1]}</h2>'
+
+    return re.sub(r"<h2>(.*?)</h2>", add_id, body), toc
+
+
+def page_html(title: str, body: str, site_title: str, pages: list[tuple[str, str]], current: str,
+              toc: list[tuple[str, str]] = ()) -> str:
+    """A complete page: the sidebar (pages in reading order, the current page's sections) and body.
+
+    `pages` are (href relative to the site root, title); links are made relative to `current`.
+    """
+    prefix = "../" * current.count("/")
+
+    def item(href: str, text: str) -> str:
+        sections = "".join(f'<li><a href="#{i}">{html.escape(t)}</a></li>' for i, t in toc)
+        inner = f"<ul>{sections}</ul>" if href == current and toc else ""
+        cls = ' class="current"' if href == current else ""
+        return f'<li{cls}><a href="{prefix}{href}">{html.escape(text)}</a>{inner}</li>'
+
+    index, notebooks = pages[0], pages[1:]
+    nav = (f'<a class="site-title" href="{prefix}index.html">{html.escape(site_title)}</a>'
+           f"<ul>{item(*index)}</ul>"
+           + (f'<div class="section">Notebooks</div><ul>{"".join(item(*p) for p in notebooks)}</ul>'
+              if notebooks else ""))
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+            f"<nav>{nav}</nav>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
+
+
+def markdown_to_html(text: str) -> str:
+    """Markdown (with raw HTML and pipe tables) to HTML; an image alone in a paragraph becomes a
+    <figure> captioned by its alt text. Pandoc attributes such as `{#fig-x}` are dropped."""
+    import mistune
+
+    text = re.sub(r"(!\[[^\]]*\]\([^)]*\))\{#[^}]*\}", r"\1", text)
+    body = mistune.create_markdown(escape=False, plugins=["table", "footnotes", "strikethrough"])(text)
+    return re.sub(r'<p><img src="([^"]*)" alt="([^"]*)" /></p>',
+                  r'<figure><img src="\1" alt="\2" /><figcaption>\2</figcaption></figure>', body)
+
+
+def index_markdown(index: Path, includes: dict[str, str]) -> tuple[dict, str]:
+    """The front matter and markdown of `index.qmd`, its `_generated/` includes expanded."""
+    _, front, text = index.read_text().split("---\n", 2)
+    text = re.sub(r"\{\{<\s*include\s+_generated/(\S+)\s*>\}\}", lambda m: includes[m[1]], text)
+    return yaml.safe_load(front), text
+
+
+def notebook_body(path: Path) -> str:
+    """A notebook's markdown and outputs as an HTML fragment, images embedded (code hidden)."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True, embed_images=True)
+    body, _ = exporter.from_filename(str(path))
+    return (f'<p class="note">Offline view: the notebook\'s text and outputs, code hidden. '
+            f'The notebook itself: <a href="{path.name}">{path.name}</a>.</p>\n{body}')
+
+
+def build_offline(out_dir: Path, notebooks: list[Notebook], includes: dict[str, str],
+                  figures_dir: Path = FIGURES_DIR, index: Path = INDEX,
+                  quarto_config: Path = QUARTO_CONFIG) -> list[Path]:
+    """Write the offline site into `out_dir`; return its pages (index first)."""
+    site_title = yaml.safe_load(quarto_config.read_text())["website"]["title"]
+    front, text = index_markdown(index, includes)
+    pages = [("index.html", front["title"])] + [(nb.page, nb.title) for nb in notebooks]
+    (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    (out_dir / "figures").mkdir(exist_ok=True)
+    for figure in figures_dir.glob("*.png"):
+        shutil.copy2(figure, out_dir / "figures" / figure.name)
+
+    header = f"<h1>{html.escape(front['title'])}</h1>\n" + (
+        f'<p class="subtitle">{html.escape(front["subtitle"])}</p>\n' if front.get("subtitle") else "")
+    body, toc = heading_ids(header + markdown_to_html(text))
+    (out_dir / "index.html").write_text(page_html(front["title"], body, site_title, pages, "index.html", toc))
+    for nb in notebooks:
+        shutil.copy2(nb.path, out_dir / "notebooks" / nb.path.name)
+        (out_dir / nb.page).write_text(page_html(nb.title, notebook_body(nb.path), site_title, pages, nb.page))
+    return [out_dir / href for href, _ in pages]
+
+
+def render_quarto(out_dir: Path) -> None:
+    """Render the Quarto website (stored outputs only, see _quarto.yml) into `out_dir`."""
+    subprocess.run(["quarto", "render", "--output-dir", os.path.relpath(out_dir, REPO_ROOT)],
+                   cwd=REPO_ROOT, check=True)
+
+
+def build_report(out_dir: Path = SITE_DIR, notebook_paths: list[Path] | None = None,
+                 figures_dir: Path = FIGURES_DIR, results_dir: Path = RESULTS_ROOT,
+                 generated_dir: Path = GENERATED_DIR, quarto: bool | None = None) -> dict:
+    """Generate the include files, then render with Quarto (if `quarto`, default: if installed)
+    or write the offline site. Returns what the report holds: pages, figures and runs."""
+    paths = sorted(notebook_paths if notebook_paths is not None else NOTEBOOKS_DIR.glob("*.ipynb"),
+                   key=lambda p: p.name)
+    notebooks = [read_notebook(p, figures_dir) for p in paths]
+    runs = load_runs(results_dir)
+    includes = generate_includes(notebooks, runs)
+    write_includes(includes, generated_dir)
+    if quarto if quarto is not None else shutil.which("quarto"):
+        render_quarto(out_dir)
+    else:
+        print(QUARTO_MISSING, flush=True)
+        build_offline(out_dir, notebooks, includes, figures_dir)
+    return {"index": out_dir / "index.html", "pages": 1 + len(notebooks),
+            "figures": sum(len(nb.figures) for nb in notebooks), "runs": len(runs),
+            "experiments": len({r["experiment"] for r in runs})}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build the report into _site/.")
+    parser.add_argument("--execute", action="store_true",
+                        help="first run every notebook in place with papermill")
+    parser.add_argument("--preset", default="paper", choices=PRESET_NAMES,
+                        help="the preset the notebooks are executed with (with --execute)")
+    args = parser.parse_args(argv)
+    if args.execute:
+        execute_notebooks(sorted(NOTEBOOKS_DIR.glob("*.ipynb")), args.preset)
+    report = build_report()
+    print(f"Report: {report['index'].relative_to(REPO_ROOT)}: {report['pages']} pages (the index and "
+          f"{report['pages'] - 1} notebooks), {report['figures']} figures, {report['runs']} runs of "
+          f"{report['experiments']} experiments from the results store.")
+
+
+if __name__ == "__main__":
+    main()

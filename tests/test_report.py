@@ -1,0 +1,173 @@
+"""The report: include files generated from notebooks and the results store, and the offline site
+opened in headless Chromium (every page loads, every image and internal link resolves).
+
+The site is built from the project's notebooks plus a small generated one (an image output and a
+claims table), so the check means something even before the project has notebooks. Notebooks are
+never executed here. A screenshot of the index is kept in .pytest_cache/report-index.png.
+"""
+
+import base64
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import nbformat
+import pandas as pd
+import pytest
+from PIL import Image
+
+from shared import report
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def png_bytes(color: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (120, 80), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def demo_notebook(path: Path) -> None:
+    """An executed-looking notebook reproducing "fig7": an image output, then a claims table."""
+    claims = pd.DataFrame({"claim": ["the demo holds"], "paper": ["1.0"], "ours": ["1.0"], "holds": ["yes"]})
+    image = nbformat.v4.new_output("display_data", data={
+        "image/png": base64.b64encode(png_bytes("steelblue")).decode(), "text/plain": "<Figure>"})
+    table = nbformat.v4.new_output("execute_result", execution_count=2,
+                                   data={"text/html": claims.to_html(), "text/plain": str(claims)})
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Demo: a generated notebook\n\nText before the figure."),
+        nbformat.v4.new_code_cell("plot()", execution_count=1, outputs=[image]),
+        nbformat.v4.new_markdown_cell("## Claims"),
+        nbformat.v4.new_code_cell("claims", execution_count=2, outputs=[table])])
+    nb.metadata["papermill"] = {"parameters": {"preset": "paper"}, "end_time": "2026-01-02T03:04:05"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> dict:
+    """The offline report built into a temporary folder from the project's notebooks and a demo."""
+    tmp = tmp_path_factory.mktemp("report")
+    figures = tmp / "figures"
+    figures.mkdir()
+    for png in report.FIGURES_DIR.glob("*.png"):
+        shutil.copy2(png, figures / png.name)
+    (figures / "fig7_demo.png").write_bytes(png_bytes("darkorange"))
+    demo_notebook(tmp / "99_fig7_demo.ipynb")
+    notebooks = sorted(report.NOTEBOOKS_DIR.glob("*.ipynb")) + [tmp / "99_fig7_demo.ipynb"]
+    summary = report.build_report(tmp / "_site", notebooks, figures, report.RESULTS_ROOT,
+                                  tmp / "_generated", quarto=False)
+    return {"tmp": tmp, "out": tmp / "_site", "notebooks": notebooks, "summary": summary}
+
+
+def test_includes_tolerate_no_notebooks_and_no_runs(tmp_path):
+    includes = report.generate_includes([], report.load_runs(tmp_path))
+    for item in report.PAPER_ITEMS:
+        assert "not yet reproduced" in includes[f"{item}.md"]
+    assert "no runs" in includes["provenance.md"]
+    assert "No notebooks" in includes["notebooks.md"]
+
+
+def test_index_includes_every_generated_file():
+    text = report.INDEX.read_text()
+    names = [f"{item}.md" for item in report.PAPER_ITEMS] + ["notebooks.md", "provenance.md"]
+    for name in names:
+        assert f"{{{{< include _generated/{name} >}}}}" in text
+
+
+def test_generated_files_show_the_demo_notebook(site):
+    fig7 = (site["tmp"] / "_generated" / "fig7.md").read_text()
+    assert "[Demo: a generated notebook](notebooks/99_fig7_demo.html)" in fig7
+    assert "figures/fig7_demo.png" in fig7
+    assert "<table" in fig7 and "the demo holds" in fig7
+    reproduced = {report.paper_item(p.stem) for p in site["notebooks"]}
+    for item in set(report.PAPER_ITEMS) - reproduced:
+        assert "not yet reproduced" in (site["tmp"] / "_generated" / f"{item}.md").read_text()
+    assert site["summary"]["pages"] == 1 + len(site["notebooks"])
+
+
+class PageLinks(HTMLParser):
+    """The <title>, <img src> and <a href> of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.title, self.images, self.links, self._in_title = "", [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self._in_title = tag == "title"
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+
+    def handle_endtag(self, tag):
+        self._in_title = False
+
+
+def chromium(tmp_path: Path, *args: str) -> str:
+    """Run headless Chromium with a fresh profile; return its stdout."""
+    if not CHROMIUM:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: the report cannot be checked in a browser")
+        pytest.skip("chromium is not installed (`make test` installs it: apt-get install chromium)")
+    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
+    result = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def local_target(page: Path, ref: str) -> Path | None:
+    """The file a relative reference on `page` points to; None for data:, external and #anchors."""
+    url = urlparse(ref)
+    if url.scheme or url.netloc or not url.path:
+        return None
+    return (page.parent / unquote(url.path)).resolve()
+
+
+def test_every_page_loads_with_its_images_and_links(site, tmp_path):
+    pages = [site["out"] / "index.html"] + [site["out"] / "notebooks" / f"{p.stem}.html"
+                                             for p in site["notebooks"]]
+    for page in pages:
+        dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+        parsed = PageLinks()
+        parsed.feed(dom)
+        assert parsed.title.strip(), f"{page.name} has no title"
+        assert "<main>" in dom and "<nav>" in dom, f"{page.name} lacks its body or sidebar"
+        for src in parsed.images:
+            assert src, f"an <img> without src on {page.name}"
+            if src.startswith("data:"):
+                assert len(src.split(",", 1)[1]) > 100, f"an empty embedded image on {page.name}"
+            else:
+                target = local_target(page, src)
+                assert target and target.is_file() and target.stat().st_size > 0, f"{src} on {page.name}"
+        for href in parsed.links:
+            assert not href.startswith(("/", "file:")), f"absolute link {href} on {page.name}"
+            if target := local_target(page, href):
+                assert target.is_file(), f"broken link {href} on {page.name}"
+    index = PageLinks()
+    index.feed((site["out"] / "index.html").read_text())
+    assert "figures/fig7_demo.png" in index.images
+    assert "notebooks/99_fig7_demo.html" in index.links
+
+
+def test_screenshot_of_the_index(site, tmp_path):
+    shot = tmp_path / "report-index.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars",
+             (site["out"] / "index.html").as_uri())
+    low, high = Image.open(shot).convert("L").getextrema()
+    assert high - low > 100, "the screenshot is blank"
+    (ROOT / ".pytest_cache").mkdir(exist_ok=True)
+    shutil.copy2(shot, ROOT / ".pytest_cache" / "report-index.png")
