@@ -61,8 +61,8 @@ def _check_positive(**values) -> None:
 
 TRAIN_PRESETS = {
     # seconds on CPU: a few mini-batches of a small network, no doubling
-    "smoke": TrainConfig(arch="resnet20", epochs=2, max_epochs=2, train_subset=500,
-                         test_subset=200, steps_per_epoch=3, eval_batch_size=200),
+    "smoke": TrainConfig(arch="resnet20", epochs=2, max_epochs=2, train_subset=200,
+                         test_subset=100, steps_per_epoch=3, eval_batch_size=100),
     # a CPU-feasible preview on real data: ResNet-20, 10k training images, the schedule's shape
     "cpu": TrainConfig(arch="resnet20", epochs=20, max_epochs=20, train_subset=10_000),
     # GPU: ResNet-110 on a shortened schedule with the same 50 % / 75 % drops, no doubling
@@ -78,3 +78,25 @@ def train_config(preset: str = "paper", **overrides) -> TrainConfig:
     for name in overrides:
         check_choice("TrainConfig field", name, [f.name for f in fields(TrainConfig)])
     return replace(TRAIN_PRESETS[preset], **overrides)
+
+
+# Fig 1: (BN?, learning rate). The paper shows the first four; without BN the larger rates
+# diverge ("not shown"), and we show how.
+FIG1_SETTINGS: tuple[tuple[bool, float], ...] = (
+    (True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4), (False, 0.003), (False, 0.1))
+# The learning-rate sweep: half-decades from 1e-5 to 1
+SWEEP_RATES: tuple[float, ...] = tuple(float(f"{10 ** (k / 2):.3g}") for k in range(-10, 1))
+
+
+def setting_name(cfg: TrainConfig) -> str:
+    return f"{'BN' if cfg.bn else 'no BN'}, lr {cfg.lr:g}"
+
+
+def fig1_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
+    """Fig 1's training runs under `preset`, in FIG1_SETTINGS order."""
+    return [train_config(preset, bn=bn, lr=lr, **overrides) for bn, lr in FIG1_SETTINGS]
+
+
+def sweep_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
+    """Every rate of SWEEP_RATES, with BN and without."""
+    return [train_config(preset, bn=bn, lr=lr, **overrides) for bn in (True, False) for lr in SWEEP_RATES]

@@ -209,3 +209,12 @@ def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", dat
         checkpoint.unlink(missing_ok=True)
     return stored_run(experiment, cfg, seed, lambda data: train(cfg, data, seed, checkpoint, progress),
                       data_dir, device, recompute, root, checkpoint_root)
+
+
+def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=None, device=None,
+             progress: bool = True, root: Path | None = None,
+             checkpoint_root: Path | None = None) -> list[dict]:
+    """Every config's stored run for `seed`, training what is missing; an interrupted grid resumes
+    where it stopped (completed runs are loaded, the interrupted one continues from its checkpoint)."""
+    return [run_training(cfg, seed, experiment, data_dir, device, progress=progress, root=root,
+                         checkpoint_root=checkpoint_root) for cfg in configs]

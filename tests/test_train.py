@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from shared.config import train_config
+from shared.config import fig1_grid, sweep_grid, train_config
 from shared.data import Cifar10, channel_stats
 from shared.results import load_run
-from shared.train import (lr_at, next_total_epochs, plateaued, precision_context, run_training,
-                          train)
+from shared.train import (lr_at, next_total_epochs, plateaued, precision_context, run_grid,
+                          run_training, train)
 
 
 def random_cifar(n_train=128, n_test=40, seed=0) -> Cifar10:
@@ -131,3 +131,40 @@ def test_run_training_stores_and_then_loads(tmp_path, monkeypatch, tiny_image_fo
     monkeypatch.setattr("shared.train.train", lambda *a, **k: pytest.fail("retrained"))
     assert run_training(cfg, 2, "unit", **kwargs) == first
     assert load_run("unit", cfg, 2, tmp_path / "results") == first
+
+
+def test_fig1_grid_and_sweep_cover_the_papers_settings():
+    grid = fig1_grid("paper")
+    assert [(c.bn, c.lr) for c in grid][:4] == [(True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4)]
+    assert all(c.arch == "resnet110" and c.epochs == 165 for c in grid)
+    rates = sorted({c.lr for c in sweep_grid("cpu")})
+    assert len(rates) == 11 and rates[0] == 1e-5 and rates[-1] == 1.0
+    assert all(b / a == pytest.approx(10 ** 0.5, rel=0.01) for a, b in zip(rates, rates[1:]))
+
+
+def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_image_folder):
+    import shared.train as T
+    grid = fig1_grid("smoke", epochs=2, max_epochs=2, **TINY)[:2]
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False, root=tmp_path / "results",
+                  checkpoint_root=tmp_path / "ck")
+    real_run_epoch, calls = T.run_epoch, []
+
+    def killed_in_second_run(cfg, model, optimizer, loader, data, state, steps):
+        if cfg == grid[1] and state["epoch"] == 1:
+            raise KeyboardInterrupt  # the batch is killed during the second run's second epoch
+        return real_run_epoch(cfg, model, optimizer, loader, data, state, steps)
+
+    monkeypatch.setattr(T, "run_epoch", killed_in_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, 0, "grid", **kwargs)
+    assert load_run("grid", grid[0], 0, tmp_path / "results") is not None
+    assert load_run("grid", grid[1], 0, tmp_path / "results") is None
+
+    def counting(cfg, *args):
+        calls.append(cfg)
+        return real_run_epoch(cfg, *args)
+
+    monkeypatch.setattr(T, "run_epoch", counting)
+    runs = run_grid(grid, 0, "grid", **kwargs)
+    assert calls == [grid[1]]  # only the interrupted run's last epoch is trained again
+    assert [len(r["result"]["metrics"]) for r in runs] == [2, 2]
