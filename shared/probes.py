@@ -9,6 +9,7 @@ import copy
 import math
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -208,6 +209,23 @@ def gaussian_product_singular_values(n: int, m: int, generator: torch.Generator)
 def largest_singular_value_limit(m: int) -> float:
     """The limit of the largest singular value of such a product: sqrt((m+1)^(m+1) / m^m)."""
     return math.sqrt((m + 1) ** (m + 1) / m ** m)
+
+
+def product_singular_value_law(m: int, points: int = 200_001):
+    """The large-N law of the singular values of a product of `m` Gaussian matrices (Fig 7).
+
+    The squared singular values x follow the Fuss-Catalan density, parametrised by phi in
+    (0, pi/(m+1)): x = sin^(m+1)((m+1)phi) / (sin(phi) sin^m(m phi)) and
+    rho(x) = sin^2(phi) sin^(m-1)(m phi) / (pi sin^m((m+1)phi)); a singular value s = sqrt(x) has
+    density 2 s rho(s^2). Returns numpy arrays (s increasing, its density, its cumulative distribution).
+    """
+    phi = np.linspace(0, np.pi / (m + 1), points)[1:-1]
+    x = np.sin((m + 1) * phi) ** (m + 1) / (np.sin(phi) * np.sin(m * phi) ** m)
+    rho = np.sin(phi) ** 2 * np.sin(m * phi) ** (m - 1) / (np.pi * np.sin((m + 1) * phi) ** m)
+    mass = rho * np.abs(np.gradient(x, phi))  # density per unit of phi: smooth where rho diverges
+    s, reverse = np.sqrt(x[::-1]), slice(None, None, -1)
+    cdf = np.concatenate([[0], np.cumsum(0.5 * (mass[reverse][1:] + mass[reverse][:-1]) * np.diff(phi))])
+    return s, 2 * s * rho[reverse], cdf / cdf[-1]
 
 
 def layers_to_profile(model: nn.Module, step: int = 12, first: int = 6) -> list[int]:

@@ -1,5 +1,7 @@
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,3 +136,19 @@ def test_gaussian_products_approach_the_limit_of_the_largest_singular_value():
     single = probes.gaussian_product_singular_values(300, 1, g)
     assert (single ** 2).mean().item() == pytest.approx(1.0, rel=0.05)  # E sigma^2 = 1 for N(0, 1/n)
     assert math.isfinite(single.min().item())
+
+
+def test_product_law_of_one_matrix_is_the_quarter_circle():
+    s, density, cdf = probes.product_singular_value_law(1)
+    assert s[-1] == pytest.approx(2.0, rel=1e-6) and cdf[0] == 0 and cdf[-1] == 1
+    assert (np.diff(s) > 0).all() and (np.diff(cdf) >= 0).all()
+    quarter_circle = np.sqrt(np.clip(4 - s ** 2, 0, None)) / np.pi
+    inside = (s > 0.1) & (s < 1.9)
+    assert np.allclose(density[inside], quarter_circle[inside], rtol=1e-3)
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_product_law_matches_sampled_singular_values(m):
+    s, _, cdf = probes.product_singular_value_law(m)
+    sampled = probes.gaussian_product_singular_values(400, m, torch.Generator().manual_seed(1)).numpy()
+    assert np.median(sampled) == pytest.approx(np.interp(0.5, cdf, s), rel=0.05)
