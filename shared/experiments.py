@@ -7,6 +7,9 @@ so each run compares the two directly. The mini-batch is the first one of the se
 training epoch (augmented, as training sees it).
 """
 
+import argparse
+import ast
+import time
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -252,10 +255,6 @@ def run_experiment(experiment: str, cfg, seed: int = 0, data_dir=None, device=No
 def main(argv: list[str] | None = None) -> None:
     """Compute stored runs from the command line, e.g.
     `python -m shared.experiments fig2_gradients --seeds 0 1 2 --set arch=resnet101 init=xavier_normal`."""
-    import argparse
-    import ast
-    import time
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from shared import experiments as X
+from shared.models import weight_layers
+from shared.results import config_runs
+
+from test_train import random_cifar
+
+
+def test_presets_and_bad_names():
+    assert X.experiment_config("fig2_gradients").arch == "resnet110"
+    assert X.experiment_config("fig2_gradients", "smoke").arch == "resnet20"
+    with pytest.raises(ValueError, match="unknown experiment 'fig9'; valid: fig2_gradients"):
+        X.experiment_config("fig9")
+    with pytest.raises(ValueError, match="unknown preset 'huge'; valid: smoke, paper"):
+        X.experiment_config("fig2_gradients", "huge")
+    with pytest.raises(ValueError, match="unknown GradientConfig field 'lr'; valid: arch"):
+        X.experiment_config("fig2_gradients", lr=0.1)
+    with pytest.raises(ValueError, match="unknown init 'ones'"):
+        X.experiment_config("fig5_depth_profile", init="ones")
+
+
+def test_layer_lists_scale_with_depth():
+    assert X.experiment_config("table1_contributions").layers == (2, 20, 38, 55, 74, 92, 109)
+    assert X.experiment_config("fig4_diverging_update", arch="resnet101").layers == (7, 40, 73)
+    assert X.experiment_config("fig4_diverging_update", "smoke").layers == (2, 8, 15)
+
+
+def test_network_pair_shares_weights():
+    pair = X.network_pair(X.experiment_config("fig2_gradients", "smoke"), 3, "cpu")
+    for a, b in zip(weight_layers(pair["bn"]), weight_layers(pair["no_bn"])):
+        assert torch.equal(a.weight, b.weight)
+
+
+@pytest.mark.parametrize("experiment", [e for e in X.EXPERIMENTS if e != "fig7_singular_values"])
+def test_every_measurement_runs_on_small_data(experiment):
+    cfg = X.experiment_config(experiment, "smoke", train_subset=None)
+    result = X.EXPERIMENTS[experiment][1](cfg, random_cifar(n_train=64, n_test=16), 0)
+    if experiment == "fig4_diverging_update":
+        assert set(result["layers"]) == {"2", "8", "15"}
+    else:
+        assert {"bn", "no_bn"} <= set(result)
+
+
+def test_fig2_no_bn_gradients_are_larger_and_heavier_tailed():
+    cfg = X.experiment_config("fig2_gradients", "smoke", arch="resnet56", batch_size=32, train_subset=None)
+    result = X.measure_gradients(cfg, random_cifar(n_train=64, n_test=16), 0)
+    assert result["bn"]["layer"] == 28 and result["scale_ratio"] > 3
+    assert result["no_bn"]["excess_kurtosis"] > result["bn"]["excess_kurtosis"]
+
+
+def test_command_line_stores_one_run_per_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr("shared.results.RESULTS_ROOT", tmp_path)
+    X.main(["fig7_singular_values", "--preset", "smoke", "--seeds", "0", "1", "--set", "n=32"])
+    cfg = X.experiment_config("fig7_singular_values", "smoke", n=32)
+    runs = config_runs("fig7_singular_values", cfg, tmp_path)
+    assert [r["provenance"]["seed"] for r in runs] == [0, 1]
+    assert runs[0]["result"]["1"]["max"] != runs[1]["result"]["1"]["max"]
