@@ -11,6 +11,7 @@ import argparse
 import ast
 import time
 from dataclasses import dataclass, fields, replace
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -224,8 +225,10 @@ PRESETS = {
 def experiment_config(experiment: str, preset: str = "paper", **overrides):
     """The config of `experiment` under `preset`, with fields replaced by `overrides`.
 
-    Layer lists given for ResNet-110 (Fig 4, Table 1) are scaled to the depth of another
-    network, unless `layers` is overridden.
+    An override of None for a field that cannot be None (arch, init, ...) means "the preset's
+    value": notebooks pass their `arch=None` parameter straight through. Layer lists given for
+    ResNet-110 (Fig 4, Table 1) are scaled to the depth of another network, unless `layers` is
+    overridden.
     """
     check_choice("experiment", experiment, EXPERIMENTS)
     check_choice("preset", preset, PRESETS)
@@ -233,6 +236,8 @@ def experiment_config(experiment: str, preset: str = "paper", **overrides):
     names = {f.name for f in fields(cls)}
     for name in overrides:
         check_choice(f"{cls.__name__} field", name, sorted(names))
+    nullable = {f.name for f in fields(cls) if type(None) in get_args(f.type)}
+    overrides = {k: v for k, v in overrides.items() if v is not None or k in nullable}
     values = {k: v for k, v in {**PRESETS[preset], **overrides}.items() if k in names}
     cfg = cls(**values)
     if "layers" in names and "layers" not in overrides and cfg.arch != "resnet110":

@@ -57,3 +57,9 @@ def test_command_line_stores_one_run_per_seed(tmp_path, monkeypatch):
     runs = config_runs("fig7_singular_values", cfg, tmp_path)
     assert [r["provenance"]["seed"] for r in runs] == [0, 1]
     assert runs[0]["result"]["1"]["max"] != runs[1]["result"]["1"]["max"]
+
+
+def test_none_means_the_presets_value_only_where_none_is_not_a_value():
+    assert X.experiment_config("fig2_gradients", "smoke", arch=None).arch == "resnet20"
+    assert X.experiment_config("fig2_gradients", "paper", arch=None, init=None) == X.experiment_config("fig2_gradients")
+    assert X.experiment_config("fig6_logit_gradients", epoch_batches=None).epoch_batches is None
