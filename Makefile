@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PRESET ?= paper
+PRESET ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
 .PHONY: install chromium test report clean-venv
@@ -26,11 +26,12 @@ ifneq ($(NOTEBOOKS),)
 	$(PY) -m pytest --nbval $(NOTEBOOKS)
 endif
 
-# Execute every notebook in place with the chosen preset (the default, paper, reads the committed
-# results store, so nothing is trained; PRESET=smoke recomputes everything small on CPU), generate
-# the report's include files, then render _site/ with Quarto, or offline HTML where it is missing.
+# Execute every notebook in place (by default with the parameters it was committed with, which
+# read the committed results store, so nothing stored is trained; PRESET=smoke recomputes
+# everything small on CPU), generate the report's include files, then render _site/ with Quarto,
+# or offline HTML where Quarto is missing.
 report: install
-	$(PY) -m shared.report --execute --preset $(PRESET)
+	$(PY) -m shared.report --execute $(if $(PRESET),--preset $(PRESET))
 
 clean-venv:
 	rm -rf $(VENV)

@@ -228,13 +228,24 @@ def write_includes(includes: dict[str, str], generated_dir: Path = GENERATED_DIR
         (generated_dir / name).write_text(text)
 
 
-def execute_notebooks(paths: list[Path], preset: str) -> None:
-    """Run every notebook in place with papermill, `-p preset <preset>`, from its own folder."""
+def committed_parameters(path: Path) -> dict:
+    """The parameters papermill last executed the notebook with (empty if it never did)."""
+    return dict(nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("parameters", {}))
+
+
+def execute_notebooks(paths: list[Path], preset: str | None) -> None:
+    """Run every notebook in place with papermill, from its own folder.
+
+    With a preset, every notebook runs with `-p preset <preset>`; without one, each runs again
+    with the parameters it was committed with, so it reads its results from the store and
+    trains nothing that is stored.
+    """
     import papermill
 
     for path in paths:
-        print(f"executing {path.name} (preset={preset})", flush=True)
-        papermill.execute_notebook(str(path), str(path), parameters={"preset": preset},
+        parameters = {"preset": preset} if preset else committed_parameters(path)
+        print(f"executing {path.name} ({parameters or 'its defaults'})", flush=True)
+        papermill.execute_notebook(str(path), str(path), parameters=parameters,
                                    cwd=str(path.parent), kernel_name="python3", language="python",
                                    progress_bar=False)
 
@@ -393,8 +404,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the report into _site/.")
     parser.add_argument("--execute", action="store_true",
                         help="first run every notebook in place with papermill")
-    parser.add_argument("--preset", default="paper", choices=PRESET_NAMES,
-                        help="the preset the notebooks are executed with (with --execute)")
+    parser.add_argument("--preset", default=None, choices=PRESET_NAMES,
+                        help="the preset every notebook is executed with (with --execute); "
+                             "default: each notebook's committed parameters")
     args = parser.parse_args(argv)
     if args.execute:
         execute_notebooks(sorted(NOTEBOOKS_DIR.glob("*.ipynb")), args.preset)

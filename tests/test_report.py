@@ -171,3 +171,18 @@ def test_screenshot_of_the_index(site, tmp_path):
     assert high - low > 100, "the screenshot is blank"
     (ROOT / ".pytest_cache").mkdir(exist_ok=True)
     shutil.copy2(shot, ROOT / ".pytest_cache" / "report-index.png")
+
+
+def test_make_report_reexecutes_each_notebook_with_its_committed_parameters(tmp_path, monkeypatch):
+    committed = tmp_path / "01_fig1_demo.ipynb"
+    demo_notebook(committed)
+    nb = nbformat.read(committed, as_version=4)
+    nb.metadata["papermill"] = {"parameters": {"preset": "cpu", "seed": 2}}
+    nbformat.write(nb, committed)
+    never_run = tmp_path / "02_fig2_demo.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), never_run)
+    calls = []
+    monkeypatch.setattr("papermill.execute_notebook", lambda src, out, parameters, **kw: calls.append(parameters))
+    report.execute_notebooks([committed, never_run], None)
+    report.execute_notebooks([committed], "smoke")
+    assert calls == [{"preset": "cpu", "seed": 2}, {}, {"preset": "smoke"}]
