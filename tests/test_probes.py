@@ -73,6 +73,12 @@ def test_contribution_agreement_of_agreeing_and_cancelling_examples():
     agree = probes.contribution_agreement(torch.ones(4, 2, 2))
     cancel = probes.contribution_agreement(torch.tensor([1.0, -1.0, 1.0, -0.9]).view(4, 1))
     assert agree["ratio"] == pytest.approx(1.0) and cancel["ratio"] == pytest.approx(3.9 / 0.1)
+    assert agree["entry_ratio_median"] == pytest.approx(1.0)
+    mixed = torch.tensor([[1.0, 1.0, 1.0], [1.0, -1.0, 0.0]])  # entry ratios 1, inf (left out), 1
+    assert probes.contribution_agreement(mixed)["entry_ratio_median"] == pytest.approx(1.0)
+    uneven = probes.contribution_agreement(torch.tensor([[1.0, 10.0], [-0.9, 10.0]]))
+    assert uneven["entry_ratio_median"] == pytest.approx(1.0)  # median of (19, 1) -> lower middle
+    assert uneven["ratio"] == pytest.approx(21.9 / 20.1)
 
 
 def test_relative_loss_restores_the_model_and_starts_at_one(batch):
