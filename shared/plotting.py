@@ -43,8 +43,9 @@ def runs_summary(runs: list[dict], preset: str) -> str:
             f"dates {dates[0]}..{dates[-1]}" if provs else f"preset {preset}: no runs")
 
 
-def claims_table(rows: list[tuple[str, str, str, bool | None]]) -> pd.DataFrame:
-    """The closing table of a figure notebook: claim, the paper's number, ours, and whether it holds."""
+def claims_table(rows: list[tuple[str, str, str, bool | str | None]]) -> pd.DataFrame:
+    """The closing table of a figure notebook: claim, the paper's number, ours, and whether it holds
+    (True: yes, False: no, None: partly, or a string saying why it is not judged)."""
     table = pd.DataFrame(rows, columns=["claim", "paper", "ours", "holds"])
-    table["holds"] = table["holds"].map({True: "yes", False: "no", None: "partly"})
+    table["holds"] = [{True: "yes", False: "no", None: "partly"}.get(h, h) for h in table["holds"]]
     return table.set_index("claim")
