@@ -162,7 +162,9 @@ def notebooks_markdown(notebooks: list[Notebook]) -> str:
     if not notebooks:
         return "*No notebooks yet.*\n"
     lines = [f"{i}. [{nb.title}]({nb.page}): preset `{nb.preset}`"
-             + (f", executed {nb.executed}" if nb.executed else "") for i, nb in enumerate(notebooks, 1)]
+             + (f", executed {nb.executed}" if nb.executed else "")
+             + f"; another seed: `cd notebooks && papermill {nb.path.name} out.ipynb -p preset {nb.preset} -p seed 5`"
+             for i, nb in enumerate(notebooks, 1)]
     return "\n".join(lines) + "\n"
 
 
