@@ -9,6 +9,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, flush it to disk, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o644)  # mkstemp makes the file private; results are meant to be read
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -49,9 +49,11 @@ def checkpoint_path(experiment: str, config, seed: int, root: Path | None = None
 
 
 def json_safe(obj):
-    """`obj` with every non-finite float (NaN, inf: a diverged run's numbers) replaced by None."""
+    """`obj` with every non-finite float (NaN, inf: a diverged run's numbers) replaced by None, and
+    every float rounded to 7 significant digits (what float32 measurements carry; it keeps the
+    stored files small)."""
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return float(f"{obj:.7g}") if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
