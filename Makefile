@@ -19,11 +19,12 @@ install: $(VENV)/.installed
 chromium:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-# Unit tests, then the committed notebooks regressed against their stored outputs.
+# Unit tests, then the committed notebooks regressed against their stored outputs (the figures
+# they save while re-running go to a temporary folder, not over the committed ones).
 test: install chromium
 	$(PY) -m pytest tests
 ifneq ($(NOTEBOOKS),)
-	$(PY) -m pytest --nbval $(NOTEBOOKS)
+	BN_FIGURES_DIR=$$(mktemp -d) $(PY) -m pytest --nbval $(NOTEBOOKS)
 endif
 
 # Execute every notebook in place (by default with the parameters it was committed with, which
