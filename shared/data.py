@@ -33,7 +33,7 @@ import torchvision
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
-from .fileio import write_atomic
+from .fileio import save_torch_atomic
 
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
                             "dog", "frog", "horse", "ship", "truck")
@@ -239,7 +239,7 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True,
         tensors = _decode_source(kind, path)
         tensors["mean"], tensors["std"] = channel_stats(tensors["train_x"])
         tensors["source"] = f"{kind} {path.name}, {_content_digest(tensors)}"
-        _save_cache(cache, tensors)
+        save_torch_atomic(cache, tensors)
     return Cifar10(**tensors)
 
 
@@ -441,7 +441,3 @@ def _load_cache(path: Path) -> dict[str, torch.Tensor] | None:
     return cached
 
 
-def _save_cache(path: Path, contents: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(contents, buffer)
-    write_atomic(path, buffer.getvalue())

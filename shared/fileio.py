@@ -1,8 +1,11 @@
 """Atomic file writes: a reader sees the old file or the new one, never a part of either."""
 
+import io
 import os
 import tempfile
 from pathlib import Path
+
+import torch
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -19,3 +22,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def save_torch_atomic(path: Path, obj) -> None:
+    """`torch.save(obj)` to `path`, written atomically (checkpoints, the decoded-data cache)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())

@@ -12,7 +12,6 @@ killed run resumed from its checkpoint continues exactly as if it had not been i
 """
 
 import contextlib
-import io
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import build_model
-from .fileio import write_atomic
+from .fileio import save_torch_atomic
 from .results import checkpoint_path, config_hash, stored_run
 
 
@@ -112,12 +111,6 @@ def first_divergent_step(step_losses: torch.Tensor, threshold: float) -> int | N
     return int(bad.nonzero()[0]) if bad.any() else None
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_atomic(path, buffer.getvalue())
-
-
 def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | None = None,
           progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
     """Train one network on `data` (already on its device); resume from `checkpoint` if present.
@@ -151,7 +144,7 @@ def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | Non
                 if state["epoch"] >= state["total_epochs"]:
                     state["result"] = {"status": "completed", "diverged_step": None, "diverged_trace": []}
             if checkpoint is not None:
-                save_checkpoint(checkpoint, {**state, "model": model.state_dict(),
+                save_torch_atomic(checkpoint, {**state, "model": model.state_dict(),
                                              "optimizer": optimizer.state_dict(),
                                              "config_hash": config_hash(cfg)})
             bar.total = state["total_epochs"]
