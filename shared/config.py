@@ -84,8 +84,11 @@ def train_config(preset: str = "paper", **overrides) -> TrainConfig:
 # diverge ("not shown"), and we show how.
 FIG1_SETTINGS: tuple[tuple[bool, float], ...] = (
     (True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4), (False, 0.003), (False, 0.1))
-# The learning-rate sweep: half-decades from 1e-5 to 1
-SWEEP_RATES: tuple[float, ...] = tuple(float(f"{10 ** (k / 2):.3g}") for k in range(-10, 1))
+# The learning-rate sweep: 1 and 3 times each power of ten from 1e-5 to 1, i.e. about half-decade
+# steps (3 ~ 10 ** 0.5) that contain Fig 1's rates exactly, so the sweep reuses Fig 1's runs.
+SWEEP_RATES: tuple[float, ...] = tuple(float(f"{m}e{e}") for e in range(-5, 0) for m in (1, 3)) + (1.0,)
+# The results-store experiment that holds every training run (Fig 1 and the sweep share it)
+TRAINING_EXPERIMENT = "training"
 
 
 def setting_name(cfg: TrainConfig) -> str:

@@ -5,6 +5,9 @@ the augmented mini-batches, as the paper's Fig 1 does), test loss/accuracy, the 
 the wall time. Divergence, as the paper defines it (Sec. 2: a mini-batch loss above 1e3; we also
 count a non-finite loss), ends the run with status "diverged" and the step where it happened.
 
+Networks and batches are laid out channels-last (NHWC): the same arithmetic as the default layout,
+faster on CPU (benchmarks/train_speed.py measures both).
+
 Within an epoch there is no host synchronisation: losses and correct counts accumulate on the
 device and are read once at the end of the epoch. A checkpoint is written atomically after every
 epoch; since the data order of an epoch is a pure function of (seed, epoch) (`TrainLoader`), a
@@ -82,7 +85,7 @@ def evaluate(model: torch.nn.Module, data: Cifar10, batch_size: int) -> tuple[fl
     correct = torch.zeros((), device=data.test_x.device, dtype=torch.long)
     with torch.no_grad():
         for x, y in eval_batches(data.test_x, data.test_y, data.mean, data.std, batch_size):
-            logits = model(x).float()
+            logits = model(x.contiguous(memory_format=torch.channels_last)).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
     n = len(data.test_y)
@@ -96,7 +99,7 @@ def train_epoch(model, optimizer, loader: TrainLoader, epoch: int, steps: int):
     step_losses = torch.zeros(steps, device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     for i, (x, y) in zip(range(steps), loader.epoch(epoch)):
-        logits = model(x).float()
+        logits = model(x.contiguous(memory_format=torch.channels_last)).float()
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -121,7 +124,7 @@ def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | Non
     """
     device = data.train_x.device
     torch.manual_seed(seed)
-    model = build_model(cfg.arch, cfg.bn, cfg.init).to(device)
+    model = build_model(cfg.arch, cfg.bn, cfg.init).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfg.batch_size, seed)
