@@ -84,9 +84,17 @@ def train_config(preset: str = "paper", **overrides) -> TrainConfig:
 # diverge ("not shown"), and we show how.
 FIG1_SETTINGS: tuple[tuple[bool, float], ...] = (
     (True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4), (False, 0.003), (False, 0.1))
-# The learning-rate sweep: 1 and 3 times each power of ten from 1e-5 to 1, i.e. about half-decade
-# steps (3 ~ 10 ** 0.5) that contain Fig 1's rates exactly, so the sweep reuses Fig 1's runs.
-SWEEP_RATES: tuple[float, ...] = tuple(float(f"{m}e{e}") for e in range(-5, 0) for m in (1, 3)) + (1.0,)
+
+
+def sweep_rates(per_decade: int = 2) -> tuple[float, ...]:
+    """The learning-rate sweep's rates from 1e-5 to 1: with 2 per decade, 1 and 3 times each power
+    of ten, i.e. about half-decade steps (3 ~ 10 ** 0.5) that contain Fig 1's rates exactly, so the
+    sweep reuses Fig 1's runs; with 1 per decade, the powers of ten alone."""
+    check_choice("rates per decade", per_decade, (1, 2))
+    mantissas = (1, 3)[:per_decade]
+    return tuple(float(f"{m}e{e}") for e in range(-5, 0) for m in mantissas) + (1.0,)
+
+
 # The results-store experiment that holds every training run (Fig 1 and the sweep share it)
 TRAINING_EXPERIMENT = "training"
 
@@ -100,6 +108,7 @@ def fig1_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
     return [train_config(preset, bn=bn, lr=lr, **overrides) for bn, lr in FIG1_SETTINGS]
 
 
-def sweep_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
-    """Every rate of SWEEP_RATES, with BN and without."""
-    return [train_config(preset, bn=bn, lr=lr, **overrides) for bn in (True, False) for lr in SWEEP_RATES]
+def sweep_grid(preset: str = "paper", rates_per_decade: int = 2, **overrides) -> list[TrainConfig]:
+    """Every rate of `sweep_rates(rates_per_decade)`, with BN and without."""
+    return [train_config(preset, bn=bn, lr=lr, **overrides)
+            for bn in (True, False) for lr in sweep_rates(rates_per_decade)]

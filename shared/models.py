@@ -22,22 +22,29 @@ INITS = ("xavier_uniform", "xavier_normal", "kaiming_normal_fan_out", "kaiming_n
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with a parameter-free (option A) shortcut, as in He et al. Sec. 4.2."""
+    """Two 3x3 convolutions with a parameter-free (option A) shortcut, as in He et al. Sec. 4.2.
 
-    def __init__(self, in_planes: int, planes: int, stride: int):
+    With `runs` = K > 1 the block holds K independent blocks side by side: channels are grouped
+    run by run ([B, K*C, H, W]) and each convolution has K groups, so no run sees another's
+    channels, and BatchNorm's per-channel statistics are each run's own.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int, runs: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv1 = nn.Conv2d(runs * in_planes, runs * planes, 3, stride, 1, bias=False, groups=runs)
+        self.bn1 = nn.BatchNorm2d(runs * planes)
+        self.conv2 = nn.Conv2d(runs * planes, runs * planes, 3, 1, 1, bias=False, groups=runs)
+        self.bn2 = nn.BatchNorm2d(runs * planes)
         self.subsample = stride != 1 or in_planes != planes
         self.pad = (planes - in_planes) // 2
+        self.runs = runs
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if not self.subsample:
             return x
-        # [B, C, H, W] -> [B, C + 2*pad, H/2, W/2]: subsample, then zero-pad the channels
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        # [B, K*C, H, W] -> [B, K, C, H/2, W/2] -> zero-pad each run's channels -> [B, K*(C+2*pad), H/2, W/2]
+        x = x[:, :, ::2, ::2].unflatten(1, (self.runs, -1))
+        return F.pad(x, (0, 0, 0, 0, self.pad, self.pad)).flatten(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -46,31 +53,73 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet of depth 6n+2 for 32x32 inputs: 3 stages of n blocks with 16/32/64 channels."""
+    """ResNet of depth 6n+2 for 32x32 inputs: 3 stages of n blocks with 16/32/64 channels.
 
-    def __init__(self, depth: int, num_classes: int = 10):
+    `runs` = K > 1 makes K independent networks in one (see `BasicBlock` and `stack_models`): the
+    input is K images side by side, [B, K*3, 32, 32], and the output K logit rows, [B, K, classes].
+    """
+
+    def __init__(self, depth: int, num_classes: int = 10, runs: int = 1):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.layer1 = self._stage(16, 16, n, stride=1)
-        self.layer2 = self._stage(16, 32, n, stride=2)
-        self.layer3 = self._stage(32, 64, n, stride=2)
-        self.fc = nn.Linear(64, num_classes)
+        self.runs = runs
+        self.conv1 = nn.Conv2d(3 * runs, 16 * runs, 3, 1, 1, bias=False, groups=runs)
+        self.bn1 = nn.BatchNorm2d(16 * runs)
+        self.layer1 = self._stage(16, 16, n, 1, runs)
+        self.layer2 = self._stage(16, 32, n, 2, runs)
+        self.layer3 = self._stage(32, 64, n, 2, runs)
+        # K classifiers as one grouped 1x1 convolution; a single network keeps torchvision's Linear
+        self.fc = nn.Linear(64, num_classes) if runs == 1 else nn.Conv2d(64 * runs, num_classes * runs, 1, groups=runs)
 
     @staticmethod
-    def _stage(in_planes: int, planes: int, n: int, stride: int) -> nn.Sequential:
-        blocks = [BasicBlock(in_planes, planes, stride)]
-        blocks += [BasicBlock(planes, planes, 1) for _ in range(n - 1)]
+    def _stage(in_planes: int, planes: int, n: int, stride: int, runs: int) -> nn.Sequential:
+        blocks = [BasicBlock(in_planes, planes, stride, runs)]
+        blocks += [BasicBlock(planes, planes, 1, runs) for _ in range(n - 1)]
         return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # [B, 64, 8, 8] -> [B, 64]
-        return self.fc(out)
+        out = F.adaptive_avg_pool2d(out, 1)  # [B, K*64, 8, 8] -> [B, K*64, 1, 1]
+        if self.runs == 1:
+            return self.fc(out.flatten(1))  # [B, classes]
+        return self.fc(out).unflatten(1, (self.runs, -1)).flatten(2)  # [B, K, classes]
+
+
+def stack_models(models: list[nn.Module]) -> CifarResNet:
+    """K CIFAR ResNets of one architecture (with or without BN) as one `CifarResNet(runs=K)`
+    holding copies of their weights, buffers and layout; `unstack_state` gives them back."""
+    first = models[0]
+    if not isinstance(first, CifarResNet) or first.runs != 1:
+        raise ValueError(f"only single CIFAR ResNets can be stacked, got {type(first).__name__}")
+    depth = 2 + 2 * sum(len(s) for s in (first.layer1, first.layer2, first.layer3))
+    stacked = CifarResNet(depth, first.fc.out_features, runs=len(models))
+    if not any(isinstance(m, nn.BatchNorm2d) for m in first.modules()):
+        remove_bn(stacked)
+    states = [m.state_dict() for m in models]
+    if any(s.keys() != states[0].keys() for s in states):
+        raise ValueError("models to stack must have the same layers (all with BN or all without)")
+    target = stacked.state_dict()
+    stacked.load_state_dict({name: _stack_tensor([s[name] for s in states], target[name])
+                             for name in target})
+    p = next(first.parameters())
+    channels_last = p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
+    return stacked.to(p.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+
+
+def _stack_tensor(parts: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    if target.dim() == 0:  # BN's num_batches_tracked: the same count for every run
+        return parts[0]
+    return torch.cat([p.reshape(-1) for p in parts]).reshape(target.shape)  # run k = k-th block of dim 0
+
+
+def unstack_state(stacked: CifarResNet, run: int, like: nn.Module) -> dict[str, torch.Tensor]:
+    """Run `run`'s state dict out of a stacked network, shaped as the single network `like`'s."""
+    single = like.state_dict()
+    return {name: (t if t.dim() == 0 else t.reshape(stacked.runs, -1)[run].reshape(single[name].shape))
+            for name, t in stacked.state_dict().items()}
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:

@@ -134,11 +134,17 @@ def cached_run(experiment: str, config, seed: int, compute: Callable[[], dict], 
             return stored  # another process finished it while we waited
         start = time.perf_counter()
         result = compute()
-        prov = provenance(config, seed, device, time.perf_counter() - start, data_source)
-        directory = run_dir(experiment, config, seed, root)
-        write_json(directory / "provenance.json", prov)
-        write_json(directory / "result.json", result)
-    return load_run(experiment, config, seed, root)  # as JSON gives it back, like a stored run
+        return store_run(experiment, config, seed, result, device, time.perf_counter() - start,
+                         data_source, root)
+
+
+def store_run(experiment: str, config, seed: int, result: dict, device, duration_s: float,
+              data_source: str | None = None, root: Path | None = None) -> dict:
+    """Write `result` and its provenance to the store; return the run as a load gives it back."""
+    directory = run_dir(experiment, config, seed, root)
+    write_json(directory / "provenance.json", provenance(config, seed, device, duration_s, data_source))
+    write_json(directory / "result.json", result)
+    return load_run(experiment, config, seed, root)
 
 
 def config_runs(experiment: str, config, root: Path | None = None) -> list[dict]:
@@ -174,7 +180,13 @@ def stored_run(experiment: str, config, seed: int, measure: Callable[[Cifar10], 
     if not recompute and (stored := load_run(experiment, config, seed, root)):
         return stored
     device = torch.device(device or default_device())
-    data = load_cifar10(data_dir).subset(getattr(config, "train_subset", None),
-                                         getattr(config, "test_subset", None)).to(device)
+    data = load_data(config, data_dir, device)
     return cached_run(experiment, config, seed, lambda: measure(data), device, data.source,
                       recompute, root, checkpoint_root)
+
+
+def load_data(config, data_dir=None, device=None) -> Cifar10:
+    """CIFAR-10 from `data_dir` as `config` asks (its train_subset / test_subset, if it has them),
+    on `device`."""
+    return load_cifar10(data_dir).subset(getattr(config, "train_subset", None),
+                                         getattr(config, "test_subset", None)).to(device)

@@ -15,7 +15,9 @@ killed run resumed from its checkpoint continues exactly as if it had not been i
 """
 
 import contextlib
+import hashlib
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -25,9 +27,9 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Cifar10, TrainLoader, eval_batches
-from .models import build_model
+from .models import CIFAR_DEPTHS, build_model, stack_models
 from .fileio import save_torch_atomic
-from .results import checkpoint_path, config_hash, stored_run
+from .results import checkpoint_path, config_hash, default_device, load_data, load_run, store_run, stored_run
 
 
 def lr_at(cfg: TrainConfig, epoch: int, total_epochs: int) -> float:
@@ -78,34 +80,119 @@ def precision_context(precision: str, device: torch.device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def evaluate(model: torch.nn.Module, data: Cifar10, batch_size: int) -> tuple[float, float]:
-    """Test loss and accuracy without augmentation, BN in inference mode."""
-    model.eval()
-    loss_sum = torch.zeros((), device=data.test_x.device)
-    correct = torch.zeros((), device=data.test_x.device, dtype=torch.long)
+class StackedSGD(torch.optim.Optimizer):
+    """torch.optim.SGD (momentum, weight decay; no dampening, no Nesterov) for K runs stacked along
+    dim 0 of every parameter (`shared.models.stack_models`), each with its own learning rate."""
+
+    def __init__(self, params, lrs: list[float], momentum: float, weight_decay: float):
+        super().__init__(params, dict(lr=list(lrs), momentum=momentum, weight_decay=weight_decay))
+        self._lr_cache = (None, None)
+
+    def _lr_tensor(self, lrs: list[float], device) -> torch.Tensor:
+        if self._lr_cache[0] != lrs:  # copied to the device only when the rates change
+            self._lr_cache = (list(lrs), torch.tensor(lrs, device=device))
+        return self._lr_cache[1]
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            runs = len(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d_p = p.grad.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = d_p.clone()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(d_p)
+                lr = self._lr_tensor(group["lr"], p.device).view(runs, *[1] * p.dim())
+                # [K*C, ...] -> [K, C, ...]: run k's rows scaled by its rate
+                p.unflatten(0, (runs, -1)).sub_(state["momentum_buffer"].unflatten(0, (runs, -1)) * lr)
+
+
+class Runs:
+    """K training runs of one architecture as one model: a single network with torch's SGD when
+    K = 1, else the K networks stacked (grouped convolutions) with `StackedSGD`. Each run's
+    network is initialised from its own seed exactly as it would be alone."""
+
+    def __init__(self, cfgs: list[TrainConfig], seeds: list[int], device: torch.device,
+                 memory_format: torch.memory_format = torch.channels_last):
+        check_stackable(cfgs)
+        self.memory_format = memory_format
+        cfg = cfgs[0]
+        models = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            models.append(build_model(cfg.arch, cfg.bn, cfg.init).to(device, memory_format=memory_format))
+        self.count = len(cfgs)
+        if self.count == 1:
+            self.model = models[0]
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                             weight_decay=cfg.weight_decay)
+        else:
+            self.model = stack_models(models)
+            self.optimizer = StackedSGD(self.model.parameters(), [c.lr for c in cfgs], cfg.momentum,
+                                        cfg.weight_decay)
+        self.forward = self.model
+
+    def set_lrs(self, lrs: list[float]) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lrs[0] if self.count == 1 else list(lrs)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, K*3, 32, 32] (run k's images in channels 3k..3k+2) -> logits [B, K, classes]."""
+        out = self.forward(x.contiguous(memory_format=self.memory_format)).float()
+        return out[:, None] if self.count == 1 else out
+
+
+def check_stackable(cfgs: list[TrainConfig]) -> None:
+    """Runs trained together may differ in their learning rate and schedule length only."""
+    may_differ = {"lr", "epochs", "max_epochs"}
+    for cfg in cfgs[1:]:
+        for f in fields(TrainConfig):
+            if f.name not in may_differ and getattr(cfg, f.name) != getattr(cfgs[0], f.name):
+                raise ValueError(f"runs trained together must share {f.name}: got "
+                                 f"{getattr(cfgs[0], f.name)!r} and {getattr(cfg, f.name)!r}; "
+                                 f"only {sorted(may_differ)} may differ")
+    if len(cfgs) > 1 and cfgs[0].arch not in CIFAR_DEPTHS:
+        raise ValueError(f"only CIFAR ResNets ({', '.join(CIFAR_DEPTHS)}) can be trained together, "
+                         f"got {cfgs[0].arch!r}")
+
+
+def evaluate(runs: Runs, data: Cifar10, batch_size: int) -> tuple[list[float], list[float]]:
+    """Per-run test loss and accuracy without augmentation, BN in inference mode."""
+    runs.model.eval()
+    device = data.test_x.device
+    loss_sum = torch.zeros(runs.count, device=device)
+    correct = torch.zeros(runs.count, device=device, dtype=torch.long)
     with torch.no_grad():
         for x, y in eval_batches(data.test_x, data.test_y, data.mean, data.std, batch_size):
-            logits = model(x.contiguous(memory_format=torch.channels_last)).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
+            logits = runs.logits(x.repeat(1, runs.count, 1, 1))  # every run sees the same images
+            loss_sum += torch.stack([F.cross_entropy(logits[:, k], y, reduction="sum")
+                                     for k in range(runs.count)])
+            correct += (logits.argmax(2) == y[:, None]).sum(0)
     n = len(data.test_y)
-    return loss_sum.item() / n, correct.item() / n
+    return (loss_sum / n).tolist(), (correct / n).tolist()
 
 
-def train_epoch(model, optimizer, loader: TrainLoader, epoch: int, steps: int):
-    """One epoch of SGD; returns the per-step losses and the correct count, on the device."""
-    model.train()
-    device = loader.x.device
-    step_losses = torch.zeros(steps, device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for i, (x, y) in zip(range(steps), loader.epoch(epoch)):
-        logits = model(x.contiguous(memory_format=torch.channels_last)).float()
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step_losses[i] = loss.detach()
-        correct += (logits.detach().argmax(1) == y).sum()
+def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int):
+    """One epoch of SGD for every run; returns per-step losses [steps, K] and correct counts [K],
+    on the device (no host synchronisation)."""
+    runs.model.train()
+    device = loaders[0].x.device
+    step_losses = torch.zeros(steps, runs.count, device=device)
+    correct = torch.zeros(runs.count, device=device, dtype=torch.long)
+    for i, batches in zip(range(steps), zip(*(loader.epoch(epoch) for loader in loaders))):
+        x = torch.cat([xb for xb, _ in batches], dim=1)  # K x [B, 3, 32, 32] -> [B, K*3, 32, 32]
+        y = torch.stack([yb for _, yb in batches])       # [K, B]
+        logits = runs.logits(x)                          # [B, K, classes]
+        losses = torch.stack([F.cross_entropy(logits[:, k], y[k]) for k in range(runs.count)])
+        runs.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # run k's parameters see only run k's loss
+        runs.optimizer.step()
+        step_losses[i] = losses.detach()
+        correct += (logits.detach().argmax(2) == y.T).sum(0)
     return step_losses, correct
 
 
@@ -115,102 +202,159 @@ def first_divergent_step(step_losses: torch.Tensor, threshold: float) -> int | N
 
 
 def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | None = None,
-          progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+          progress: bool = True, on_epoch_end: Callable[[int], None] | None = None,
+          compile: bool = False) -> dict:
     """Train one network on `data` (already on its device); resume from `checkpoint` if present.
 
     Returns {"status": "completed" | "diverged", "epochs": the final schedule length,
     "diverged_step": global 0-based step or None, "diverged_trace": the losses of the diverging
-    epoch's steps up to and including that step, "metrics": one dict per epoch run}.
+    epoch's steps up to and including that step, "metrics": one dict per epoch run, "engine"}.
     """
+    return train_together([cfg], data, [seed], checkpoint, progress, on_epoch_end, compile)[0]
+
+
+def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
+                   checkpoint: Path | None = None, progress: bool = True,
+                   on_epoch_end: Callable[[int], None] | None = None, compile: bool = False) -> list[dict]:
+    """Train K runs at once (`Runs`), each with its own config and seed; returns each run's result
+    as `train` does, equal (to float rounding) to training it alone. A run that diverges or ends
+    its schedule stops learning (rate 0) while the others go on; the rest of its epochs is not
+    recorded. `on_epoch_end(epochs done)` is called after each epoch's checkpoint."""
+    if len(cfgs) != len(seeds) or not cfgs:
+        raise ValueError(f"one seed per config: got {len(cfgs)} configs and {len(seeds)} seeds")
     device = data.train_x.device
-    torch.manual_seed(seed)
-    model = build_model(cfg.arch, cfg.bn, cfg.init).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfg.batch_size, seed)
-    steps = min(len(loader), cfg.steps_per_epoch or len(loader))
-    state = {"epoch": 0, "total_epochs": cfg.epochs, "metrics": [], "result": None}
+    runs = Runs(cfgs, seeds, device)
+    if compile:
+        runs.forward = torch.compile(runs.model)
+    loaders = [TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfgs[0].batch_size, seed)
+               for seed in seeds]
+    steps = min(len(loaders[0]), cfgs[0].steps_per_epoch or len(loaders[0]))
+    states = [{"epoch": 0, "total_epochs": cfg.epochs, "metrics": [], "result": None} for cfg in cfgs]
     if checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint, cfg, model, optimizer)
-    bar = tqdm(total=state["total_epochs"], initial=state["epoch"], disable=not progress,
-               desc=f"{cfg.arch} bn={cfg.bn} lr={cfg.lr:g} seed={seed}", leave=False)
-    with precision_context(cfg.precision, device):
-        while state["result"] is None:
-            epoch_metrics, divergence = run_epoch(cfg, model, optimizer, loader, data, state, steps)
-            state["metrics"].append(epoch_metrics)
-            state["epoch"] += 1
-            if divergence is not None:
-                state["result"] = {"status": "diverged", **divergence}
-            else:
-                losses = [m["train_loss"] for m in state["metrics"]]
-                state["total_epochs"] = next_total_epochs(cfg, state["epoch"], state["total_epochs"], losses)
-                if state["epoch"] >= state["total_epochs"]:
-                    state["result"] = {"status": "completed", "diverged_step": None, "diverged_trace": []}
+        states = load_checkpoint(checkpoint, cfgs, seeds, runs)
+    names = ", ".join(f"lr={c.lr:g} seed={s}" for c, s in zip(cfgs, seeds))
+    bar = tqdm(total=max(s["total_epochs"] for s in states), initial=states[0]["epoch"],
+               disable=not progress, desc=f"{cfgs[0].arch} bn={cfgs[0].bn} {names}", leave=False)
+    with precision_context(cfgs[0].precision, device):
+        while any(s["result"] is None for s in states):
+            run_epoch(cfgs, runs, loaders, data, states, steps)
             if checkpoint is not None:
-                save_torch_atomic(checkpoint, {**state, "model": model.state_dict(),
-                                             "optimizer": optimizer.state_dict(),
-                                             "config_hash": config_hash(cfg)})
-            bar.total = state["total_epochs"]
+                save_torch_atomic(checkpoint, {"runs": states, "model": runs.model.state_dict(),
+                                               "optimizer": runs.optimizer.state_dict(),
+                                               "config_hashes": [config_hash(c) for c in cfgs],
+                                               "seeds": list(seeds)})
+            bar.total = max(s["total_epochs"] for s in states)
             bar.update(1)
-            bar.set_postfix(loss=epoch_metrics["train_loss"], test_acc=epoch_metrics["test_acc"])
             if on_epoch_end is not None:
-                on_epoch_end(epoch_metrics)
+                on_epoch_end(states[0]["epoch"])
     bar.close()
-    return {**state["result"], "epochs": state["total_epochs"], "metrics": state["metrics"]}
+    engine = {"runs_together": len(cfgs), "compiled": compile, "memory_format": "channels_last"}
+    return [{**s["result"], "epochs": s["total_epochs"], "metrics": s["metrics"], "engine": engine}
+            for s in states]
 
 
-def run_epoch(cfg, model, optimizer, loader, data, state, steps):
-    """Train and evaluate one epoch; returns its metrics and the divergence (or None)."""
-    epoch = state["epoch"]
-    lr = lr_at(cfg, epoch, state["total_epochs"])
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], data: Cifar10,
+              states: list[dict], steps: int) -> None:
+    """Train and evaluate one epoch of every run still going; update their states in place."""
+    epoch = states[0]["epoch"]
+    active = [s["result"] is None for s in states]
+    runs.set_lrs([lr_at(c, epoch, s["total_epochs"]) if a else 0.0 for c, s, a in zip(cfgs, states, active)])
     start = time.perf_counter()
-    step_losses, correct = train_epoch(model, optimizer, loader, epoch, steps)
-    n_seen = min(steps * cfg.batch_size, len(data.train_y))
-    batch_sizes = torch.full((steps,), cfg.batch_size, device=step_losses.device)
-    batch_sizes[-1] = n_seen - (steps - 1) * cfg.batch_size  # the last partial batch is kept
-    bad = first_divergent_step(step_losses, cfg.divergence_loss)
-    train_loss = (step_losses * batch_sizes).sum().item() / n_seen if bad is None else None
-    test_loss, test_acc = evaluate(model, data, cfg.eval_batch_size) if bad is None else (None, None)
-    metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
-               "train_acc": correct.item() / n_seen, "test_loss": test_loss, "test_acc": test_acc,
-               "wall_s": time.perf_counter() - start}
-    if bad is None:
-        return metrics, None
-    trace = step_losses[:bad + 1].tolist()
-    return metrics, {"diverged_step": epoch * steps + bad, "diverged_epoch": epoch + 1,
-                     "diverged_trace": trace}
+    step_losses, correct = train_epoch(runs, loaders, epoch, steps)
+    n_seen = min(steps * cfgs[0].batch_size, len(data.train_y))
+    batch_sizes = torch.full((steps, 1), cfgs[0].batch_size, device=step_losses.device)
+    batch_sizes[-1] = n_seen - (steps - 1) * cfgs[0].batch_size  # the last partial batch is kept
+    train_losses = ((step_losses * batch_sizes).sum(0) / n_seen).tolist()
+    train_accs = (correct / n_seen).tolist()
+    test_losses, test_accs = evaluate(runs, data, cfgs[0].eval_batch_size)
+    wall_s = time.perf_counter() - start
+    for k, (cfg, state) in enumerate(zip(cfgs, states)):
+        state["epoch"] = epoch + 1
+        if not active[k]:
+            continue
+        bad = first_divergent_step(step_losses[:, k], cfg.divergence_loss)
+        ok = bad is None
+        state["metrics"].append({
+            "epoch": epoch + 1, "lr": lr_at(cfg, epoch, state["total_epochs"]),
+            "train_loss": train_losses[k] if ok else None, "train_acc": train_accs[k],
+            "test_loss": test_losses[k] if ok else None, "test_acc": test_accs[k] if ok else None,
+            "wall_s": wall_s})
+        if not ok:
+            state["result"] = {"status": "diverged", "diverged_step": epoch * steps + bad,
+                               "diverged_epoch": epoch + 1, "diverged_trace": step_losses[:bad + 1, k].tolist()}
+            continue
+        losses = [m["train_loss"] for m in state["metrics"]]
+        state["total_epochs"] = next_total_epochs(cfg, state["epoch"], state["total_epochs"], losses)
+        if state["epoch"] >= state["total_epochs"]:
+            state["result"] = {"status": "completed", "diverged_step": None, "diverged_trace": []}
 
 
-def load_checkpoint(path: Path, cfg: TrainConfig, model, optimizer) -> dict:
-    """Restore model and optimizer from `path`; return the rest of the saved training state."""
-    saved = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
-    if saved["config_hash"] != config_hash(cfg):
-        raise ValueError(f"checkpoint {path} belongs to another config "
-                         f"({saved['config_hash']}, expected {config_hash(cfg)})")
-    model.load_state_dict(saved.pop("model"))
-    optimizer.load_state_dict(saved.pop("optimizer"))
-    saved.pop("config_hash")
-    return saved
+def load_checkpoint(path: Path, cfgs: list[TrainConfig], seeds: list[int], runs: Runs) -> list[dict]:
+    """Restore the model and optimizer from `path`; return the runs' saved training states."""
+    saved = torch.load(path, map_location=next(runs.model.parameters()).device, weights_only=True)
+    expected = [config_hash(c) for c in cfgs]
+    if "runs" not in saved or saved["config_hashes"] != expected or saved["seeds"] != list(seeds):
+        raise ValueError(f"checkpoint {path} belongs to other runs ({saved.get('config_hashes')}, "
+                         f"seeds {saved.get('seeds')}; expected {expected}, seeds {list(seeds)}); "
+                         "delete it to start these runs afresh")
+    runs.model.load_state_dict(saved["model"])
+    runs.optimizer.load_state_dict(saved["optimizer"])
+    return saved["runs"]
 
 
 def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", data_dir=None,
                  device=None, recompute: bool = False, progress: bool = True,
-                 root: Path | None = None, checkpoint_root: Path | None = None) -> dict:
+                 root: Path | None = None, checkpoint_root: Path | None = None,
+                 compile: bool = False) -> dict:
     """One stored training run: loaded from the results store if complete, else trained (resuming
     from its checkpoint if a previous attempt was interrupted) and stored."""
     checkpoint = checkpoint_path(experiment, cfg, seed, checkpoint_root)
     if recompute:
         checkpoint.unlink(missing_ok=True)
-    return stored_run(experiment, cfg, seed, lambda data: train(cfg, data, seed, checkpoint, progress),
+    return stored_run(experiment, cfg, seed,
+                      lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile),
                       data_dir, device, recompute, root, checkpoint_root)
+
+
+def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=None, device=None,
+                 progress: bool = True, root: Path | None = None,
+                 checkpoint_root: Path | None = None, compile: bool = False) -> None:
+    """Train the runs of `cfgs` (one seed) missing from the store together (`train_together`), with
+    one checkpoint for the batch, and store each run with the batch's provenance."""
+    missing = [cfg for cfg in cfgs if load_run(experiment, cfg, seed, root) is None]
+    if not missing:
+        return
+    device = torch.device(device or default_device())
+    data = load_data(missing[0], data_dir, device)
+    key = hashlib.sha256(" ".join(config_hash(c) for c in missing).encode()).hexdigest()[:12]
+    checkpoint = checkpoint_path(experiment, missing[0], seed, checkpoint_root).parent.with_name(f"together-{key}")
+    checkpoint = checkpoint / f"seed{seed}.pt"
+    start = time.perf_counter()
+    results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
+    for cfg, result in zip(missing, results):
+        store_run(experiment, cfg, seed, result, device, time.perf_counter() - start, data.source, root)
+    checkpoint.unlink()
+
+
+def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig]]:
+    """`cfgs` split into groups of at most `size` that can be trained together (`check_stackable`)."""
+    groups: dict[tuple, list[TrainConfig]] = {}
+    for cfg in cfgs:
+        key = tuple(getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("lr", "epochs", "max_epochs"))
+        groups.setdefault(key, []).append(cfg)
+    size = size if cfgs and cfgs[0].arch in CIFAR_DEPTHS else 1
+    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=None, device=None,
              progress: bool = True, root: Path | None = None,
-             checkpoint_root: Path | None = None) -> list[dict]:
-    """Every config's stored run for `seed`, training what is missing; an interrupted grid resumes
-    where it stopped (completed runs are loaded, the interrupted one continues from its checkpoint)."""
-    return [run_training(cfg, seed, experiment, data_dir, device, progress=progress, root=root,
-                         checkpoint_root=checkpoint_root) for cfg in configs]
+             checkpoint_root: Path | None = None, together: int = 1, compile: bool = False) -> list[dict]:
+    """Every config's stored run for `seed`, training what is missing, `together` runs at a time
+    where they can share one model (`train_together`); an interrupted grid resumes where it stopped
+    (stored runs are loaded, interrupted ones continue from their checkpoint)."""
+    kwargs = dict(data_dir=data_dir, device=device, progress=progress, root=root,
+                  checkpoint_root=checkpoint_root, compile=compile)
+    if together > 1:
+        for group in together_groups(configs, together):
+            run_together(group, seed, experiment, **kwargs)
+    return [run_training(cfg, seed, experiment, **kwargs) for cfg in configs]

@@ -1,25 +1,11 @@
 import pytest
 import torch
+from helpers import TINY, random_cifar
 
 from shared.config import fig1_grid, sweep_grid, train_config
-from shared.data import Cifar10, channel_stats
 from shared.results import load_run
 from shared.train import (lr_at, next_total_epochs, plateaued, precision_context, run_grid,
                           run_training, train)
-
-
-def random_cifar(n_train=128, n_test=40, seed=0) -> Cifar10:
-    """A random stand-in for CIFAR-10 (labels learnable from the mean colour) for fast CPU tests."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
-    x = torch.randint(0, 256, (n_train + n_test, 3, 32, 32), generator=g, dtype=torch.uint8)
-    x[:, 0] = (x[:, 0] // 2 + 12 * y[:, None, None]).to(torch.uint8)
-    mean, std = channel_stats(x[:n_train])
-    return Cifar10(x[:n_train], y[:n_train], x[n_train:], y[n_train:], mean, std, "random")
-
-
-TINY = dict(arch="resnet20", batch_size=32, eval_batch_size=40, train_subset=None,
-            test_subset=None, steps_per_epoch=None)
 
 
 def test_schedule_divides_the_rate_at_50_and_75_percent():
@@ -71,13 +57,13 @@ def test_resumed_training_is_bit_identical(tmp_path):
     class Killed(Exception):
         pass
 
-    def kill_after_first_epoch(metrics):
-        if metrics["epoch"] == 1:
+    def kill_after_first_epoch(epochs_done):
+        if epochs_done == 1:
             raise Killed
 
     with pytest.raises(Killed):
         train(cfg, data, 5, tmp_path / "resumed.pt", progress=False, on_epoch_end=kill_after_first_epoch)
-    assert torch.load(tmp_path / "resumed.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "resumed.pt", weights_only=True)["runs"][0]["epoch"] == 1
     resumed, resumed_weights = final_weights(cfg, data, 5, tmp_path / "resumed.pt")
     assert set(weights) == set(resumed_weights)
     assert all(torch.equal(weights[k], resumed_weights[k]) for k in weights)
@@ -141,6 +127,9 @@ def test_fig1_grid_and_sweep_cover_the_papers_settings():
     assert len(rates) == 11 and rates[0] == 1e-5 and rates[-1] == 1.0
     assert all(b / a in (pytest.approx(3), pytest.approx(10 / 3)) for a, b in zip(rates, rates[1:]))
     assert {c.lr for c in fig1_grid("cpu")} <= set(rates)  # the sweep reuses Fig 1's runs
+    assert sorted({c.lr for c in sweep_grid("cpu", rates_per_decade=1)}) == [1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0]
+    with pytest.raises(ValueError, match="unknown rates per decade 3; valid: 1, 2"):
+        sweep_grid("cpu", rates_per_decade=3)
 
 
 def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_image_folder):
@@ -150,10 +139,10 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_i
                   checkpoint_root=tmp_path / "ck")
     real_run_epoch, calls = T.run_epoch, []
 
-    def killed_in_second_run(cfg, model, optimizer, loader, data, state, steps):
-        if cfg == grid[1] and state["epoch"] == 1:
+    def killed_in_second_run(cfgs, runs, loaders, data, states, steps):
+        if cfgs == [grid[1]] and states[0]["epoch"] == 1:
             raise KeyboardInterrupt  # the batch is killed during the second run's second epoch
-        return real_run_epoch(cfg, model, optimizer, loader, data, state, steps)
+        return real_run_epoch(cfgs, runs, loaders, data, states, steps)
 
     monkeypatch.setattr(T, "run_epoch", killed_in_second_run)
     with pytest.raises(KeyboardInterrupt):
@@ -161,9 +150,9 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_i
     assert load_run("grid", grid[0], 0, tmp_path / "results") is not None
     assert load_run("grid", grid[1], 0, tmp_path / "results") is None
 
-    def counting(cfg, *args):
-        calls.append(cfg)
-        return real_run_epoch(cfg, *args)
+    def counting(cfgs, *args):
+        calls.append(cfgs[0])
+        return real_run_epoch(cfgs, *args)
 
     monkeypatch.setattr(T, "run_epoch", counting)
     runs = run_grid(grid, 0, "grid", **kwargs)

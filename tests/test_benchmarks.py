@@ -1,0 +1,37 @@
+"""The benchmark scripts run end to end in their small CPU modes (their numbers are not claims)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_script(name: str, *args: str, **env: str) -> None:
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], cwd=REPO, check=True,
+                   env={**os.environ, **env}, capture_output=True, text=True)
+
+
+def test_train_speed_smoke_writes_a_table_with_ratios(tmp_path):
+    run_script("train_speed.py", "--smoke", "--out", str(tmp_path / "speed.json"))
+    report = json.loads((tmp_path / "speed.json").read_text())
+    rows = {r["pipeline"]: r for r in report["rows"]}
+    assert list(rows) == ["blog", "blog-2w", "ours", "ours-nchw", "ours-x2"]
+    assert rows["blog"]["speedup_vs_blog"] == 1.0 and rows["ours-x2"]["runs"] == 2
+    assert all(r["epoch_s"] > 0 and r["train_images_per_s"] > 0 for r in rows.values())
+    assert report["device"].startswith("cpu") and report["bench"]["batch_size"] == 32
+
+
+def test_precision_ab_compares_every_precision_with_fp32(tmp_path, tiny_image_folder):
+    run_script("precision_ab.py", "--preset", "smoke", "--seeds", "0", "--settings", "2",
+               "--precisions", "fp32", "bf16", "--data-dir", str(tiny_image_folder), "--device", "cpu",
+               "--out", str(tmp_path / "ab.json"),
+               BN_RESULTS_DIR=str(tmp_path / "results"), BN_CHECKPOINT_DIR=str(tmp_path / "ck"))
+    rows = json.loads((tmp_path / "ab.json").read_text())["rows"]
+    assert [(r["setting"], r["precision"]) for r in rows] == [
+        ("BN, lr 0.1", "fp32"), ("BN, lr 0.003", "fp32"), ("BN, lr 0.1", "bf16"), ("BN, lr 0.003", "bf16")]
+    assert all(r["vs_fp32"] == "within seed spread" for r in rows[:2])  # fp32 against itself
+    stored = list((tmp_path / "results" / "training").glob("*/seed0/provenance.json"))
+    assert sorted(json.loads(p.read_text())["precision"] for p in stored) == ["bf16", "bf16", "fp32", "fp32"]

@@ -1,0 +1,143 @@
+"""Several runs trained as one model (grouped convolutions) equal each run trained alone."""
+
+import pytest
+import torch
+from helpers import TINY, random_cifar
+
+from shared.config import train_config
+from shared.models import build_model, count_parameters, stack_models, unstack_state
+from shared.results import load_run
+from shared.train import StackedSGD, check_stackable, run_grid, train, train_together
+
+
+def seeded_models(seeds, bn=True, arch="resnet20"):
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(build_model(arch, bn))
+    return models
+
+
+@pytest.mark.parametrize("bn", [True, False])
+def test_stacked_network_computes_each_networks_function(bn):
+    models = seeded_models([0, 1, 2], bn)
+    stacked = stack_models(models)
+    assert count_parameters(stacked) == 3 * count_parameters(models[0])
+    xs = [torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    for mode in ("train", "eval"):
+        for m in (stacked, *models):
+            m.train(mode == "train")
+        out = stacked(torch.cat(xs, dim=1))  # [6, 3, 10]
+        for k, (model, x) in enumerate(zip(models, xs)):
+            torch.testing.assert_close(out[:, k], model(x), rtol=1e-5, atol=1e-5)
+    for k, model in enumerate(models):  # BN statistics were updated per run, as alone
+        state = unstack_state(stacked, k, model)
+        assert state.keys() == model.state_dict().keys()
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_only_cifar_resnets_of_one_kind_stack():
+    with pytest.raises(ValueError, match="only single CIFAR ResNets"):
+        stack_models([build_model("resnet101"), build_model("resnet101")])
+    with pytest.raises(ValueError, match="same layers"):
+        stack_models(seeded_models([0], True) + seeded_models([1], False))
+    with pytest.raises(ValueError, match="must share bn: got True and False"):
+        check_stackable([train_config("smoke"), train_config("smoke", bn=False)])
+    with pytest.raises(ValueError, match="only CIFAR ResNets"):
+        check_stackable([train_config("paper", arch="resnet101"), train_config("paper", arch="resnet101", lr=1)])
+    check_stackable([train_config("smoke"), train_config("smoke", lr=1e-3, epochs=1, max_epochs=1)])
+
+
+def test_stacked_sgd_equals_torch_sgd_per_run():
+    torch.manual_seed(0)
+    singles = [torch.randn(4, 3, requires_grad=True) for _ in range(2)]
+    stacked = torch.cat([p.detach() for p in singles]).requires_grad_()
+    lrs = [0.1, 0.003]
+    reference = [torch.optim.SGD([p], lr=lr, momentum=0.9, weight_decay=5e-4) for p, lr in zip(singles, lrs)]
+    ours = StackedSGD([stacked], lrs, momentum=0.9, weight_decay=5e-4)
+    for step in range(4):
+        grads = [torch.randn(4, 3) for _ in singles]
+        if step == 2:  # a schedule drop for one run only
+            reference[0].param_groups[0]["lr"] = 0.01
+            ours.param_groups[0]["lr"] = [0.01, 0.003]
+        for p, g, opt in zip(singles, grads, reference):
+            p.grad = g.clone()
+            opt.step()
+        stacked.grad = torch.cat(grads)
+        ours.step()
+        torch.testing.assert_close(stacked.detach(), torch.cat([p.detach() for p in singles]),
+                                   rtol=1e-6, atol=1e-7)
+
+
+def without_time(result):
+    return {**{k: v for k, v in result.items() if k not in ("metrics", "engine")},
+            "metrics": [{k: v for k, v in m.items() if k != "wall_s"} for m in result["metrics"]]}
+
+
+def assert_same_run(together, alone):
+    a, b = without_time(together), without_time(alone)
+    assert a.keys() == b.keys() and a["status"] == b["status"] and a["epochs"] == b["epochs"]
+    assert a["diverged_step"] == b["diverged_step"]
+    for ma, mb in zip(a["metrics"], b["metrics"], strict=True):
+        assert ma.keys() == mb.keys()
+        for key in ma:
+            expected = mb[key] if mb[key] is None else pytest.approx(mb[key], rel=1e-3, abs=1e-4)
+            assert ma[key] == expected, key
+
+
+def test_runs_trained_together_equal_runs_trained_alone(tmp_path):
+    """Different rates, seeds and schedule lengths in one stack; weights and metrics as alone."""
+    data = random_cifar(n_train=96, n_test=40)
+    cfgs = [train_config("smoke", lr=lr, epochs=e, max_epochs=e, **TINY)
+            for lr, e in ((0.05, 2), (0.01, 3), (0.02, 2))]
+    seeds = [0, 1, 0]
+    together = train_together(cfgs, data, seeds, tmp_path / "together.pt", progress=False)
+    stacked_state = torch.load(tmp_path / "together.pt", weights_only=True)["model"]
+    stacked = stack_models(seeded_models(seeds))
+    stacked.load_state_dict(stacked_state)
+    assert [r["engine"]["runs_together"] for r in together] == [3, 3, 3]
+    for k, (cfg, seed) in enumerate(zip(cfgs, seeds)):
+        alone = train(cfg, data, seed, tmp_path / f"alone{k}.pt", progress=False)
+        assert_same_run(together[k], alone)
+        if cfg.epochs == 3:  # the longest run's final weights (shorter runs went on at rate 0)
+            weights = torch.load(tmp_path / f"alone{k}.pt", weights_only=True)["model"]
+            ours = unstack_state(stacked, k, seeded_models([seed])[0])
+            names = [name for name, value in weights.items() if value.is_floating_point()]
+            ours = torch.cat([ours[name].flatten() for name in names])
+            theirs = torch.cat([weights[name].flatten() for name in names])
+            # Rounding differences grow over SGD steps; here 1e-5 relative. Scaling the initial
+            # weights by (1 + 2^-23), one float32 ulp, moves the same run's weights by 1.6e-4.
+            assert (ours - theirs).norm() <= 1e-4 * theirs.norm()
+
+
+def test_a_diverging_run_leaves_the_others_untouched(tmp_path):
+    data = random_cifar(n_train=64, n_test=20)
+    cfgs = [train_config("smoke", bn=False, lr=lr, epochs=2, max_epochs=2, **TINY) for lr in (1e4, 0.01)]
+    together = train_together(cfgs, data, [3, 3], progress=False)
+    assert together[0]["status"] == "diverged" and len(together[0]["metrics"]) == 1
+    for cfg, result in zip(cfgs, together):
+        assert_same_run(result, train(cfg, data, 3, progress=False))
+
+
+def test_grid_trained_together_stores_each_run(tmp_path, monkeypatch, tiny_image_folder):
+    grid = [train_config("smoke", lr=lr, epochs=1, max_epochs=1, **TINY) for lr in (0.1, 0.01, 0.001)]
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False, root=tmp_path / "results",
+                  checkpoint_root=tmp_path / "ck")
+    runs = run_grid(grid, 4, "grid", together=2, **kwargs)
+    assert [r["result"]["engine"]["runs_together"] for r in runs] == [2, 2, 1]
+    assert all(r["provenance"]["seed"] == 4 and r["provenance"]["config"]["lr"] == c.lr
+               for r, c in zip(runs, grid))
+    assert not list((tmp_path / "ck").rglob("*.pt"))  # finished batches leave no checkpoint
+    monkeypatch.setattr("shared.train.train_together", lambda *a, **k: pytest.fail("retrained"))
+    assert run_grid(grid, 4, "grid", together=2, **kwargs) == runs
+    assert load_run("grid", grid[1], 4, tmp_path / "results") == runs[1]
+
+
+def test_compiled_training_equals_eager(tmp_path):
+    data = random_cifar(n_train=64, n_test=20)
+    cfg = train_config("smoke", lr=0.02, epochs=2, max_epochs=2, **TINY)
+    eager = train(cfg, data, 0, progress=False)
+    compiled = train(cfg, data, 0, progress=False, compile=True)
+    assert compiled["engine"]["compiled"] and not eager["engine"]["compiled"]
+    assert_same_run(compiled, eager)
