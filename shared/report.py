@@ -43,8 +43,9 @@ SITE_DIR = REPO_ROOT / "_site"
 INDEX = REPO_ROOT / "index.qmd"
 QUARTO_CONFIG = REPO_ROOT / "_quarto.yml"
 
-# the paper's figures and table, in its order; a notebook reproduces one if its name holds the id
-PAPER_ITEMS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "table1")
+# the paper's figures and table, in its order, then our extension of Fig 1 (the learning-rate
+# sweep the paper describes in words); a notebook reproduces one if its name holds the id
+PAPER_ITEMS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "table1", "lr_sweep")
 PRESET_NAMES = sorted(set(TRAIN_PRESETS) | set(PROBE_PRESETS))
 QUARTO_MISSING = ("Quarto is not installed; writing an offline HTML report to _site/ instead "
                   "(install Quarto from https://quarto.org/docs/get-started/ for the full site)")
@@ -69,12 +70,14 @@ class Notebook:
 
 def paper_item(stem: str) -> str | None:
     """The paper item a notebook or figure name refers to: "02_fig2_gradients" -> "fig2"."""
-    match = re.search(r"(?:^|_)((?:fig|table)\d+)(?:_|$)", stem)
+    match = re.search(r"(?:^|_)((?:fig|table)\d+|lr_sweep)(?:_|$)", stem)
     return match[1] if match else None
 
 
 def item_label(item: str) -> str:
     """"fig2" -> "Figure 2", "table1" -> "Table 1"."""
+    if item == "lr_sweep":
+        return "The learning-rate sweep"
     kind, number = re.fullmatch(r"([a-z]+)(\d+)", item).groups()
     return f"{'Figure' if kind == 'fig' else 'Table'} {number}"
 
@@ -122,7 +125,7 @@ def read_notebook(path: Path, figures_dir: Path = FIGURES_DIR) -> Notebook:
     papermill = nb.metadata.get("papermill", {})
     preset = papermill.get("parameters", {}).get("preset", "paper")
     item = paper_item(path.stem)
-    saved = sorted(figures_dir.glob(f"{item}_*.png")) if item else []
+    saved = sorted([*figures_dir.glob(f"{item}.png"), *figures_dir.glob(f"{item}_*.png")]) if item else []
     return Notebook(path, notebook_title(nb, path.stem), item, preset,
                     (papermill.get("end_time") or "")[:10] or None,
                     [f for f in saved if figure_preset(f.stem) == preset], claims_table(nb))

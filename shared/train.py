@@ -6,7 +6,10 @@ the wall time. Divergence, as the paper defines it (Sec. 2: a mini-batch loss ab
 count a non-finite loss), ends the run with status "diverged" and the step where it happened.
 
 Networks and batches are laid out channels-last (NHWC): the same arithmetic as the default layout,
-faster on CPU (benchmarks/train_speed.py measures both).
+faster on CPU (benchmarks/train_speed.py measures both). `train_together` trains K runs of a CIFAR
+ResNet that differ in seed, learning rate or schedule length as one stacked network (`Runs`), each
+run's results equal to training it alone up to float rounding; `compile=True` runs the network
+under torch.compile. Both are engine choices, recorded in each result's "engine", not config fields.
 
 Within an epoch there is no host synchronisation: losses and correct counts accumulate on the
 device and are read once at the end of the epoch. A checkpoint is written atomically after every
@@ -173,7 +176,7 @@ def evaluate(runs: Runs, data: Cifar10, batch_size: int) -> tuple[list[float], l
                                      for k in range(runs.count)])
             correct += (logits.argmax(2) == y[:, None]).sum(0)
     n = len(data.test_y)
-    return (loss_sum / n).tolist(), (correct / n).tolist()
+    return [v / n for v in loss_sum.tolist()], [c / n for c in correct.tolist()]
 
 
 def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int):
@@ -264,8 +267,8 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
     n_seen = min(steps * cfgs[0].batch_size, len(data.train_y))
     batch_sizes = torch.full((steps, 1), cfgs[0].batch_size, device=step_losses.device)
     batch_sizes[-1] = n_seen - (steps - 1) * cfgs[0].batch_size  # the last partial batch is kept
-    train_losses = ((step_losses * batch_sizes).sum(0) / n_seen).tolist()
-    train_accs = (correct / n_seen).tolist()
+    train_losses = [v / n_seen for v in (step_losses * batch_sizes).sum(0).tolist()]
+    train_accs = [c / n_seen for c in correct.tolist()]
     test_losses, test_accs = evaluate(runs, data, cfgs[0].eval_batch_size)
     wall_s = time.perf_counter() - start
     for k, (cfg, state) in enumerate(zip(cfgs, states)):
