@@ -15,7 +15,9 @@ extrapolated to one CIFAR-10 epoch (50,000 training + 10,000 test images):
   ours-xK     K runs trained together as one stacked network (aggregate images per second).
 
 Images are random uint8 (speed does not depend on the pixels). Ratios are against `blog` in the
-same process. Usage:
+same process. The floor: each network's training FLOPs per image (forward and backward, counted by
+torch's FlopCounterMode) times the images per second, as a fraction of the device's fp32 rate
+measured on a large matrix product in the same process. Usage:
 
     python benchmarks/train_speed.py --out results.json                # GPU, the full table
     python benchmarks/train_speed.py --smoke --out /tmp/speed.json     # CPU sanity check (CI)
@@ -33,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from shared.config import train_config
@@ -55,13 +58,15 @@ class BenchConfig:
     together: tuple[int, ...] = (4, 8)
     compile: bool = True
     precision: str = "fp32"
+    matmul_size: int = 8192         # the matrix product that measures the device's rate
 
 
 BENCH_PRESETS = {
     "gpu": BenchConfig(),
     # CI's sanity check on CPU: small network, few steps; its numbers are not claims
     "smoke": BenchConfig(archs=(("resnet20", True),), batch_size=32, steps=3, warmup_steps=1,
-                         eval_images=64, workers=(2,), together=(2,), compile=False),
+                         eval_images=64, workers=(2,), together=(2,), compile=False,
+                         matmul_size=1024),
 }
 
 
@@ -181,6 +186,29 @@ def timed(steps, evaluation, bench: BenchConfig, device, precision: str = "fp32"
             "epoch_s": TRAIN_IMAGES / train_ips + TEST_IMAGES / eval_ips, "runs": 1}
 
 
+def training_flops_per_image(arch: str, bn: bool) -> float:
+    """FLOPs of one training step per image: forward, loss and backward (2 per multiply-add)."""
+    model = build_model(arch, bn)
+    x, y = torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / len(x)
+
+
+def matmul_flops_per_s(device, size: int, precision: str) -> float:
+    """The device's rate on a [size, size] @ [size, size] float32 product, in the run's precision."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    with precision_context(precision, device):
+        a @ b
+        sync(device)
+        reps, start = 0, time.perf_counter()
+        while reps < 3 or time.perf_counter() - start < 1.0:
+            a @ b
+            reps += 1
+        sync(device)
+    return 2 * size ** 3 * reps / (time.perf_counter() - start)
+
+
 @dataclass
 class Row:
     network: str
@@ -189,14 +217,18 @@ class Row:
     epoch_s: float              # per epoch of all `runs` together
     train_images_per_s: float   # aggregate over the runs
     speedup_vs_blog: float = field(default=float("nan"))  # per-run epoch time, blog / this
+    fraction_of_matmul_rate: float = field(default=float("nan"))  # training FLOP/s / measured rate
 
 
 def benchmark(bench: BenchConfig, device: torch.device) -> list[Row]:
     # random images, enough for the warm-up and timed steps within one epoch
     data = random_data(bench.batch_size * (bench.steps + bench.warmup_steps), bench.eval_images, device)
+    rate = matmul_flops_per_s(device, bench.matmul_size, bench.precision)
+    print(f"  measured matrix-product rate: {rate / 1e12:.3f} TFLOP/s ({bench.precision})", flush=True)
     rows = []
     for arch, bn in bench.archs:
         network = f"{arch} {'BN' if bn else 'no BN'}"
+        flops = training_flops_per_image(arch, bn)
         pipelines = [("blog", lambda: time_blog(arch, bn, data, bench, 0, device))]
         pipelines += [(f"blog-{w}w", lambda w=w: time_blog(arch, bn, data, bench, w, device))
                       for w in bench.workers]
@@ -210,7 +242,8 @@ def benchmark(bench: BenchConfig, device: torch.device) -> list[Row]:
                           for k in bench.together]
         for name, run in pipelines:
             r = run()
-            rows.append(Row(network, name, r["runs"], r["epoch_s"], r["train_images_per_s"] * r["runs"]))
+            ips = r["train_images_per_s"] * r["runs"]
+            rows.append(Row(network, name, r["runs"], r["epoch_s"], ips, fraction_of_matmul_rate=ips * flops / rate))
             print(f"  {network:16s} {name:14s} {r['epoch_s']:9.1f} s/epoch", flush=True)
         blog = next(r for r in rows if r.network == network and r.pipeline == "blog")
         for r in rows:
@@ -220,9 +253,10 @@ def benchmark(bench: BenchConfig, device: torch.device) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    lines = [f"{'network':16s} {'pipeline':14s} {'runs':>4s} {'s/epoch':>9s} {'img/s':>9s} {'x blog':>7s}"]
+    lines = [f"{'network':16s} {'pipeline':14s} {'runs':>4s} {'s/epoch':>9s} {'img/s':>9s} {'x blog':>7s} "
+             f"{'of rate':>8s}"]
     lines += [f"{r.network:16s} {r.pipeline:14s} {r.runs:4d} {r.epoch_s:9.1f} "
-              f"{r.train_images_per_s:9.0f} {r.speedup_vs_blog:7.2f}" for r in rows]
+              f"{r.train_images_per_s:9.0f} {r.speedup_vs_blog:7.2f} {r.fraction_of_matmul_rate:8.1%}" for r in rows]
     return "\n".join(lines)
 
 
@@ -241,7 +275,10 @@ def main(argv=None):
     rows = benchmark(bench, device)
     print(table(rows))
     report = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
-              "git_commit": git_commit(), "bench": asdict(bench), "rows": [asdict(r) for r in rows]}
+              "git_commit": git_commit(), "bench": asdict(bench),
+              "training_gflop_per_image": {f"{a} {'BN' if bn else 'no BN'}": training_flops_per_image(a, bn) / 1e9
+                                           for a, bn in bench.archs},
+              "rows": [asdict(r) for r in rows]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     return rows
