@@ -336,7 +336,7 @@ def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=N
     results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
     for cfg, result in zip(missing, results):
         store_run(experiment, cfg, seed, result, device, time.perf_counter() - start, data.source, root)
-    checkpoint.unlink()
+    checkpoint.unlink(missing_ok=True)
 
 
 def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig]]:
