@@ -7,7 +7,7 @@ from helpers import TINY, random_cifar
 from shared.config import train_config
 from shared.models import build_model, count_parameters, stack_models, unstack_state
 from shared.results import load_run
-from shared.train import StackedSGD, check_stackable, run_grid, train, train_together
+from shared.train import StackedSGD, check_stackable, run_grid, together_groups, train, train_together
 
 
 def seeded_models(seeds, bn=True, arch="resnet20"):
@@ -141,3 +141,39 @@ def test_compiled_training_equals_eager(tmp_path):
     compiled = train(cfg, data, 0, progress=False, compile=True)
     assert compiled["engine"]["compiled"] and not eager["engine"]["compiled"]
     assert_same_run(compiled, eager)
+
+
+def test_together_groups_share_everything_but_rate_and_length():
+    grid = [train_config("smoke", bn=bn, lr=lr) for bn in (True, False) for lr in (0.1, 0.01, 0.001)]
+    groups = together_groups(grid, 2)
+    assert [[(c.bn, c.lr) for c in g] for g in groups] == [
+        [(True, 0.1), (True, 0.01)], [(True, 0.001)], [(False, 0.1), (False, 0.01)], [(False, 0.001)]]
+    wide = [train_config("paper", arch="resnet101", lr=lr) for lr in (0.1, 0.01)]
+    assert together_groups(wide, 4) == [[wide[0]], [wide[1]]]  # ResNet-101 does not stack
+
+
+def test_interrupted_batch_trained_together_resumes(tmp_path, monkeypatch, tiny_image_folder):
+    import shared.train as T
+    grid = [train_config("smoke", lr=lr, epochs=2, max_epochs=2, **TINY) for lr in (0.1, 0.01)]
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False, root=tmp_path / "results",
+                  checkpoint_root=tmp_path / "ck")
+    real_run_epoch, epochs_trained = T.run_epoch, []
+
+    def killed_in_second_epoch(cfgs, runs, loaders, data, states, steps):
+        if states[0]["epoch"] == 1:
+            raise KeyboardInterrupt
+        return real_run_epoch(cfgs, runs, loaders, data, states, steps)
+
+    monkeypatch.setattr(T, "run_epoch", killed_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, 0, "grid", together=2, **kwargs)
+    assert len(list((tmp_path / "ck").rglob("together-*/seed0.pt"))) == 1
+
+    def counting(cfgs, runs, loaders, data, states, steps):
+        epochs_trained.append((len(cfgs), states[0]["epoch"]))
+        return real_run_epoch(cfgs, runs, loaders, data, states, steps)
+
+    monkeypatch.setattr(T, "run_epoch", counting)
+    runs = run_grid(grid, 0, "grid", together=2, **kwargs)
+    assert epochs_trained == [(2, 1)]  # only the batch's second epoch is trained again
+    assert [len(r["result"]["metrics"]) for r in runs] == [2, 2]
