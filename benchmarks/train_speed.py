@@ -19,8 +19,9 @@ same process. The floor: each network's training FLOPs per image (forward and ba
 torch's FlopCounterMode) times the images per second, as a fraction of the device's fp32 rate
 measured on a large matrix product in the same process. Usage:
 
-    python benchmarks/train_speed.py --out results.json                # GPU, the full table
-    python benchmarks/train_speed.py --smoke --out /tmp/speed.json     # CPU sanity check (CI)
+    python benchmarks/train_speed.py --out results.json                   # GPU, the full table
+    python benchmarks/train_speed.py --preset cpu --out cpu.json          # a CPU's view, batch 128
+    python benchmarks/train_speed.py --preset smoke --out /tmp/speed.json # sanity check (CI)
 """
 
 import argparse
@@ -63,6 +64,10 @@ class BenchConfig:
 
 BENCH_PRESETS = {
     "gpu": BenchConfig(),
+    # what a CPU can say: the paper's batch, a few steps, the small network and ResNet-110
+    "cpu": BenchConfig(archs=(("resnet20", True), ("resnet20", False), ("resnet110", True)), steps=10,
+                       warmup_steps=2, eval_images=1000, workers=(2,), together=(2,), compile=False,
+                       matmul_size=2048),
     # CI's sanity check on CPU: small network, few steps; its numbers are not claims
     "smoke": BenchConfig(archs=(("resnet20", True),), batch_size=32, steps=3, warmup_steps=1,
                          eval_images=64, workers=(2,), together=(2,), compile=False,
@@ -262,12 +267,13 @@ def table(rows: list[Row]) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="the small CPU preset (CI's sanity check)")
+    parser.add_argument("--preset", default="gpu", choices=list(BENCH_PRESETS),
+                        help="gpu: the full table; cpu: batch 128, small; smoke: CI's sanity check")
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per pipeline")
     args = parser.parse_args(argv)
-    bench = BENCH_PRESETS["smoke" if args.smoke else "gpu"]
+    bench = BENCH_PRESETS[args.preset]
     if args.steps is not None:
         bench = BenchConfig(**{**asdict(bench), "steps": args.steps})
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

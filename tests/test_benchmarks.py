@@ -15,7 +15,7 @@ def run_script(name: str, *args: str, **env: str) -> None:
 
 
 def test_train_speed_smoke_writes_a_table_with_ratios(tmp_path):
-    run_script("train_speed.py", "--smoke", "--out", str(tmp_path / "speed.json"))
+    run_script("train_speed.py", "--preset", "smoke", "--out", str(tmp_path / "speed.json"))
     report = json.loads((tmp_path / "speed.json").read_text())
     rows = {r["pipeline"]: r for r in report["rows"]}
     assert list(rows) == ["blog", "blog-2w", "ours", "ours-nchw", "ours-x2"]
