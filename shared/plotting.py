@@ -32,15 +32,29 @@ def save_figure(fig: plt.Figure, name: str, preset: str) -> Path:
 def runs_summary(runs: list[dict], preset: str) -> str:
     """One line of provenance for a figure: preset, seeds, devices, data, code versions."""
     provs = [r["provenance"] for r in runs]
-    seeds = sorted(p["seed"] for p in provs)
+    seeds = sorted({p["seed"] for p in provs})
+    counted = f"{len(seeds)} seed(s)" if len(seeds) == len(provs) else f"{len(provs)} runs, seed(s)"
     devices = sorted({p["device"] for p in provs})
     data = sorted({p["data"] or "no data" for p in provs})
     commits = sorted({p["git_commit"][:7] + ("+dirty" if p["git_commit"].endswith("+dirty") else "")
                       for p in provs})
     dates = sorted(p["date"][:10] for p in provs)
-    return (f"preset {preset}; {len(seeds)} seed(s) {seeds}; device {', '.join(devices)}; "
+    return (f"preset {preset}; {counted} {seeds}; device {', '.join(devices)}; "
             f"data {', '.join(data)}; code {', '.join(commits)}; "
             f"dates {dates[0]}..{dates[-1]}" if provs else f"preset {preset}: no runs")
+
+
+def training_title(cfg, preset: str, runs: list[dict]) -> str:
+    """A training figure's title: network, preset and how it departs from the paper's protocol,
+    number of seeds and the devices that trained `runs` (Fig 1 and the sweep)."""
+    provs = [r["provenance"] for r in runs]
+    seeds = len({p["seed"] for p in provs})
+    devices = ", ".join(sorted({p["device"] for p in provs})) or "no device"
+    reductions = [f"{cfg.train_subset:,}-image training subset"] if cfg.train_subset else []
+    reductions += [f"{cfg.steps_per_epoch} steps per epoch"] if cfg.steps_per_epoch else []
+    reductions += [f"{cfg.epochs} epochs"] if preset != "paper" else []
+    scope = "paper protocol" if preset == "paper" else "reduced: " + ", ".join(reductions)
+    return f"{cfg.arch}, {preset} preset ({scope}); {seeds} seed(s); {devices}"
 
 
 def claims_table(rows: list[tuple[str, str, str, bool | str | None]]) -> pd.DataFrame:

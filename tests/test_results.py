@@ -4,6 +4,7 @@ import multiprocessing as mp
 import pytest
 
 from shared.config import train_config
+from shared.plotting import runs_summary, training_title
 from shared.results import (cached_run, config_hash, load_run, run_dir, stored_runs, write_json)
 
 
@@ -76,3 +77,21 @@ def test_two_processes_with_different_seeds_do_not_corrupt_each_other(tmp_path):
     leftovers = [p for p in tmp_path.rglob(".*") if p.is_file()]
     assert leftovers == []  # no temporary files left behind
     json.loads((run_dir("exp", train_config("smoke"), 0, tmp_path) / "result.json").read_text())
+
+
+def test_runs_summary_counts_runs_and_distinct_seeds(tmp_path):
+    runs = [cached_run("exp", train_config("smoke", lr=lr), seed, lambda: {}, "cpu", "test data",
+                       root=tmp_path, checkpoint_root=tmp_path / "ck") for lr, seed in ((0.1, 0), (0.01, 0), (0.1, 1))]
+    assert "preset smoke; 2 seed(s) [0, 1];" in runs_summary(runs[::2], "smoke")
+    assert "preset smoke; 3 runs, seed(s) [0, 1];" in runs_summary(runs, "smoke")
+    assert "data test data;" in runs_summary(runs, "smoke")
+    assert runs_summary([], "cpu") == "preset cpu: no runs"
+
+
+def test_training_title_says_how_a_preset_is_reduced(tmp_path):
+    cfg = train_config("cpu")
+    run = cached_run("exp", cfg, 0, lambda: {}, "cpu", root=tmp_path, checkpoint_root=tmp_path / "ck")
+    title = training_title(cfg, "cpu", [run, run])
+    assert title.startswith(f"resnet20, cpu preset (reduced: {cfg.train_subset:,}-image training subset, "
+                            f"{cfg.epochs} epochs); 1 seed(s); cpu")
+    assert "(paper protocol)" in training_title(train_config("paper"), "paper", [run])
