@@ -25,10 +25,11 @@ measured on a large matrix product in the same process. Usage:
 """
 
 import argparse
+import functools
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from torchvision import transforms
 
 from shared.config import train_config
 from shared.data import Cifar10, TrainLoader, channel_stats
-from shared.models import build_model
+from shared.models import CIFAR_DEPTHS, build_model
 from shared.results import device_name, git_commit
 from shared.train import Runs, evaluate, precision_context, train_epoch
 
@@ -191,6 +192,7 @@ def timed(steps, evaluation, bench: BenchConfig, device, precision: str = "fp32"
             "epoch_s": TRAIN_IMAGES / train_ips + TEST_IMAGES / eval_ips, "runs": 1}
 
 
+@functools.cache
 def training_flops_per_image(arch: str, bn: bool) -> float:
     """FLOPs of one training step per image: forward, loss and backward (2 per multiply-add)."""
     model = build_model(arch, bn)
@@ -242,7 +244,7 @@ def benchmark(bench: BenchConfig, device: torch.device) -> list[Row]:
                                                       torch.contiguous_format))]
         if bench.compile:
             pipelines += [("ours-compiled", lambda: time_ours(arch, bn, data, bench, 1, True, device))]
-        if arch != "resnet101":  # stacking is for the CIFAR ResNets
+        if arch in CIFAR_DEPTHS:  # stacking is for the CIFAR ResNets
             pipelines += [(f"ours-x{k}", lambda k=k: time_ours(arch, bn, data, bench, k, False, device))
                           for k in bench.together]
         for name, run in pipelines:
@@ -275,7 +277,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     bench = BENCH_PRESETS[args.preset]
     if args.steps is not None:
-        bench = BenchConfig(**{**asdict(bench), "steps": args.steps})
+        bench = replace(bench, steps=args.steps)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"device: {device_name(device)}", flush=True)
     rows = benchmark(bench, device)

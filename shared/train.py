@@ -149,15 +149,23 @@ class Runs:
         return out[:, None] if self.count == 1 else out
 
 
+# The config fields in which runs trained together may differ: the learning rate and schedule length
+STACK_MAY_DIFFER = ("lr", "epochs", "max_epochs")
+
+
+def shared_fields(cfg: TrainConfig) -> dict:
+    """The fields that runs trained together must share (all but STACK_MAY_DIFFER)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in STACK_MAY_DIFFER}
+
+
 def check_stackable(cfgs: list[TrainConfig]) -> None:
     """Runs trained together may differ in their learning rate and schedule length only."""
-    may_differ = {"lr", "epochs", "max_epochs"}
+    first = shared_fields(cfgs[0])
     for cfg in cfgs[1:]:
-        for f in fields(TrainConfig):
-            if f.name not in may_differ and getattr(cfg, f.name) != getattr(cfgs[0], f.name):
-                raise ValueError(f"runs trained together must share {f.name}: got "
-                                 f"{getattr(cfgs[0], f.name)!r} and {getattr(cfg, f.name)!r}; "
-                                 f"only {sorted(may_differ)} may differ")
+        for name, value in shared_fields(cfg).items():
+            if value != first[name]:
+                raise ValueError(f"runs trained together must share {name}: got {first[name]!r} and "
+                                 f"{value!r}; only {list(STACK_MAY_DIFFER)} may differ")
     if len(cfgs) > 1 and cfgs[0].arch not in CIFAR_DEPTHS:
         raise ValueError(f"only CIFAR ResNets ({', '.join(CIFAR_DEPTHS)}) can be trained together, "
                          f"got {cfgs[0].arch!r}")
@@ -261,7 +269,8 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
     """Train and evaluate one epoch of every run still going; update their states in place."""
     epoch = states[0]["epoch"]
     active = [s["result"] is None for s in states]
-    runs.set_lrs([lr_at(c, epoch, s["total_epochs"]) if a else 0.0 for c, s, a in zip(cfgs, states, active)])
+    lrs = [lr_at(c, epoch, s["total_epochs"]) for c, s in zip(cfgs, states)]
+    runs.set_lrs([lr if a else 0.0 for lr, a in zip(lrs, active)])
     start = time.perf_counter()
     step_losses, correct = train_epoch(runs, loaders, epoch, steps)
     n_seen = min(steps * cfgs[0].batch_size, len(data.train_y))
@@ -278,7 +287,7 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
         bad = first_divergent_step(step_losses[:, k], cfg.divergence_loss)
         ok = bad is None
         state["metrics"].append({
-            "epoch": epoch + 1, "lr": lr_at(cfg, epoch, state["total_epochs"]),
+            "epoch": epoch + 1, "lr": lrs[k],
             "train_loss": train_losses[k] if ok else None, "train_acc": train_accs[k],
             "test_loss": test_losses[k] if ok else None, "test_acc": test_accs[k] if ok else None,
             "wall_s": wall_s})
@@ -343,10 +352,12 @@ def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig
     """`cfgs` split into groups of at most `size` that can be trained together (`check_stackable`)."""
     groups: dict[tuple, list[TrainConfig]] = {}
     for cfg in cfgs:
-        key = tuple(getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("lr", "epochs", "max_epochs"))
-        groups.setdefault(key, []).append(cfg)
-    size = size if cfgs and cfgs[0].arch in CIFAR_DEPTHS else 1
-    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+        groups.setdefault(tuple(shared_fields(cfg).values()), []).append(cfg)
+    batches = []
+    for group in groups.values():
+        n = size if group[0].arch in CIFAR_DEPTHS else 1  # only CIFAR ResNets stack
+        batches += [group[i:i + n] for i in range(0, len(group), n)]
+    return batches
 
 
 def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=None, device=None,
