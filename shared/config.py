@@ -7,11 +7,67 @@ plateaus ("if learning doesn't plateau for some number of epochs, we roughly dou
 epochs until it does"). How the plateau is decided is written down in `shared.train.plateaued`.
 """
 
-from dataclasses import dataclass, fields, replace
+import math
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, replace
 
-from .models import ARCHS, INITS, check_choice
+from .models import ARCHS, FC_INITS, INITS, SHORTCUTS, check_choice
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def added(default, neutral=MISSING):
+    """A config field added after runs were stored: its value `neutral` (default: its `default`) is
+    what every run stored before it had, and is left out of a run's identity (`identity`), so that
+    those runs keep their keys. A later change of the default is a change of identity, as it must be."""
+    return field(default=default, metadata={"neutral": default if neutral is MISSING else neutral})
+
+
+def identity(config) -> dict:
+    """The fields that identify a stored run of `config`: all of them, except fields added later
+    (`added`) while they hold their neutral value."""
+    return {f.name: getattr(config, f.name) for f in fields(config)
+            if "neutral" not in f.metadata or getattr(config, f.name) != f.metadata["neutral"]}
+
+
+def check_fields(config) -> None:
+    """Type-check every field of a config dataclass against its annotation: bool is not an int,
+    an int is a float, floats are finite, tuples hold their element type. Raises a ValueError
+    naming the field, the bad value and the expected type."""
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if not _is_instance(value, hints[f.name]):
+            raise ValueError(f"{type(config).__name__}.{f.name} must be {_type_name(hints[f.name])}, "
+                             f"got {value!r} ({type(value).__name__})")
+
+
+def _is_instance(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_instance(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_is_instance(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, hint)
+
+
+def _type_name(hint) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        return f"a tuple of {_type_name(args[0])}"
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return {int: "an int", float: "a finite number", bool: "True or False", str: "a string",
+            type(None): "None"}.get(hint, hint.__name__)
 
 
 @dataclass(frozen=True)
@@ -19,6 +75,8 @@ class TrainConfig:
     arch: str = "resnet110"          # see shared.models.ARCHS
     bn: bool = True                  # False: every BatchNorm layer removed
     init: str = "xavier_uniform"     # see shared.models.INITS
+    fc_init: str = added("same")     # the classifier's init: "same" as `init`, or one of INITS
+    shortcut: str | None = added(None)  # CIFAR ResNets: "A" (None) or "B", see shared.models.SHORTCUTS
     lr: float = 0.1                  # initial learning rate
     epochs: int = 165                # initial schedule length (doubled until plateau)
     max_epochs: int = 2640           # cap of the doubling rule (165 * 16); = epochs disables it
@@ -35,14 +93,18 @@ class TrainConfig:
     precision: str = "fp32"          # fp32 (TF32 off) | tf32 | bf16 (autocast)
     divergence_loss: float = 1e3     # a mini-batch loss above this (or non-finite) = diverged
     eval_batch_size: int = 1000
+    record_step_losses: int = added(0)  # store every step's loss for this many first epochs
 
     def __post_init__(self):
-        check_choice("arch", self.arch, ARCHS)
-        check_choice("init", self.init, INITS)
+        check_fields(self)
+        check_network(self)
         check_choice("precision", self.precision, PRECISIONS)
         _check_positive(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
                         plateau_window=self.plateau_window, eval_batch_size=self.eval_batch_size,
-                        divergence_loss=self.divergence_loss)
+                        divergence_loss=self.divergence_loss, lr_drop_factor=self.lr_drop_factor)
+        for name in ("momentum", "weight_decay", "plateau_rel_tol", "record_step_losses"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.max_epochs < self.epochs:
             raise ValueError(f"max_epochs ({self.max_epochs}) must be >= epochs ({self.epochs})")
         if list(self.lr_drops) != sorted(self.lr_drops) or not all(0 < f < 1 for f in self.lr_drops):
@@ -51,6 +113,26 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 _check_positive(**{name: value})
+
+
+def check_network(cfg) -> None:
+    """Validate the network fields shared by training and probe configs (arch, init, fc_init,
+    shortcut) and write the shortcut in its one spelling."""
+    check_choice("arch", cfg.arch, ARCHS)
+    check_choice("init", cfg.init, INITS)
+    check_choice("fc_init", cfg.fc_init, FC_INITS)
+    valid = (None, "B") if cfg.arch == "resnet101" else (None, *SHORTCUTS)
+    check_choice(f"shortcut for {cfg.arch}", cfg.shortcut, valid)
+    # one spelling per network, so that a network has one identity: None is the architecture's
+    # standard shortcut (option A for the CIFAR ResNets, torchvision's projections for ResNet-101)
+    standard = "B" if cfg.arch == "resnet101" else "A"
+    if cfg.shortcut == standard:
+        object.__setattr__(cfg, "shortcut", None)
+
+
+def network_fields(cfg) -> dict:
+    """The keyword arguments of `shared.models.build_model` that `cfg` sets."""
+    return dict(arch=cfg.arch, init=cfg.init, fc_init=cfg.fc_init, shortcut=cfg.shortcut)
 
 
 def _check_positive(**values) -> None:

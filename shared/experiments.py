@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from . import probes
 from .data import Cifar10, TrainLoader
-from .models import ARCHS, INITS, build_model, check_choice, weight_layers
+from .config import added, check_fields, check_network, network_fields
+from .models import build_model, check_choice, weight_layers
 from .results import cached_run, stored_run
 
 
@@ -28,12 +29,25 @@ class ProbeConfig:
     init: str = "xavier_uniform"     # see shared.models.INITS
     batch_size: int = 128
     train_subset: int | None = None  # class-balanced subset of the training set (smoke only)
+    fc_init: str = added("same")     # the classifier's init: "same" as `init`, or one of INITS
+    shortcut: str | None = added(None)  # CIFAR ResNets: "A" (None) or "B", see shared.models.SHORTCUTS
 
     def __post_init__(self):
-        check_choice("arch", self.arch, ARCHS)
-        check_choice("init", self.init, INITS)
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        check_fields(self)
+        check_network(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in POSITIVE and value is not None and not all(v > 0 for v in _values(value)):
+                raise ValueError(f"{type(self).__name__}.{f.name} must be positive, got {value!r}")
+
+
+# Probe-config fields that must be positive wherever they appear (every element, for tuples)
+POSITIVE = {"batch_size", "train_subset", "layer", "bins", "epoch_batches", "layers", "lr", "lr_bn",
+            "lr_no_bn", "probe_batches", "sizes", "fractions", "n", "depths", "samples"}
+
+
+def _values(value) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,7 @@ def network_pair(cfg: ProbeConfig, seed: int, device) -> dict[str, torch.nn.Modu
     pair = {}
     for name, bn in (("bn", True), ("no_bn", False)):
         torch.manual_seed(seed)
-        pair[name] = build_model(cfg.arch, bn, cfg.init).to(device).train()
+        pair[name] = build_model(bn=bn, **network_fields(cfg)).to(device).train()
     return pair
 
 
@@ -187,6 +201,12 @@ class SingularValueConfig:
     samples: int = 4
     bins: int = 100
 
+    def __post_init__(self):
+        check_fields(self)
+        for name in ("n", "depths", "samples", "bins"):
+            if not all(v > 0 for v in _values(getattr(self, name))):
+                raise ValueError(f"SingularValueConfig.{name} must be positive, got {getattr(self, name)!r}")
+
 
 def measure_singular_values(cfg: SingularValueConfig, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
@@ -241,7 +261,7 @@ def experiment_config(experiment: str, preset: str = "paper", **overrides):
     values = {k: v for k, v in {**PRESETS[preset], **overrides}.items() if k in names}
     cfg = cls(**values)
     if "layers" in names and "layers" not in overrides and cfg.arch != "resnet110":
-        depth = len(weight_layers(build_model(cfg.arch)))
+        depth = len(weight_layers(build_model(**network_fields(cfg))))
         cfg = replace(cfg, layers=tuple(min(depth - 1, max(2, round(k * depth / 110))) for k in cfg.layers))
     return cfg
 

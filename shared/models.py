@@ -18,18 +18,29 @@ import torchvision
 
 CIFAR_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
 ARCHS = (*CIFAR_DEPTHS, "resnet101")
-INITS = ("xavier_uniform", "xavier_normal", "kaiming_normal_fan_out", "kaiming_normal_fan_in")
+# "pytorch_default" keeps what PyTorch's layer constructors draw (kaiming_uniform_(a=sqrt(5)) weights,
+# uniform biases): what a 2018 PyTorch model got without an explicit init.
+INITS = ("xavier_uniform", "xavier_normal", "kaiming_normal_fan_out", "kaiming_normal_fan_in",
+         "pytorch_default")
+# The classifier's init: "same" as the convolutions, or any scheme of INITS on its own. torchvision's
+# ResNets use kaiming_normal_fan_out on convolutions and keep the classifier's pytorch_default.
+FC_INITS = ("same", *INITS)
+# Shortcuts of the CIFAR ResNets where a stage halves the resolution and doubles the channels
+# (He et al. 2016, Sec. 3.3): "A" subsamples and zero-pads (parameter-free, the paper's CIFAR
+# ResNets); "B" is a 1x1 strided convolution followed by BN (a projection, like torchvision's).
+SHORTCUTS = ("A", "B")
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with a parameter-free (option A) shortcut, as in He et al. Sec. 4.2.
+    """Two 3x3 convolutions and a shortcut: identity, or at a stage transition option A (zero-pad,
+    He et al. Sec. 4.2) or option B (1x1 convolution + BN, called `downsample` as in torchvision).
 
     With `runs` = K > 1 the block holds K independent blocks side by side: channels are grouped
     run by run ([B, K*C, H, W]) and each convolution has K groups, so no run sees another's
     channels, and BatchNorm's per-channel statistics are each run's own.
     """
 
-    def __init__(self, in_planes: int, planes: int, stride: int, runs: int = 1):
+    def __init__(self, in_planes: int, planes: int, stride: int, runs: int = 1, shortcut: str = "A"):
         super().__init__()
         self.conv1 = nn.Conv2d(runs * in_planes, runs * planes, 3, stride, 1, bias=False, groups=runs)
         self.bn1 = nn.BatchNorm2d(runs * planes)
@@ -38,10 +49,16 @@ class BasicBlock(nn.Module):
         self.subsample = stride != 1 or in_planes != planes
         self.pad = (planes - in_planes) // 2
         self.runs = runs
+        if self.subsample and shortcut == "B":
+            self.downsample = nn.Sequential(
+                nn.Conv2d(runs * in_planes, runs * planes, 1, stride, bias=False, groups=runs),
+                nn.BatchNorm2d(runs * planes))
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if not self.subsample:
             return x
+        if hasattr(self, "downsample"):
+            return self.downsample(x)
         # [B, K*C, H, W] -> [B, K, C, H/2, W/2] -> zero-pad each run's channels -> [B, K*(C+2*pad), H/2, W/2]
         x = x[:, :, ::2, ::2].unflatten(1, (self.runs, -1))
         return F.pad(x, (0, 0, 0, 0, self.pad, self.pad)).flatten(1, 2)
@@ -59,24 +76,26 @@ class CifarResNet(nn.Module):
     input is K images side by side, [B, K*3, 32, 32], and the output K logit rows, [B, K, classes].
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, runs: int = 1):
+    def __init__(self, depth: int, num_classes: int = 10, runs: int = 1, shortcut: str = "A"):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        check_choice("shortcut", shortcut, SHORTCUTS)
         n = (depth - 2) // 6
         self.runs = runs
+        self.shortcut = shortcut
         self.conv1 = nn.Conv2d(3 * runs, 16 * runs, 3, 1, 1, bias=False, groups=runs)
         self.bn1 = nn.BatchNorm2d(16 * runs)
-        self.layer1 = self._stage(16, 16, n, 1, runs)
-        self.layer2 = self._stage(16, 32, n, 2, runs)
-        self.layer3 = self._stage(32, 64, n, 2, runs)
+        self.layer1 = self._stage(16, 16, n, 1, runs, shortcut)
+        self.layer2 = self._stage(16, 32, n, 2, runs, shortcut)
+        self.layer3 = self._stage(32, 64, n, 2, runs, shortcut)
         # K classifiers as one grouped 1x1 convolution; a single network keeps torchvision's Linear
         self.fc = nn.Linear(64, num_classes) if runs == 1 else nn.Conv2d(64 * runs, num_classes * runs, 1, groups=runs)
 
     @staticmethod
-    def _stage(in_planes: int, planes: int, n: int, stride: int, runs: int) -> nn.Sequential:
-        blocks = [BasicBlock(in_planes, planes, stride, runs)]
-        blocks += [BasicBlock(planes, planes, 1, runs) for _ in range(n - 1)]
+    def _stage(in_planes: int, planes: int, n: int, stride: int, runs: int, shortcut: str) -> nn.Sequential:
+        blocks = [BasicBlock(in_planes, planes, stride, runs, shortcut)]
+        blocks += [BasicBlock(planes, planes, 1, runs, shortcut) for _ in range(n - 1)]
         return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +114,7 @@ def stack_models(models: list[nn.Module]) -> CifarResNet:
     if not isinstance(first, CifarResNet) or first.runs != 1:
         raise ValueError(f"only single CIFAR ResNets can be stacked, got {type(first).__name__}")
     depth = 2 + 2 * sum(len(s) for s in (first.layer1, first.layer2, first.layer3))
-    stacked = CifarResNet(depth, first.fc.out_features, runs=len(models))
+    stacked = CifarResNet(depth, first.fc.out_features, runs=len(models), shortcut=first.shortcut)
     if not any(isinstance(m, nn.BatchNorm2d) for m in first.modules()):
         remove_bn(stacked)
     states = [m.state_dict() for m in models]
@@ -122,27 +141,37 @@ def unstack_state(stacked: CifarResNet, run: int, like: nn.Module) -> dict[str, 
             for name, t in stacked.state_dict().items()}
 
 
-def init_weights(model: nn.Module, scheme: str) -> None:
-    """Initialise every convolution and linear weight with `scheme`; biases 0, BN gamma 1 beta 0.
+def init_weights(model: nn.Module, scheme: str, fc_scheme: str = "same") -> None:
+    """Initialise every convolution weight with `scheme` and the classifier with `fc_scheme`
+    ("same": `scheme`); biases 0, BN gamma 1 beta 0. "pytorch_default" keeps what the layer's
+    constructor drew (its bias too).
 
     The paper's appendix states Xavier initialisation; torchvision's ResNets use Kaiming-normal
-    with fan_out on their convolutions. One scheme covers all weight layers, the classifier too.
+    with fan_out on their convolutions and PyTorch's default on the classifier.
     """
     check_choice("init", scheme, INITS)
+    check_choice("fc_init", fc_scheme, FC_INITS)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            if scheme == "xavier_uniform":
-                nn.init.xavier_uniform_(m.weight)
-            elif scheme == "xavier_normal":
-                nn.init.xavier_normal_(m.weight)
-            else:
-                mode = scheme.removeprefix("kaiming_normal_")
-                nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+            is_classifier = isinstance(m, nn.Linear) or m is getattr(model, "fc", None)
+            _init_layer(m, fc_scheme if is_classifier and fc_scheme != "same" else scheme)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def _init_layer(m: nn.Module, scheme: str) -> None:
+    if scheme == "pytorch_default":
+        return  # as constructed
+    if scheme == "xavier_uniform":
+        nn.init.xavier_uniform_(m.weight)
+    elif scheme == "xavier_normal":
+        nn.init.xavier_normal_(m.weight)
+    else:
+        mode = scheme.removeprefix("kaiming_normal_")
+        nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
 
 
 def remove_bn(model: nn.Module) -> int:
@@ -156,15 +185,19 @@ def remove_bn(model: nn.Module) -> int:
 
 
 def build_model(arch: str = "resnet110", bn: bool = True, init: str = "xavier_uniform",
-                num_classes: int = 10) -> nn.Module:
-    """The network `arch`, initialised with `init` from torch's global RNG, with or without BN."""
+                num_classes: int = 10, fc_init: str = "same", shortcut: str | None = None) -> nn.Module:
+    """The network `arch`, initialised with `init` (classifier: `fc_init`) from torch's global RNG,
+    with or without BN. `shortcut` ("A" or "B", see SHORTCUTS; None: "A") applies to the CIFAR
+    ResNets; torchvision's ResNet-101 has its own projection shortcuts (None or "B")."""
     check_choice("arch", arch, ARCHS)
     check_choice("init", init, INITS)
+    check_choice("fc_init", fc_init, FC_INITS)
     if arch == "resnet101":
+        check_choice("shortcut of resnet101 (torchvision's projections)", shortcut, (None, "B"))
         model = torchvision.models.resnet101(num_classes=num_classes)
     else:
-        model = CifarResNet(CIFAR_DEPTHS[arch], num_classes)
-    init_weights(model, init)
+        model = CifarResNet(CIFAR_DEPTHS[arch], num_classes, shortcut=shortcut or "A")
+    init_weights(model, init, fc_init)
     if not bn:
         remove_bn(model)
     return model

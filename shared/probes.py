@@ -43,10 +43,12 @@ def histogram(values: torch.Tensor, bins: int = 201) -> dict:
 
 @contextmanager
 def recorded_outputs(model: nn.Module, ks: list[int]):
-    """Record the output of each layer in `ks` during forward passes: yields {k: tensor}."""
+    """Record the output of each layer in `ks` during forward passes: yields {k: tensor}. The
+    outputs are copies: in-place operations after the layer (torchvision's ReLU(inplace=True),
+    `out += identity`) would otherwise overwrite what was recorded."""
     outputs = {}
     hooks = [layer(model, k).register_forward_hook(
-        lambda m, i, o, k=k: outputs.__setitem__(k, o.detach())) for k in ks]
+        lambda m, i, o, k=k: outputs.__setitem__(k, o.detach().clone())) for k in ks]
     try:
         yield outputs
     finally:
@@ -103,7 +105,7 @@ def per_example_contributions(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     saved = {}
 
     def keep_input(m, inputs, output):
-        saved["input"] = inputs[0].detach()
+        saved["input"] = inputs[0].detach().clone()  # later in-place ops must not change it
         output.register_hook(lambda g: saved.__setitem__("delta", g.detach()))
 
     hook = conv.register_forward_hook(keep_input)

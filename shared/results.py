@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from .data import REPO_ROOT, Cifar10, load_cifar10
+from .config import identity
 from .fileio import write_atomic
 
 # $BN_RESULTS_DIR / $BN_CHECKPOINT_DIR move the store elsewhere (tests, scratch batches)
@@ -35,8 +36,9 @@ CHECKPOINT_ROOT = Path(os.environ.get("BN_CHECKPOINT_DIR") or REPO_ROOT / "data"
 
 
 def config_hash(config) -> str:
-    """A short, stable hash of every field of a config dataclass."""
-    text = json.dumps(asdict(config), sort_keys=True)
+    """A short, stable hash of a config's identity (`shared.config.identity`: every field, except
+    fields added later while they hold their neutral value)."""
+    text = json.dumps(identity(config), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -2,8 +2,22 @@
 
 `train` runs SGD on a `Cifar10` held on the device. Per epoch it records train loss/accuracy (on
 the augmented mini-batches, as the paper's Fig 1 does), test loss/accuracy, the learning rate and
-the wall time. Divergence, as the paper defines it (Sec. 2: a mini-batch loss above 1e3; we also
-count a non-finite loss), ends the run with status "diverged" and the step where it happened.
+the wall time. Divergence ends the run with status "diverged" and the step where it happened.
+
+What "diverged" means. The paper (Sec. 2) calls a run diverged once a mini-batch loss rises above
+1e3, but ResNet-110 without BN already starts above that: its loss before any update is 270-1418
+on seeds 0-4 (Xavier init), and 1e8-1e10 with Kaiming init. So a run diverges at the first step t
+>= 1, i.e. after at least one update, whose mini-batch loss is non-finite or above both the
+paper's 1e3 (`divergence_loss`) and DIVERGENCE_FACTOR times the run's initial loss (the loss of
+its first mini-batch, before any update): training must have made the loss much worse. The step
+where the loss first exceeds 1e3 or is non-finite, step 0 included (the paper's threshold taken
+literally), is recorded beside it as "first_above_step". A run that does not diverge can still fail
+to learn; "failure" records why: its first epoch's mean train loss is not below its initial loss,
+or its final test accuracy is at chance (at most CHANCE_ACCURACY).
+
+A diverged run costs no more compute than it must: every `DIVERGENCE_CHECK_EVERY` steps the losses
+are read (the only host synchronisation within an epoch) and once every run still training has
+diverged, the epoch stops.
 
 Networks and batches are laid out channels-last (NHWC): the same arithmetic as the default layout,
 faster on CPU (benchmarks/train_speed.py measures both). `train_together` trains K runs of a CIFAR
@@ -20,7 +34,7 @@ killed run resumed from its checkpoint continues exactly as if it had not been i
 import contextlib
 import hashlib
 import time
-from dataclasses import fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -28,11 +42,31 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+from .config import TrainConfig, network_fields
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import CIFAR_DEPTHS, build_model, stack_models
 from .fileio import save_torch_atomic
 from .results import checkpoint_path, config_hash, default_device, load_data, load_run, store_run, stored_run
+
+
+DIVERGENCE_FACTOR = 10.0    # diverged: loss > max(divergence_loss, this x the initial loss), or non-finite
+DIVERGENCE_CHECK_EVERY = 10  # steps between the in-epoch checks that stop an all-diverged epoch
+CHANCE_ACCURACY = 0.15       # a final test accuracy at or below this is "at chance" (10 classes)
+
+
+@dataclass
+class RunState:
+    """One run's training state, saved in its checkpoint after every epoch."""
+    total_epochs: int                   # the schedule's current length (the doubling rule may grow it)
+    epoch: int = 0                      # epochs done
+    metrics: list[dict] = field(default_factory=list)  # one row per epoch trained
+    initial_loss: float | None = None   # the first mini-batch's loss, before any update
+    first_above_step: int | None = None  # first step with loss > divergence_loss or non-finite
+    result: dict | None = None          # set when the run ends: status, diverged_step, ...
+
+    @property
+    def active(self) -> bool:
+        return self.result is None
 
 
 def lr_at(cfg: TrainConfig, epoch: int, total_epochs: int) -> float:
@@ -127,7 +161,7 @@ class Runs:
         models = []
         for seed in seeds:
             torch.manual_seed(seed)
-            models.append(build_model(cfg.arch, cfg.bn, cfg.init).to(device, memory_format=memory_format))
+            models.append(build_model(bn=cfg.bn, **network_fields(cfg)).to(device, memory_format=memory_format))
         self.count = len(cfgs)
         if self.count == 1:
             self.model = models[0]
@@ -187,13 +221,34 @@ def evaluate(runs: Runs, data: Cifar10, batch_size: int) -> tuple[list[float], l
     return [v / n for v in loss_sum.tolist()], [c / n for c in correct.tolist()]
 
 
-def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int):
-    """One epoch of SGD for every run; returns per-step losses [steps, K] and correct counts [K],
-    on the device (no host synchronisation)."""
+def divergence_thresholds(cfgs: list[TrainConfig], initial_losses: torch.Tensor) -> torch.Tensor:
+    """Per run: the loss above which a step counts as divergent (see the module docstring)."""
+    floor = torch.tensor([c.divergence_loss for c in cfgs], device=initial_losses.device)
+    return torch.maximum(floor, DIVERGENCE_FACTOR * initial_losses)
+
+
+def divergent(step_losses: torch.Tensor, thresholds: torch.Tensor, first_update_step: int) -> torch.Tensor:
+    """[steps, K] bool: the steps (at or after `first_update_step`) that count as divergent."""
+    bad = ~torch.isfinite(step_losses) | (step_losses > thresholds)
+    bad[:first_update_step] = False
+    return bad
+
+
+def first_step(mask: torch.Tensor) -> int | None:
+    """The first index where the 1-D bool `mask` is true, or None."""
+    return int(mask.nonzero()[0]) if mask.any() else None
+
+
+def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int,
+                stop_when: Callable[[torch.Tensor], bool] | None = None):
+    """One epoch of SGD for every run; returns per-step losses [steps done, K] and correct counts
+    [K], on the device. `stop_when(losses so far)`, asked every DIVERGENCE_CHECK_EVERY steps (the
+    only host synchronisation), ends the epoch early when it returns True."""
     runs.model.train()
     device = loaders[0].x.device
     step_losses = torch.zeros(steps, runs.count, device=device)
     correct = torch.zeros(runs.count, device=device, dtype=torch.long)
+    done = 0
     for i, batches in zip(range(steps), zip(*(loader.epoch(epoch) for loader in loaders))):
         x = torch.cat([xb for xb, _ in batches], dim=1)  # K x [B, 3, 32, 32] -> [B, K*3, 32, 32]
         y = torch.stack([yb for _, yb in batches])       # [K, B]
@@ -204,12 +259,10 @@ def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int):
         runs.optimizer.step()
         step_losses[i] = losses.detach()
         correct += (logits.detach().argmax(2) == y.T).sum(0)
-    return step_losses, correct
-
-
-def first_divergent_step(step_losses: torch.Tensor, threshold: float) -> int | None:
-    bad = ~torch.isfinite(step_losses) | (step_losses > threshold)
-    return int(bad.nonzero()[0]) if bad.any() else None
+        done = i + 1
+        if stop_when is not None and done % DIVERGENCE_CHECK_EVERY == 0 and stop_when(step_losses[:done]):
+            break
+    return step_losses[:done], correct
 
 
 def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | None = None,
@@ -240,65 +293,99 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
     loaders = [TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfgs[0].batch_size, seed)
                for seed in seeds]
     steps = min(len(loaders[0]), cfgs[0].steps_per_epoch or len(loaders[0]))
-    states = [{"epoch": 0, "total_epochs": cfg.epochs, "metrics": [], "result": None} for cfg in cfgs]
+    states = [RunState(total_epochs=cfg.epochs) for cfg in cfgs]
     if checkpoint is not None and checkpoint.exists():
         states = load_checkpoint(checkpoint, cfgs, seeds, runs)
     names = ", ".join(f"lr={c.lr:g} seed={s}" for c, s in zip(cfgs, seeds))
-    bar = tqdm(total=max(s["total_epochs"] for s in states), initial=states[0]["epoch"],
+    bar = tqdm(total=max(s.total_epochs for s in states), initial=states[0].epoch,
                disable=not progress, desc=f"{cfgs[0].arch} bn={cfgs[0].bn} {names}", leave=False)
     with precision_context(cfgs[0].precision, device):
-        while any(s["result"] is None for s in states):
+        while any(s.active for s in states):
             run_epoch(cfgs, runs, loaders, data, states, steps)
             if checkpoint is not None:
-                save_torch_atomic(checkpoint, {"runs": states, "model": runs.model.state_dict(),
+                save_torch_atomic(checkpoint, {"runs": [asdict(s) for s in states],
+                                               "model": runs.model.state_dict(),
                                                "optimizer": runs.optimizer.state_dict(),
                                                "config_hashes": [config_hash(c) for c in cfgs],
                                                "seeds": list(seeds)})
-            bar.total = max(s["total_epochs"] for s in states)
+            bar.total = max(s.total_epochs for s in states)
             bar.update(1)
             if on_epoch_end is not None:
-                on_epoch_end(states[0]["epoch"])
+                on_epoch_end(states[0].epoch)
     bar.close()
     engine = {"runs_together": len(cfgs), "compiled": compile, "memory_format": "channels_last"}
-    return [{**s["result"], "epochs": s["total_epochs"], "metrics": s["metrics"], "engine": engine}
+    return [{**s.result, "epochs": s.total_epochs, "initial_loss": s.initial_loss,
+             "first_above_step": s.first_above_step, "metrics": s.metrics, "engine": engine}
             for s in states]
 
 
 def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], data: Cifar10,
-              states: list[dict], steps: int) -> None:
-    """Train and evaluate one epoch of every run still going; update their states in place."""
-    epoch = states[0]["epoch"]
-    active = [s["result"] is None for s in states]
-    lrs = [lr_at(c, epoch, s["total_epochs"]) for c, s in zip(cfgs, states)]
+              states: list[RunState], steps: int) -> None:
+    """Train and evaluate one epoch of every run still going; update their states in place:
+    the paper's loop of rates, SGD steps, evaluation, divergence and the doubling rule."""
+    epoch = states[0].epoch
+    active = [s.active for s in states]
+    lrs = [lr_at(c, epoch, s.total_epochs) for c, s in zip(cfgs, states)]
     runs.set_lrs([lr if a else 0.0 for lr, a in zip(lrs, active)])
+    first_update_step = 1 if epoch == 0 else 0  # step 0 of epoch 0 is measured before any update
+    device = loaders[0].x.device
+    initial = None if epoch == 0 else torch.tensor([s.initial_loss for s in states], device=device)
+    active_mask = torch.tensor(active, device=device)
+
+    def all_active_diverged(losses: torch.Tensor) -> bool:
+        thresholds = divergence_thresholds(cfgs, losses[0] if initial is None else initial)
+        return bool(divergent(losses, thresholds, first_update_step).any(0)[active_mask].all())
+
     start = time.perf_counter()
-    step_losses, correct = train_epoch(runs, loaders, epoch, steps)
-    n_seen = min(steps * cfgs[0].batch_size, len(data.train_y))
-    batch_sizes = torch.full((steps, 1), cfgs[0].batch_size, device=step_losses.device)
-    batch_sizes[-1] = n_seen - (steps - 1) * cfgs[0].batch_size  # the last partial batch is kept
+    step_losses, correct = train_epoch(runs, loaders, epoch, steps, all_active_diverged)
+    if epoch == 0:
+        initial = step_losses[0]
+        for state, value in zip(states, initial.tolist()):
+            state.initial_loss = value
+    bad = divergent(step_losses, divergence_thresholds(cfgs, initial), first_update_step)
+    above = divergent(step_losses, divergence_thresholds(cfgs, torch.zeros_like(initial)), 0)
+    done = len(step_losses)
+    n_seen = min(done * cfgs[0].batch_size, len(data.train_y))
+    batch_sizes = torch.full((done, 1), cfgs[0].batch_size, device=step_losses.device)
+    batch_sizes[-1] = n_seen - (done - 1) * cfgs[0].batch_size  # the last partial batch is kept
     train_losses = [v / n_seen for v in (step_losses * batch_sizes).sum(0).tolist()]
     train_accs = [c / n_seen for c in correct.tolist()]
     test_losses, test_accs = evaluate(runs, data, cfgs[0].eval_batch_size)
     wall_s = time.perf_counter() - start
     for k, (cfg, state) in enumerate(zip(cfgs, states)):
-        state["epoch"] = epoch + 1
+        state.epoch = epoch + 1
         if not active[k]:
             continue
-        bad = first_divergent_step(step_losses[:, k], cfg.divergence_loss)
-        ok = bad is None
-        state["metrics"].append({
-            "epoch": epoch + 1, "lr": lrs[k],
+        if state.first_above_step is None and (first := first_step(above[:, k])) is not None:
+            state.first_above_step = epoch * steps + first
+        bad_step = first_step(bad[:, k])
+        ok = bad_step is None
+        state.metrics.append({
+            "epoch": epoch + 1, "lr": lrs[k], "steps": done,
             "train_loss": train_losses[k] if ok else None, "train_acc": train_accs[k],
             "test_loss": test_losses[k] if ok else None, "test_acc": test_accs[k] if ok else None,
             "wall_s": wall_s})
+        if epoch < cfg.record_step_losses:
+            state.metrics[-1]["step_losses"] = step_losses[:, k].tolist()
         if not ok:
-            state["result"] = {"status": "diverged", "diverged_step": epoch * steps + bad,
-                               "diverged_epoch": epoch + 1, "diverged_trace": step_losses[:bad + 1, k].tolist()}
+            state.result = {"status": "diverged", "diverged_step": epoch * steps + bad_step,
+                            "diverged_epoch": epoch + 1, "failure": "diverged",
+                            "diverged_trace": step_losses[:bad_step + 1, k].tolist()}
             continue
-        losses = [m["train_loss"] for m in state["metrics"]]
-        state["total_epochs"] = next_total_epochs(cfg, state["epoch"], state["total_epochs"], losses)
-        if state["epoch"] >= state["total_epochs"]:
-            state["result"] = {"status": "completed", "diverged_step": None, "diverged_trace": []}
+        losses = [m["train_loss"] for m in state.metrics]
+        state.total_epochs = next_total_epochs(cfg, state.epoch, state.total_epochs, losses)
+        if state.epoch >= state.total_epochs:
+            state.result = {"status": "completed", "diverged_step": None, "diverged_trace": [],
+                            "failure": learning_failure(state)}
+
+
+def learning_failure(state: RunState) -> str | None:
+    """Why a run that did not diverge still failed to learn, or None (see the module docstring)."""
+    if not state.metrics[0]["train_loss"] < state.initial_loss:
+        return "first epoch's train loss not below the initial loss"
+    if state.metrics[-1]["test_acc"] <= CHANCE_ACCURACY:
+        return "final test accuracy at chance"
+    return None
 
 
 def load_checkpoint(path: Path, cfgs: list[TrainConfig], seeds: list[int], runs: Runs) -> list[dict]:
@@ -311,7 +398,7 @@ def load_checkpoint(path: Path, cfgs: list[TrainConfig], seeds: list[int], runs:
                          "delete it to start these runs afresh")
     runs.model.load_state_dict(saved["model"])
     runs.optimizer.load_state_dict(saved["optimizer"])
-    return saved["runs"]
+    return [RunState(**s) for s in saved["runs"]]
 
 
 def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", data_dir=None,

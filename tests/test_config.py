@@ -1,8 +1,10 @@
 import dataclasses
+import json
 
 import pytest
 
-from shared.config import TRAIN_PRESETS, TrainConfig, train_config
+from shared.config import TRAIN_PRESETS, TrainConfig, added, identity, train_config
+from shared.results import config_hash
 
 
 def test_paper_preset_is_the_papers_protocol():
@@ -35,3 +37,58 @@ def test_presets_are_frozen_and_overridable():
 def test_bad_configs_say_what_is_wrong(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lr", float("inf"), r"TrainConfig.lr must be a finite number, got inf"),
+    ("weight_decay", float("nan"), r"TrainConfig.weight_decay must be a finite number, got nan"),
+    ("bn", "False", r"TrainConfig.bn must be True or False, got 'False' \(str\)"),
+    ("epochs", True, r"TrainConfig.epochs must be an int, got True \(bool\)"),
+    ("epochs", 2.5, r"TrainConfig.epochs must be an int, got 2.5"),
+    ("momentum", -5, r"momentum must be >= 0, got -5"),
+    ("lr_drops", (0.5, "x"), r"TrainConfig.lr_drops must be a tuple of a finite number"),
+    ("fc_init", "zeros", r"unknown fc_init 'zeros'; valid: same, xavier_uniform"),
+    ("shortcut", "C", r"unknown shortcut for resnet110 'C'; valid: None, A, B"),
+])
+def test_every_field_is_type_checked(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        train_config("paper", **{field: value})
+
+
+def test_a_network_has_one_spelling():
+    assert train_config("paper", shortcut="A") == train_config("paper")  # A is the CIFAR standard
+    assert train_config("paper", arch="resnet101", shortcut="B").shortcut is None  # torchvision's own
+    with pytest.raises(ValueError, match=r"shortcut for resnet101 'A'; valid: None, B"):
+        train_config("paper", arch="resnet101", shortcut="A")
+
+
+def test_a_field_added_with_its_neutral_value_keeps_every_stored_key():
+    """Stored runs keep their keys when a config grows a field whose default changes nothing."""
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        lr: float = 0.1
+
+    @dataclasses.dataclass(frozen=True)
+    class After:
+        lr: float = 0.1
+        shortcut: str | None = added(None)
+
+    assert config_hash(After()) == config_hash(Before())
+    assert config_hash(After(lr=0.01)) == config_hash(Before(lr=0.01))
+    assert config_hash(After(shortcut="B")) != config_hash(After())
+    assert identity(After(shortcut="B")) == {"lr": 0.1, "shortcut": "B"}
+
+
+def test_the_committed_store_keys_are_the_configs_identities():
+    """Every stored run sits under the hash of its stored config, as it is read back today."""
+    from shared.experiments import EXPERIMENTS
+    from shared.results import RESULTS_ROOT
+    checked = 0
+    for path in RESULTS_ROOT.glob("*/*/seed*/provenance.json"):
+        prov = json.loads(path.read_text())
+        experiment = path.parts[-4]
+        cls = TrainConfig if experiment == "training" else EXPERIMENTS[experiment][0]
+        config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in prov["config"].items()})
+        assert config_hash(config) == prov["config_hash"] == path.parts[-3], path
+        checked += 1
+    assert checked > 100

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from shared.models import (ARCHS, INITS, build_model, count_parameters, layer, remove_bn,
-                           weight_layers)
+from shared.models import (ARCHS, INITS, CifarResNet, build_model, count_parameters, layer, remove_bn,
+                           stack_models, weight_layers)
 
 
 def test_resnet110_parameter_counts_match_the_paper():
@@ -105,3 +105,58 @@ def test_every_arch_and_init_builds_and_runs():
             continue  # covered above; too slow to run for every init
         for init in INITS:
             assert build_model(arch, bn=False, init=init)(x).shape == (2, 10)
+
+
+def test_option_b_shortcuts_add_a_projection_at_each_stage_transition():
+    """Option B (He et al. Sec. 3.3): a 1x1 strided convolution + BN at the two transitions of
+    ResNet-110; 2 x (16*32 + 32*64) / 2 ... = 2,560 weights and 192 BN parameters more."""
+    assert count_parameters(build_model("resnet110", bn=True, shortcut="B")) == 1_730_714
+    assert count_parameters(build_model("resnet110", bn=False, shortcut="B")) == 1_722_426
+    model = build_model("resnet110", shortcut="B")
+    projections = [name for name, m in model.named_modules() if name.endswith("downsample")]
+    assert projections == ["layer2.0.downsample", "layer3.0.downsample"]
+    assert len(weight_layers(model)) == 110  # the projections are not counted as layers
+
+
+def test_classifier_init_is_separate_from_the_convolutions():
+    torch.manual_seed(0)
+    same = build_model("resnet20")
+    torch.manual_seed(0)
+    default_fc = build_model("resnet20", fc_init="pytorch_default")
+    convs = [n for n, p in same.named_parameters() if "conv" in n]
+    assert all(torch.equal(same.get_parameter(n), default_fc.get_parameter(n)) for n in convs)
+    assert torch.count_nonzero(same.fc.bias) == 0 and torch.count_nonzero(default_fc.fc.bias) == 10
+    bound = 1 / 64 ** 0.5  # PyTorch's Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weights too
+    assert default_fc.fc.weight.abs().max() <= bound and default_fc.fc.weight.std() < 0.6 * bound
+    assert same.fc.weight.std() > 1.5 * default_fc.fc.weight.std()  # Xavier: std sqrt(2/74) = 0.16
+
+
+def test_pytorch_default_init_keeps_what_the_constructors_drew():
+    torch.manual_seed(3)
+    model = build_model("resnet20", init="pytorch_default")
+    torch.manual_seed(3)
+    constructed = CifarResNet(20)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), constructed.state_dict().values()))
+    fan_in = 16 * 9
+    assert model.layer1[0].conv1.weight.abs().max() <= 1 / fan_in ** 0.5  # kaiming_uniform_(a=sqrt(5))
+
+
+def test_option_b_networks_stack_like_single_ones():
+    """K option-B networks as one stacked network give each network's own output."""
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(build_model("resnet20", shortcut="B").eval())
+    stacked = stack_models(models).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        out = stacked(torch.cat([x, x], dim=1))
+        for k, m in enumerate(models):
+            torch.testing.assert_close(out[:, k], m(x), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_shortcut_names_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown shortcut 'C'; valid: A, B"):
+        build_model("resnet20", shortcut="C")
+    with pytest.raises(ValueError, match=r"unknown shortcut of resnet101.*'A'; valid: None, B"):
+        build_model("resnet101", shortcut="A")

@@ -4,6 +4,7 @@ import numpy as np
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from shared import probes
@@ -158,3 +159,19 @@ def test_product_law_matches_sampled_singular_values(m):
     s, _, cdf = probes.product_singular_value_law(m)
     sampled = probes.gaussian_product_singular_values(400, m, torch.Generator().manual_seed(1)).numpy()
     assert np.median(sampled) == pytest.approx(np.interp(0.5, cdf, s), rel=0.05)
+
+
+def test_recorded_outputs_survive_in_place_operations():
+    """torchvision's ResNets apply ReLU(inplace=True) and `out += identity` to a convolution's
+    output; what the hook recorded must still be the convolution's output, negatives included."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad(), probes.recorded_outputs(model, [1]) as outputs:
+        model(x)
+    with torch.no_grad():
+        expected = conv(x)
+    assert expected.min() < 0 and torch.equal(outputs[1], expected)
+    means, _ = probes.channel_moments(outputs[1])
+    assert torch.allclose(means, expected.double().mean((0, 2, 3)))

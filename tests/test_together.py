@@ -75,14 +75,17 @@ def without_time(result):
             "metrics": [{k: v for k, v in m.items() if k != "wall_s"} for m in result["metrics"]]}
 
 
-def assert_same_run(together, alone):
+def assert_same_run(together, alone, examples: int):
+    """Equal to float rounding; an accuracy may differ by one example of `examples` (a near-tie
+    between two logits that rounding tips the other way, seen on some CPUs)."""
     a, b = without_time(together), without_time(alone)
     assert a.keys() == b.keys() and a["status"] == b["status"] and a["epochs"] == b["epochs"]
     assert a["diverged_step"] == b["diverged_step"]
     for ma, mb in zip(a["metrics"], b["metrics"], strict=True):
         assert ma.keys() == mb.keys()
         for key in ma:
-            expected = mb[key] if mb[key] is None else pytest.approx(mb[key], rel=1e-3, abs=1e-4)
+            tolerance = 1.01 / examples if key.endswith("_acc") else 1e-4
+            expected = mb[key] if mb[key] is None else pytest.approx(mb[key], rel=1e-3, abs=tolerance)
             assert ma[key] == expected, key
 
 
@@ -99,7 +102,7 @@ def test_runs_trained_together_equal_runs_trained_alone(tmp_path):
     assert [r["engine"]["runs_together"] for r in together] == [3, 3, 3]
     for k, (cfg, seed) in enumerate(zip(cfgs, seeds)):
         alone = train(cfg, data, seed, tmp_path / f"alone{k}.pt", progress=False)
-        assert_same_run(together[k], alone)
+        assert_same_run(together[k], alone, examples=40)
         if cfg.epochs == 3:  # the longest run's final weights (shorter runs went on at rate 0)
             weights = torch.load(tmp_path / f"alone{k}.pt", weights_only=True)["model"]
             ours = unstack_state(stacked, k, seeded_models([seed])[0])
@@ -117,7 +120,7 @@ def test_a_diverging_run_leaves_the_others_untouched(tmp_path):
     together = train_together(cfgs, data, [3, 3], progress=False)
     assert together[0]["status"] == "diverged" and len(together[0]["metrics"]) == 1
     for cfg, result in zip(cfgs, together):
-        assert_same_run(result, train(cfg, data, 3, progress=False))
+        assert_same_run(result, train(cfg, data, 3, progress=False), examples=20)
 
 
 def test_grid_trained_together_stores_each_run(tmp_path, monkeypatch, tiny_image_folder):
@@ -140,7 +143,7 @@ def test_compiled_training_equals_eager(tmp_path):
     eager = train(cfg, data, 0, progress=False)
     compiled = train(cfg, data, 0, progress=False, compile=True)
     assert compiled["engine"]["compiled"] and not eager["engine"]["compiled"]
-    assert_same_run(compiled, eager)
+    assert_same_run(compiled, eager, examples=20)
 
 
 def test_together_groups_share_everything_but_rate_and_length():
@@ -160,7 +163,7 @@ def test_interrupted_batch_trained_together_resumes(tmp_path, monkeypatch, tiny_
     real_run_epoch, epochs_trained = T.run_epoch, []
 
     def killed_in_second_epoch(cfgs, runs, loaders, data, states, steps):
-        if states[0]["epoch"] == 1:
+        if states[0].epoch == 1:
             raise KeyboardInterrupt
         return real_run_epoch(cfgs, runs, loaders, data, states, steps)
 
@@ -170,7 +173,7 @@ def test_interrupted_batch_trained_together_resumes(tmp_path, monkeypatch, tiny_
     assert len(list((tmp_path / "ck").rglob("together-*/seed0.pt"))) == 1
 
     def counting(cfgs, runs, loaders, data, states, steps):
-        epochs_trained.append((len(cfgs), states[0]["epoch"]))
+        epochs_trained.append((len(cfgs), states[0].epoch))
         return real_run_epoch(cfgs, runs, loaders, data, states, steps)
 
     monkeypatch.setattr(T, "run_epoch", counting)

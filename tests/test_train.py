@@ -4,8 +4,10 @@ from helpers import TINY, random_cifar
 
 from shared.config import fig1_grid, sweep_grid, train_config
 from shared.results import load_run
-from shared.train import (lr_at, next_total_epochs, plateaued, precision_context, run_grid,
-                          run_training, train)
+from shared.data import load_cifar10
+from shared.train import (DIVERGENCE_CHECK_EVERY, RunState, divergence_thresholds, divergent,
+                          first_step, learning_failure, lr_at, next_total_epochs, plateaued,
+                          precision_context, run_grid, run_training, train)
 
 
 def test_schedule_divides_the_rate_at_50_and_75_percent():
@@ -88,12 +90,63 @@ def test_absurd_rate_diverges_as_a_result_not_a_crash():
     data = random_cifar()
     cfg = train_config("smoke", bn=False, lr=1e4, epochs=3, max_epochs=3, **TINY)
     result = train(cfg, data, 0, progress=False)
-    assert result["status"] == "diverged"
-    assert result["diverged_epoch"] == 1 and 0 <= result["diverged_step"] < 4
+    assert result["status"] == "diverged" and result["failure"] == "diverged"
+    assert result["diverged_epoch"] == 1 and 1 <= result["diverged_step"] < 4
     trace = torch.tensor(result["diverged_trace"])
     assert len(trace) == result["diverged_step"] + 1
     assert not (trace[-1] <= 1e3) and (trace[:-1] <= 1e3).all()  # the last one is the first bad one
+    assert result["first_above_step"] == result["diverged_step"]
     assert len(result["metrics"]) == 1
+
+
+def test_divergence_needs_an_update_and_a_loss_far_above_the_start():
+    losses = torch.tensor([[2e3, 2.3], [1.5e4, 2.2], [2.5e4, float("nan")], [1e2, 5e3]])
+    thresholds = divergence_thresholds([train_config("paper")] * 2, losses[0])
+    assert thresholds.tolist() == [2e4, 1e3]  # max(1e3, 10 x the initial loss)
+    bad = divergent(losses, thresholds, first_update_step=1)
+    assert bad[:, 0].tolist() == [False, False, True, False]  # 2e3 at step 0 is the start, not a blow-up
+    assert bad[:, 1].tolist() == [False, False, True, True]   # NaN, then 5e3 > 1e3
+    assert first_step(bad[:, 0]) == 2 and first_step(torch.zeros(3, dtype=torch.bool)) is None
+    assert divergent(losses, thresholds, first_update_step=0)[0].tolist() == [False, False]
+
+
+def test_a_run_that_has_diverged_stops_computing_within_the_epoch():
+    data = random_cifar(n_train=32 * 25)
+    cfg = train_config("smoke", bn=False, lr=1e4, epochs=2, max_epochs=2, **TINY)
+    result = train(cfg, data, 0, progress=False)
+    assert result["status"] == "diverged" and result["diverged_step"] < DIVERGENCE_CHECK_EVERY
+    assert result["metrics"][0]["steps"] == DIVERGENCE_CHECK_EVERY  # of 25: stopped at the first check
+
+
+def test_step_losses_are_recorded_for_the_first_epochs_when_asked():
+    data = random_cifar(n_train=96)
+    cfg = train_config("smoke", lr=0.01, epochs=2, max_epochs=2, record_step_losses=1, **TINY)
+    result = train(cfg, data, 0, progress=False)
+    first, second = result["metrics"]
+    assert len(first["step_losses"]) == 3 and "step_losses" not in second
+    assert first["step_losses"][0] == pytest.approx(result["initial_loss"])
+    assert result["first_above_step"] is None and result["status"] == "completed"
+
+
+def test_learning_failure_names_why_a_run_did_not_learn():
+    state = lambda loss, acc: RunState(total_epochs=1, epoch=1, initial_loss=2.3,
+                                       metrics=[{"train_loss": loss, "test_acc": acc}])
+    assert learning_failure(state(1.9, 0.4)) is None
+    assert learning_failure(state(2.31, 0.4)) == "first epoch's train loss not below the initial loss"
+    assert learning_failure(state(1.9, 0.1)) == "final test accuracy at chance"
+
+
+@pytest.mark.slow
+def test_resnet110_without_bn_is_not_diverged_on_its_initial_loss(real_archive):
+    """The audit's case: ResNet-110 without BN, Xavier, starts above the paper's 1e3 on seeds 1
+    and 2 (losses 1086 and 1418); at lr 1e-4 training makes it smaller, so it has not diverged."""
+    data = load_cifar10(real_archive).subset(None, 100)
+    cfg = train_config("paper", bn=False, lr=1e-4, epochs=1, max_epochs=1, steps_per_epoch=3,
+                       eval_batch_size=100)
+    for seed in (1, 2):
+        result = train(cfg, data, seed, progress=False)
+        assert result["initial_loss"] > 1e3 and result["first_above_step"] == 0
+        assert result["status"] == "completed" and result["diverged_step"] is None
 
 
 def test_small_rate_does_not_diverge_and_learns():
@@ -140,7 +193,7 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_i
     real_run_epoch, calls = T.run_epoch, []
 
     def killed_in_second_run(cfgs, runs, loaders, data, states, steps):
-        if cfgs == [grid[1]] and states[0]["epoch"] == 1:
+        if cfgs == [grid[1]] and states[0].epoch == 1:
             raise KeyboardInterrupt  # the batch is killed during the second run's second epoch
         return real_run_epoch(cfgs, runs, loaders, data, states, steps)
 
