@@ -16,6 +16,13 @@ from .models import ARCHS, FC_INITS, INITS, SHORTCUTS, check_choice
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
+# The network the paper most likely used, chosen by the candidate comparison (shared.candidates,
+# notebooks/10_network_choice.ipynb): option-B shortcuts at the stage transitions, the stated Xavier
+# init on the convolutions, and PyTorch's default init on the classifier.
+DEFAULT_INIT = "xavier_uniform"
+DEFAULT_FC_INIT = "pytorch_default"
+DEFAULT_SHORTCUT = "B"
+
 
 def added(default, neutral=MISSING):
     """A config field added after runs were stored: its value `neutral` (default: its `default`) is
@@ -29,6 +36,13 @@ def identity(config) -> dict:
     (`added`) while they hold their neutral value."""
     return {f.name: getattr(config, f.name) for f in fields(config)
             if "neutral" not in f.metadata or getattr(config, f.name) != f.metadata["neutral"]}
+
+
+def stored_config(cls, values: dict):
+    """The config of class `cls` that a stored provenance's "config" describes: fields added since
+    it was stored take their neutral value (what it ran with), JSON lists become tuples."""
+    neutral = {f.name: f.metadata["neutral"] for f in fields(cls) if "neutral" in f.metadata}
+    return cls(**{**neutral, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}})
 
 
 def check_fields(config) -> None:
@@ -74,9 +88,9 @@ def _type_name(hint) -> str:
 class TrainConfig:
     arch: str = "resnet110"          # see shared.models.ARCHS
     bn: bool = True                  # False: every BatchNorm layer removed
-    init: str = "xavier_uniform"     # see shared.models.INITS
-    fc_init: str = added("same")     # the classifier's init: "same" as `init`, or one of INITS
-    shortcut: str | None = added(None)  # CIFAR ResNets: "A" (None) or "B", see shared.models.SHORTCUTS
+    init: str = DEFAULT_INIT         # see shared.models.INITS
+    fc_init: str = added(DEFAULT_FC_INIT, neutral="same")  # the classifier's: "same" as `init`, or one of INITS
+    shortcut: str | None = added(DEFAULT_SHORTCUT, neutral=None)  # CIFAR ResNets: "A" or "B" (SHORTCUTS)
     lr: float = 0.1                  # initial learning rate
     epochs: int = 165                # initial schedule length (doubled until plateau)
     max_epochs: int = 2640           # cap of the doubling rule (165 * 16); = epochs disables it
@@ -145,8 +159,11 @@ TRAIN_PRESETS = {
     # seconds on CPU: a few mini-batches of a small network, no doubling
     "smoke": TrainConfig(arch="resnet20", epochs=2, max_epochs=2, train_subset=200,
                          test_subset=100, steps_per_epoch=3, eval_batch_size=100),
-    # a CPU-feasible preview on real data: ResNet-20, 10k training images, the schedule's shape
-    "cpu": TrainConfig(arch="resnet20", epochs=20, max_epochs=20, train_subset=10_000),
+    # a preview on 2 CPU cores: the paper's ResNet-110, rates, batch, momentum, weight decay and
+    # 50 % / 75 % drops, on 5,000 training images (500 per class) for 12 epochs (480 steps) and
+    # 2,000 test images, no doubling: about 10 minutes a run, so Fig 1's six runs of a seed fit
+    # in 90 minutes and the decade sweep's new ones in 60 (README: measured costs)
+    "cpu": TrainConfig(epochs=12, max_epochs=12, train_subset=5_000, test_subset=2_000),
     # GPU: ResNet-110 on a shortened schedule with the same 50 % / 75 % drops, no doubling
     "quick": TrainConfig(epochs=40, max_epochs=40),
     # the paper's protocol
@@ -166,6 +183,12 @@ def train_config(preset: str = "paper", **overrides) -> TrainConfig:
 # diverge ("not shown"), and we show how.
 FIG1_SETTINGS: tuple[tuple[bool, float], ...] = (
     (True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4), (False, 0.003), (False, 0.1))
+
+
+# Where does ResNet-110 without BN start to diverge? Fig 1's no-BN rates above 1e-4 and the decade
+# between, each trained for its first DIVERGENCE_STEPS steps on the full training set.
+DIVERGENCE_RATES: tuple[float, ...] = (0.1, 0.01, 0.003, 0.001)
+DIVERGENCE_STEPS = 200
 
 
 def sweep_rates(per_decade: int = 2) -> tuple[float, ...]:
@@ -190,7 +213,19 @@ def fig1_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
     return [train_config(preset, bn=bn, lr=lr, **overrides) for bn, lr in FIG1_SETTINGS]
 
 
+def divergence_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
+    """The no-BN runs at DIVERGENCE_RATES, DIVERGENCE_STEPS steps on the full training set at a
+    constant rate, every step's loss recorded: where, and how, the network without BN diverges."""
+    fields = dict(bn=False, epochs=1, max_epochs=1, steps_per_epoch=DIVERGENCE_STEPS, lr_drops=(),
+                  train_subset=None, record_step_losses=1)
+    return [train_config(preset, lr=lr, **{**fields, **overrides}) for lr in DIVERGENCE_RATES]
+
+
 def sweep_grid(preset: str = "paper", rates_per_decade: int = 2, **overrides) -> list[TrainConfig]:
     """Every rate of `sweep_rates(rates_per_decade)`, with BN and without."""
     return [train_config(preset, bn=bn, lr=lr, **overrides)
             for bn in (True, False) for lr in sweep_rates(rates_per_decade)]
+
+
+# The training grids by name (`python -m shared.train GRID ...`)
+GRIDS = {"fig1": fig1_grid, "sweep": sweep_grid, "divergence": divergence_grid}

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from . import probes
 from .data import Cifar10, TrainLoader
-from .config import added, check_fields, check_network, network_fields
+from .config import (DEFAULT_FC_INIT, DEFAULT_INIT, DEFAULT_SHORTCUT, added, check_fields,
+                     check_network, network_fields)
 from .models import build_model, check_choice, weight_layers
 from .results import cached_run, stored_run
 
@@ -26,11 +27,11 @@ from .results import cached_run, stored_run
 @dataclass(frozen=True)
 class ProbeConfig:
     arch: str = "resnet110"          # see shared.models.ARCHS
-    init: str = "xavier_uniform"     # see shared.models.INITS
+    init: str = DEFAULT_INIT         # see shared.models.INITS
     batch_size: int = 128
     train_subset: int | None = None  # class-balanced subset of the training set (smoke only)
-    fc_init: str = added("same")     # the classifier's init: "same" as `init`, or one of INITS
-    shortcut: str | None = added(None)  # CIFAR ResNets: "A" (None) or "B", see shared.models.SHORTCUTS
+    fc_init: str = added(DEFAULT_FC_INIT, neutral="same")  # the classifier's: "same" as `init`, or one of INITS
+    shortcut: str | None = added(DEFAULT_SHORTCUT, neutral=None)  # CIFAR ResNets: "A" or "B" (SHORTCUTS)
 
     def __post_init__(self):
         check_fields(self)

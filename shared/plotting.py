@@ -51,6 +51,7 @@ def training_title(cfg, preset: str, runs: list[dict]) -> str:
     seeds = len({p["seed"] for p in provs})
     devices = ", ".join(sorted({p["device"] for p in provs})) or "no device"
     reductions = [f"{cfg.train_subset:,}-image training subset"] if cfg.train_subset else []
+    reductions += [f"{cfg.test_subset:,}-image test subset"] if cfg.test_subset else []
     reductions += [f"{cfg.steps_per_epoch} steps per epoch"] if cfg.steps_per_epoch else []
     reductions += [f"{cfg.epochs} epochs"] if preset != "paper" else []
     scope = "paper protocol" if preset == "paper" else "reduced: " + ", ".join(reductions)

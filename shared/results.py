@@ -88,12 +88,14 @@ def git_commit() -> str:
         return "unknown"
 
 
-def provenance(config, seed: int, device, duration_s: float, data_source: str | None) -> dict:
+def provenance(config, seed: int, device, duration_s: float, data_source: str | None,
+               commit: str | None = None) -> dict:
+    """`commit`: the code version the computation started from (default: now's)."""
     return {
         "config": asdict(config),
         "config_hash": config_hash(config),
         "seed": seed,
-        "git_commit": git_commit(),
+        "git_commit": commit or git_commit(),
         "torch_version": torch.__version__,
         "device": device_name(device),
         "precision": getattr(config, "precision", "fp32"),
@@ -134,17 +136,19 @@ def cached_run(experiment: str, config, seed: int, compute: Callable[[], dict], 
     with run_lock(experiment, config, seed, checkpoint_root):
         if not recompute and (stored := load_run(experiment, config, seed, root)):
             return stored  # another process finished it while we waited
-        start = time.perf_counter()
+        start, commit = time.perf_counter(), git_commit()
         result = compute()
         return store_run(experiment, config, seed, result, device, time.perf_counter() - start,
-                         data_source, root)
+                         data_source, root, commit)
 
 
 def store_run(experiment: str, config, seed: int, result: dict, device, duration_s: float,
-              data_source: str | None = None, root: Path | None = None) -> dict:
-    """Write `result` and its provenance to the store; return the run as a load gives it back."""
+              data_source: str | None = None, root: Path | None = None, commit: str | None = None) -> dict:
+    """Write `result` and its provenance to the store; return the run as a load gives it back.
+    `commit`: the code version the computation started from (default: now's)."""
     directory = run_dir(experiment, config, seed, root)
-    write_json(directory / "provenance.json", provenance(config, seed, device, duration_s, data_source))
+    write_json(directory / "provenance.json",
+               provenance(config, seed, device, duration_s, data_source, commit))
     write_json(directory / "result.json", result)
     return load_run(experiment, config, seed, root)
 

@@ -46,7 +46,8 @@ from .config import TrainConfig, network_fields
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import CIFAR_DEPTHS, build_model, stack_models
 from .fileio import save_torch_atomic
-from .results import checkpoint_path, config_hash, default_device, load_data, load_run, store_run, stored_run
+from .results import (checkpoint_path, config_hash, default_device, git_commit, load_data, load_run,
+                      store_run, stored_run)
 
 
 DIVERGENCE_FACTOR = 10.0    # diverged: loss > max(divergence_loss, this x the initial loss), or non-finite
@@ -410,9 +411,11 @@ def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", dat
     checkpoint = checkpoint_path(experiment, cfg, seed, checkpoint_root)
     if recompute:
         checkpoint.unlink(missing_ok=True)
-    return stored_run(experiment, cfg, seed,
-                      lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile),
-                      data_dir, device, recompute, root, checkpoint_root)
+    run = stored_run(experiment, cfg, seed,
+                     lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile),
+                     data_dir, device, recompute, root, checkpoint_root)
+    checkpoint.unlink(missing_ok=True)  # a stored run's checkpoint is never resumed again
+    return run
 
 
 def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=None, device=None,
@@ -428,10 +431,11 @@ def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=N
     key = hashlib.sha256(" ".join(config_hash(c) for c in missing).encode()).hexdigest()[:12]
     checkpoint = checkpoint_path(experiment, missing[0], seed, checkpoint_root).parent.with_name(f"together-{key}")
     checkpoint = checkpoint / f"seed{seed}.pt"
-    start = time.perf_counter()
+    start, commit = time.perf_counter(), git_commit()
     results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
     for cfg, result in zip(missing, results):
-        store_run(experiment, cfg, seed, result, device, time.perf_counter() - start, data.source, root)
+        store_run(experiment, cfg, seed, result, device, time.perf_counter() - start, data.source, root,
+                  commit)
     checkpoint.unlink(missing_ok=True)
 
 
@@ -459,3 +463,45 @@ def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=No
         for group in together_groups(configs, together):
             run_together(group, seed, experiment, **kwargs)
     return [run_training(cfg, seed, experiment, **kwargs) for cfg in configs]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train a grid of runs into the results store, on the GPU if there is one, resumable, e.g.
+    `python -m shared.train fig1 sweep divergence --preset cpu --seeds 0 1` or, on a GPU,
+    `python -m shared.train fig1 --preset quick --seeds 0 1 --together 6 --compile`."""
+    import argparse
+
+    from .config import GRIDS, TRAIN_PRESETS, TRAINING_EXPERIMENT
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("grids", nargs="+", choices=sorted(GRIDS))
+    parser.add_argument("--preset", default="cpu", choices=list(TRAIN_PRESETS))
+    parser.add_argument("--seeds", type=_seed, nargs="+", default=[0])
+    parser.add_argument("--rates-per-decade", type=int, default=1, choices=(1, 2), help="sweep only")
+    parser.add_argument("--together", type=int, default=1, help="runs trained as one stacked network")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+    for seed in args.seeds:
+        for name in args.grids:
+            extra = {"rates_per_decade": args.rates_per_decade} if name == "sweep" else {}
+            grid = GRIDS[name](args.preset, **extra)
+            start = time.perf_counter()
+            runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, args.device,
+                            together=args.together, compile=args.compile)
+            statuses = ", ".join(f"{c.lr:g}{'' if c.bn else ' no BN'}: {r['result']['status']}"
+                                 for c, r in zip(grid, runs))
+            print(f"{name} preset {args.preset} seed {seed}: {len(runs)} runs in "
+                  f"{time.perf_counter() - start:.0f} s ({statuses})", flush=True)
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"a seed must be a non-negative int, got {text!r}")
+    return value
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from shared.config import TRAIN_PRESETS, TrainConfig, added, identity, train_config
+from shared.config import TRAIN_PRESETS, TrainConfig, added, identity, stored_config, train_config
 from shared.results import config_hash
 
 
@@ -56,7 +56,8 @@ def test_every_field_is_type_checked(field, value, message):
 
 
 def test_a_network_has_one_spelling():
-    assert train_config("paper", shortcut="A") == train_config("paper")  # A is the CIFAR standard
+    assert train_config("paper", shortcut="A") == train_config("paper", shortcut=None)  # A: the CIFAR standard
+    assert train_config("paper").shortcut == "B"  # the project's default network (shared.candidates)
     assert train_config("paper", arch="resnet101", shortcut="B").shortcut is None  # torchvision's own
     with pytest.raises(ValueError, match=r"shortcut for resnet101 'A'; valid: None, B"):
         train_config("paper", arch="resnet101", shortcut="A")
@@ -88,7 +89,7 @@ def test_the_committed_store_keys_are_the_configs_identities():
         prov = json.loads(path.read_text())
         experiment = path.parts[-4]
         cls = TrainConfig if experiment == "training" else EXPERIMENTS[experiment][0]
-        config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in prov["config"].items()})
+        config = stored_config(cls, prov["config"])
         assert config_hash(config) == prov["config_hash"] == path.parts[-3], path
         checked += 1
     assert checked > 100

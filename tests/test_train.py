@@ -2,12 +2,12 @@ import pytest
 import torch
 from helpers import TINY, random_cifar
 
-from shared.config import fig1_grid, sweep_grid, train_config
+from shared.config import divergence_grid, fig1_grid, sweep_grid, train_config
 from shared.results import load_run
 from shared.data import load_cifar10
 from shared.train import (DIVERGENCE_CHECK_EVERY, RunState, divergence_thresholds, divergent,
                           first_step, learning_failure, lr_at, next_total_epochs, plateaued,
-                          precision_context, run_grid, run_training, train)
+                          main, precision_context, run_grid, run_training, train)
 
 
 def test_schedule_divides_the_rate_at_50_and_75_percent():
@@ -211,3 +211,21 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_i
     runs = run_grid(grid, 0, "grid", **kwargs)
     assert calls == [grid[1]]  # only the interrupted run's last epoch is trained again
     assert [len(r["result"]["metrics"]) for r in runs] == [2, 2]
+
+
+def test_the_training_command_runs_grids_into_the_store_and_resumes(tmp_path, monkeypatch, capsys,
+                                                                    tiny_image_folder):
+    monkeypatch.setattr("shared.results.RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr("shared.results.CHECKPOINT_ROOT", tmp_path / "ck")
+    argv = ["fig1", "divergence", "--preset", "smoke", "--seeds", "0", "--data-dir", str(tiny_image_folder),
+            "--device", "cpu"]
+    main(argv)
+    out = capsys.readouterr().out
+    assert "fig1 preset smoke seed 0: 6 runs" in out and "divergence preset smoke seed 0: 4 runs" in out
+    stored = list((tmp_path / "results" / "training").glob("*/seed0/result.json"))
+    assert len(stored) == 10 and not list((tmp_path / "ck").rglob("*.pt"))  # no checkpoint left
+    divergence = [load_run("training", c, 0, tmp_path / "results") for c in divergence_grid("smoke")]
+    assert all(len(r["result"]["metrics"][0]["step_losses"]) == r["result"]["metrics"][0]["steps"]
+               for r in divergence)
+    monkeypatch.setattr("shared.train.train", lambda *a, **k: pytest.fail("retrained"))
+    main(argv)  # everything is stored: nothing is trained again
