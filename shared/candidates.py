@@ -10,7 +10,11 @@ paper's values (0 = on the paper's numbers; in decades, so 1 = a factor of 10 of
 
 from dataclasses import dataclass
 
+import pandas as pd
+
+from . import paper
 from .experiments import experiment_config, run_experiment
+from .results import config_runs
 
 # The convolution inits tried: the paper's stated Xavier, torchvision's Kaiming (fan_out), and
 # PyTorch's constructor default (what a 2018 PyTorch model got without an explicit init).
@@ -66,6 +70,73 @@ def candidate_runs(experiment: str, candidate: Candidate, preset: str = "paper",
     cfg = candidate_config(experiment, candidate, preset)
     return [run_experiment(experiment, cfg, seed, data_dir, device)
             for seed in seeds or SEEDS.get(experiment, DEFAULT_SEEDS)]
+
+
+# table column -> (experiment, distance function of the runs' results)
+DISTANCES = {
+    "Fig 2": ("fig2_gradients", paper.fig2_distance),
+    "Fig 3": ("fig3_relative_loss", paper.fig3_distance),
+    "Fig 4": ("fig4_diverging_update", paper.fig4_distance),
+    "Fig 5 (ln)": ("fig5_depth_profile", lambda results: paper.fig5_distance(results, "ln")),
+    "Fig 5 (log10)": ("fig5_depth_profile", lambda results: paper.fig5_distance(results, "log10")),
+    "Fig 6": ("fig6_logit_gradients", paper.fig6_distance),
+    "Table 1": ("table1_contributions", paper.table1_distance),
+}
+
+
+def distance_table(preset: str = "paper", compute: bool = False, data_dir=None) -> pd.DataFrame:
+    """One row per candidate, one column per figure: its distance to the paper (`shared.paper`),
+    then "mean rank": the candidate's rank per figure (1 = closest), averaged over the figures
+    (Fig 5 counted once, under its better reading). Runs missing from the store are computed when
+    `compute`, else their cell is NaN."""
+    rows = []
+    for candidate in candidates():
+        row = {"candidate": candidate.name}
+        for column, (experiment, distance) in DISTANCES.items():
+            if compute:
+                candidate_runs(experiment, candidate, preset, data_dir=data_dir)
+            runs = config_runs(experiment, candidate_config(experiment, candidate, preset))
+            row[column] = distance([r["result"] for r in runs]) if runs else float("nan")
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("candidate")
+    scored = table.drop(columns=["Fig 5 (ln)", "Fig 5 (log10)"])
+    scored["Fig 5"] = table[["Fig 5 (ln)", "Fig 5 (log10)"]].min(axis=1)
+    table["mean rank"] = scored.rank().mean(axis=1)
+    return table.sort_values("mean rank")
+
+
+def shortcut_comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """For each conv / classifier init, option B's distance minus option A's, per figure
+    (negative: option B is closer to the paper)."""
+    rows = {}
+    for candidate in candidates():
+        if candidate.shortcut is None:
+            other = Candidate("B", candidate.init, candidate.fc_init)
+            rows[candidate.name.removeprefix("A | ")] = table.loc[other.name] - table.loc[candidate.name]
+    return pd.DataFrame(rows).T.drop(columns="mean rank")
+
+
+def findings(table: pd.DataFrame) -> list[str]:
+    """The comparison in sentences, with its numbers (the notebook's "What we found")."""
+    best = table.index[0]
+    figures = [c for c in table.columns if c != "mean rank"]
+    wins = [c for c in figures if table[c].idxmin() == best]
+    b_minus_a = shortcut_comparison(table)
+    closer = (b_minus_a < 0).to_numpy().sum()
+    total = b_minus_a.notna().to_numpy().sum()
+    default = Candidate("B", "xavier_uniform", "pytorch_default").name
+    xavier_fc = Candidate("B", "xavier_uniform", "same").name
+    lines = [f"Closest overall (mean rank {table.loc[best, 'mean rank']:.2f} of {len(table)}): {best}; "
+             f"it is the closest on {', '.join(wins) or 'no single figure'}.",
+             f"Option B is closer to the paper than option A with the same inits in {closer} of "
+             f"{total} (init, figure) pairs.",
+             f"Fig 5 under ln vs log10 for {best}: {table.loc[best, 'Fig 5 (ln)']:.2f} vs "
+             f"{table.loc[best, 'Fig 5 (log10)']:.2f} decades RMS."]
+    if default in table.index and xavier_fc in table.index:
+        gaps = ", ".join(f"{c} {table.loc[default, c] - table.loc[xavier_fc, c]:+.2f}" for c in figures)
+        lines.append(f"PyTorch's default classifier vs Xavier on the classifier (option B, Xavier "
+                     f"convolutions), distance differences: {gaps}.")
+    return lines
 
 
 def main() -> None:

@@ -93,5 +93,5 @@ def test_training_title_says_how_a_preset_is_reduced(tmp_path):
     run = cached_run("exp", cfg, 0, lambda: {}, "cpu", root=tmp_path, checkpoint_root=tmp_path / "ck")
     title = training_title(cfg, "cpu", [run, run])
     assert title.startswith("resnet110, cpu preset (reduced: 5,000-image training subset, "
-                            "2,000-image test subset, 12 epochs); 1 seed(s); cpu")
+                            "2,000-image test subset, 10 epochs); 1 seed(s); cpu")
     assert "(paper protocol)" in training_title(train_config("paper"), "paper", [run])
