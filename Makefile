@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PRESET ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install chromium test report clean-venv
+.PHONY: install chromium test report train clean-venv
 
 # (Re)install when pyproject.toml changes; the stamp file records a finished install.
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +33,12 @@ endif
 # or offline HTML where Quarto is missing.
 report: install
 	$(PY) -m shared.report --execute $(if $(PRESET),--preset $(PRESET))
+
+# Train grids of runs into the results store (resumable): make train GRIDS="fig1 sweep" PRESET=quick SEEDS="0 1"
+GRIDS ?= fig1 divergence
+SEEDS ?= 0
+train: install
+	$(PY) -m shared.train $(GRIDS) --preset $(or $(PRESET),cpu) --seeds $(SEEDS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@ paper's values (0 = on the paper's numbers; in decades, so 1 = a factor of 10 of
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from . import paper
@@ -69,7 +70,12 @@ def candidate_runs(experiment: str, candidate: Candidate, preset: str = "paper",
     """The stored runs of `experiment` for `candidate` (computed where missing)."""
     cfg = candidate_config(experiment, candidate, preset)
     return [run_experiment(experiment, cfg, seed, data_dir, device)
-            for seed in seeds or SEEDS.get(experiment, DEFAULT_SEEDS)]
+            for seed in seeds or candidate_seeds(experiment, preset)]
+
+
+def candidate_seeds(experiment: str, preset: str) -> tuple[int, ...]:
+    """The seeds measured per candidate (one for the smoke preset, which only checks the code)."""
+    return (0,) if preset == "smoke" else SEEDS.get(experiment, DEFAULT_SEEDS)
 
 
 # table column -> (experiment, distance function of the runs' results)
@@ -119,7 +125,7 @@ def shortcut_comparison(table: pd.DataFrame) -> pd.DataFrame:
 def findings(table: pd.DataFrame) -> list[str]:
     """The comparison in sentences, with its numbers (the notebook's "What we found")."""
     best = table.index[0]
-    figures = [c for c in table.columns if c != "mean rank"]
+    figures = [c for c in table.columns if c != "mean rank" and table[c].notna().any()]
     wins = [c for c in figures if table[c].idxmin() == best]
     b_minus_a = shortcut_comparison(table)
     closer = (b_minus_a < 0).to_numpy().sum()
@@ -137,6 +143,24 @@ def findings(table: pd.DataFrame) -> list[str]:
         lines.append(f"PyTorch's default classifier vs Xavier on the classifier (option B, Xavier "
                      f"convolutions), distance differences: {gaps}.")
     return lines
+
+
+def plot_bn_std_by_shortcut(ax, preset: str = "paper") -> None:
+    """Fig 5's channel stds with BN (natural log) for option A and option B shortcuts (Xavier
+    convolutions, PyTorch-default classifier), mean over networks, against the paper's values."""
+    ax.plot(paper.FIG5_LAYERS, paper.FIG5_LOG["bn", "std"], "k--o", label="paper (read off its Fig 5)")
+    for shortcut in SHORTCUT_CHOICES:
+        candidate = Candidate(shortcut, "xavier_uniform", "pytorch_default")
+        runs = config_runs("fig5_depth_profile", candidate_config("fig5_depth_profile", candidate, preset))
+        if not runs:
+            continue
+        layers = sorted(map(int, runs[0]["result"]["bn"]))
+        curve = [np.mean([np.log(r["result"]["bn"][str(k)]["std"]) for r in runs]) for k in layers]
+        ax.plot(layers, curve, "-o", label=f"option {shortcut or 'A'} ({len(runs)} networks)")
+    for transition in (38, 74):  # ResNet-110's first layers of stages 2 and 3
+        ax.axvline(transition, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(paper.FIG5_LAYERS)
+    ax.set(xlabel="Layer", ylabel="ln [channel std], with BN")
 
 
 def main() -> None:

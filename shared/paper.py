@@ -81,13 +81,18 @@ def fig4_at_end(result: dict, layer: str) -> dict:
 
 
 def fig4_distance(results: list[dict]) -> float:
+    """NaN for a network without the paper's layers 8, 44 and 80 (not ResNet-110)."""
+    if any(set(r["layers"]) != set(FIG4_AT_100) for r in results):
+        return float("nan")
     return _rms(_decades(float(np.median([fig4_at_end(r, layer)[key] for r in results])), paper)
                 for layer, values in FIG4_AT_100.items() for key, paper in values.items())
 
 
 def fig5_distance(results: list[dict], reading: str) -> float:
     """RMS difference of our log magnitudes (in the paper's units under `reading`, ln or log10) from
-    the paper's, over the four curves and the ten layers."""
+    the paper's, over the four curves and the ten layers; NaN for a network without them."""
+    if any(set(map(str, FIG5_LAYERS)) - set(r["bn"]) for r in results):
+        return float("nan")
     log = LOG_READINGS[reading]
     gaps = [log(_geomean([r[net][str(k)][stat] for r in results])) - paper_value
             for (net, stat), paper in FIG5_LOG.items() for k, paper_value in zip(FIG5_LAYERS, paper)]

@@ -43,9 +43,11 @@ SITE_DIR = REPO_ROOT / "_site"
 INDEX = REPO_ROOT / "index.qmd"
 QUARTO_CONFIG = REPO_ROOT / "_quarto.yml"
 
-# the paper's figures and table, in its order, then our extension of Fig 1 (the learning-rate
-# sweep the paper describes in words); a notebook reproduces one if its name holds the id
-PAPER_ITEMS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "table1", "lr_sweep")
+# the paper's figures and table, in its order, then our extensions: the learning-rate sweep the
+# paper describes in words, and the choice of its network; a notebook shows one if its name holds the id
+PAPER_ITEMS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "table1", "lr_sweep",
+               "network_choice")
+EXTENSIONS = {"lr_sweep": "The learning-rate sweep", "network_choice": "The choice of network"}
 PRESET_NAMES = sorted(set(TRAIN_PRESETS) | set(PROBE_PRESETS))
 QUARTO_MISSING = ("Quarto is not installed; writing an offline HTML report to _site/ instead "
                   "(install Quarto from https://quarto.org/docs/get-started/ for the full site)")
@@ -70,14 +72,14 @@ class Notebook:
 
 def paper_item(stem: str) -> str | None:
     """The paper item a notebook or figure name refers to: "02_fig2_gradients" -> "fig2"."""
-    match = re.search(r"(?:^|_)((?:fig|table)\d+|lr_sweep)(?:_|$)", stem)
+    match = re.search(r"(?:^|_)((?:fig|table)\d+|lr_sweep|network_choice)(?:_|$)", stem)
     return match[1] if match else None
 
 
 def item_label(item: str) -> str:
     """"fig2" -> "Figure 2", "table1" -> "Table 1"."""
-    if item == "lr_sweep":
-        return "The learning-rate sweep"
+    if item in EXTENSIONS:
+        return EXTENSIONS[item]
     kind, number = re.fullmatch(r"([a-z]+)(\d+)", item).groups()
     return f"{'Figure' if kind == 'fig' else 'Table'} {number}"
 
