@@ -24,7 +24,7 @@ chromium:
 test: install chromium
 	$(PY) -m pytest tests
 ifneq ($(NOTEBOOKS),)
-	BN_FIGURES_DIR=$$(mktemp -d) $(PY) -m pytest --nbval $(NOTEBOOKS)
+	$(PY) -m pytest --nbval $(NOTEBOOKS)
 endif
 
 # Execute every notebook in place (by default with the parameters it was committed with, which

@@ -278,13 +278,20 @@ def run_experiment(experiment: str, cfg, seed: int = 0, data_dir=None, device=No
                       device, recompute, root)
 
 
+def seed_arg(text: str) -> int:
+    """An argparse type: a non-negative int."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative int, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Compute stored runs from the command line, e.g.
     `python -m shared.experiments fig2_gradients --seeds 0 1 2 --set arch=resnet101 init=xavier_normal`."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--recompute", action="store_true")
@@ -296,6 +303,10 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, SyntaxError):
             return text
 
+    malformed = [item for item in args.set if "=" not in item]
+    if malformed:
+        parser.error(f"--set takes FIELD=VALUE pairs, got {' '.join(malformed)!r} "
+                     f"(for example --set arch=resnet101 init=xavier_normal)")
     overrides = {k: value(v) for k, v in (item.split("=", 1) for item in args.set)}
     cfg = experiment_config(args.experiment, args.preset, **overrides)
     for seed in args.seeds:

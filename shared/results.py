@@ -42,12 +42,19 @@ def config_hash(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def check_seed(seed) -> int:
+    """A seed is a non-negative int (not a bool, not a string): raise a ValueError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r} ({type(seed).__name__})")
+    return seed
+
+
 def run_dir(experiment: str, config, seed: int, root: Path | None = None) -> Path:
-    return Path(root or RESULTS_ROOT) / experiment / config_hash(config) / f"seed{seed}"
+    return Path(root or RESULTS_ROOT) / experiment / config_hash(config) / f"seed{check_seed(seed)}"
 
 
 def checkpoint_path(experiment: str, config, seed: int, root: Path | None = None) -> Path:
-    return Path(root or CHECKPOINT_ROOT) / experiment / config_hash(config) / f"seed{seed}.pt"
+    return Path(root or CHECKPOINT_ROOT) / experiment / config_hash(config) / f"seed{check_seed(seed)}.pt"
 
 
 def json_safe(obj):

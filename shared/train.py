@@ -472,11 +472,12 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from .config import GRIDS, TRAIN_PRESETS, TRAINING_EXPERIMENT
+    from .experiments import seed_arg
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("grids", nargs="+", choices=sorted(GRIDS))
     parser.add_argument("--preset", default="cpu", choices=list(TRAIN_PRESETS))
-    parser.add_argument("--seeds", type=_seed, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
     parser.add_argument("--rates-per-decade", type=int, default=1, choices=(1, 2), help="sweep only")
     parser.add_argument("--together", type=int, default=1, help="runs trained as one stacked network")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
@@ -494,13 +495,6 @@ def main(argv: list[str] | None = None) -> None:
                                  for c, r in zip(grid, runs))
             print(f"{name} preset {args.preset} seed {seed}: {len(runs)} runs in "
                   f"{time.perf_counter() - start:.0f} s ({statuses})", flush=True)
-
-
-def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"a seed must be a non-negative int, got {text!r}")
-    return value
 
 
 if __name__ == "__main__":

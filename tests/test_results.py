@@ -1,5 +1,6 @@
 import json
 import multiprocessing as mp
+import re
 
 import pytest
 
@@ -95,3 +96,25 @@ def test_training_title_says_how_a_preset_is_reduced(tmp_path):
     assert title.startswith("resnet110, cpu preset (reduced: 5,000-image training subset, "
                             "2,000-image test subset, 10 epochs); 1 seed(s); cpu")
     assert "(paper protocol)" in training_title(train_config("paper"), "paper", [run])
+
+
+@pytest.mark.parametrize("seed", [True, -1, "3", 1.0, None])
+def test_a_seed_must_be_a_non_negative_int(seed, tmp_path):
+    with pytest.raises(ValueError, match=rf"seed must be a non-negative int, got {re.escape(repr(seed))}"):
+        run_dir("exp", train_config("smoke"), seed, tmp_path)
+
+
+def test_the_command_line_names_a_bad_seed_or_setting(capsys):
+    from shared.experiments import main
+    with pytest.raises(SystemExit):
+        main(["fig7_singular_values", "--seeds", "abc"])
+    assert "a seed is a non-negative int, got 'abc'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fig7_singular_values", "--set", "arch"])
+    assert "--set takes FIELD=VALUE pairs, got 'arch'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"SingularValueConfig.n must be positive, got 0"):
+        main(["fig7_singular_values", "--set", "n=0"])
+    with pytest.raises(ValueError, match=r"DivergingUpdateConfig.lr must be a finite number, got 'nan'"):
+        main(["fig4_diverging_update", "--preset", "smoke", "--set", "lr=nan"])
+    with pytest.raises(ValueError, match=r"DivergingUpdateConfig.lr must be positive, got -1"):
+        main(["fig4_diverging_update", "--preset", "smoke", "--set", "lr=-1"])

@@ -1,0 +1,8 @@
+"""`pytest --nbval notebooks/`, however it is started, writes nothing tracked: the notebooks it
+re-runs save their figures to a temporary folder instead of over the committed ones in figures/."""
+
+import os
+import tempfile
+
+# read by shared.plotting in the notebooks' kernels, which inherit this process's environment
+os.environ.setdefault("BN_FIGURES_DIR", tempfile.mkdtemp(prefix="nbval-figures-"))
