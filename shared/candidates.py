@@ -145,6 +145,26 @@ def findings(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def fig5_breakdown(candidate: Candidate, preset: str = "paper") -> pd.DataFrame:
+    """Fig 5's distance per curve and log reading for one candidate (rows: curves)."""
+    runs = config_runs("fig5_depth_profile", candidate_config("fig5_depth_profile", candidate, preset))
+    if not runs:
+        return pd.DataFrame(columns=list(paper.LOG_READINGS))
+    per_curve = paper.fig5_curve_distances([r["result"] for r in runs])
+    names = {"bn": "with BN", "no_bn": "without BN", "abs_mean": "channel means", "std": "channel stds"}
+    return pd.DataFrame({f"{names[stat]}, {names[net]}": d for (net, stat), d in per_curve.items()}).T
+
+
+def plot_distances(ax, table: pd.DataFrame) -> None:
+    """The distance table as a heatmap: colour = the candidate's rank in the column (1 = closest),
+    numbers = the distances (columns differ in scale, so ranks are what the colours compare)."""
+    import seaborn as sns
+    distances = table.drop(columns="mean rank")
+    sns.heatmap(distances.rank(), annot=distances, fmt=".2f", cmap="viridis", cbar_kws={"label": "rank"},
+                ax=ax)
+    ax.set(xlabel="", ylabel="")
+
+
 def plot_bn_std_by_shortcut(ax, preset: str = "paper") -> None:
     """Fig 5's channel stds with BN (natural log) for option A and option B shortcuts (Xavier
     convolutions, PyTorch-default classifier), mean over networks, against the paper's values."""

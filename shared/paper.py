@@ -99,6 +99,17 @@ def fig5_distance(results: list[dict], reading: str) -> float:
     return _rms(gaps)
 
 
+def fig5_curve_distances(results: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
+    """Per curve of Fig 5 ((network, statistic)), the RMS difference from the paper's under each
+    log reading: {("bn", "std"): {"ln": ..., "log10": ...}, ...}."""
+    out = {}
+    for (net, stat), values in FIG5_LOG.items():
+        ours = [_geomean([r[net][str(k)][stat] for r in results]) for k in FIG5_LAYERS]
+        out[net, stat] = {reading: _rms(log(o) - v for o, v in zip(ours, values))
+                          for reading, log in LOG_READINGS.items()}
+    return out
+
+
 def top_probability(first_batch_gradients: list[list[float]]) -> float:
     """The mean over images of the largest softmax probability, recovered from the gradients of
     the mean cross-entropy w.r.t. the logits ((p - onehot(label)) / B)."""
