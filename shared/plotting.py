@@ -64,3 +64,15 @@ def claims_table(rows: list[tuple[str, str, str, bool | str | None]]) -> pd.Data
     table = pd.DataFrame(rows, columns=["claim", "paper", "ours", "holds"])
     table["holds"] = [{True: "yes", False: "no", None: "partly"}.get(h, h) for h in table["holds"]]
     return table.set_index("claim")
+
+
+def network_label(cfg) -> str:
+    """A figure title's name of the network a config builds: its architecture and, where they are
+    not the architecture's plain ones, its shortcut and classifier init beside the convolutions'."""
+    parts = [cfg.arch]
+    if cfg.shortcut:
+        parts.append(f"option-{cfg.shortcut} shortcuts")
+    parts.append(f"{cfg.init} convs" if cfg.fc_init != "same" else cfg.init)
+    if cfg.fc_init != "same":
+        parts.append(f"{cfg.fc_init} classifier")
+    return ", ".join(parts)
