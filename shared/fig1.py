@@ -9,7 +9,7 @@ import pandas as pd
 
 from .config import DIVERGENCE_STEPS, TrainConfig, setting_name
 from .plotting import claims_table
-from .train import CHANCE_ACCURACY
+from .train import CHANCE_ACCURACY, learning_failure
 
 # Fig 1's final test accuracies, read off the paper's figure
 PAPER_TEST_ACC = {"BN, lr 0.1": 0.932, "BN, lr 0.003": 0.905, "BN, lr 0.0001": 0.813,
@@ -18,13 +18,19 @@ PAPER_SETTINGS = tuple(PAPER_TEST_ACC)  # the four curves the paper draws
 CHANCE = 0.1  # the test accuracy of a constant guess on CIFAR-10's balanced classes
 
 
-def trained(result: dict) -> bool:
-    """A run trains when it neither diverges nor fails to learn (`shared.train.learning_failure`)."""
+def failure(result: dict) -> str | None:
+    """Why a run failed ("diverged", or `shared.train.learning_failure`'s reason), or None; derived
+    from the stored metrics, so that every run is judged by today's definition."""
     if result["status"] != "completed":
-        return False
-    if "failure" in result:
-        return result["failure"] is None
-    return result["metrics"][-1]["test_acc"] > CHANCE_ACCURACY  # runs stored before "failure"
+        return "diverged"
+    if result.get("initial_loss") is None:  # runs stored before the initial loss was recorded
+        return "final test accuracy at chance" if result["metrics"][-1]["test_acc"] <= CHANCE_ACCURACY else None
+    return learning_failure(result["initial_loss"], result["metrics"])
+
+
+def trained(result: dict) -> bool:
+    """A run trains when it neither diverges nor fails to learn."""
+    return failure(result) is None
 
 
 def curves(found: list[dict], key: str) -> np.ndarray | None:
@@ -63,7 +69,7 @@ def divergence_table(runs: list[tuple[TrainConfig, list[dict]]]) -> pd.DataFrame
             rows.append({"lr": cfg.lr, "seed": r["provenance"]["seed"], "initial loss": res["initial_loss"],
                          "first step > 1e3": res["first_above_step"], "diverged at step": res["diverged_step"],
                          "steps run": len(losses), "status": res["status"],
-                         "failure": res.get("failure"),
+                         "failure": failure(res),
                          "loss at step 1": losses[1] if len(losses) > 1 else np.nan,
                          "loss at step 10": losses[10] if len(losses) > 10 else np.nan,
                          "last loss": losses[-1]})
