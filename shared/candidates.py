@@ -163,6 +163,8 @@ def plot_distances(ax, table: pd.DataFrame) -> None:
     sns.heatmap(distances.rank(), annot=distances, fmt=".2f", cmap="viridis", cbar_kws={"label": "rank"},
                 ax=ax)
     ax.set(xlabel="", ylabel="")
+    ax.grid(False)
+    ax.tick_params(axis="x", rotation=30)
 
 
 def plot_bn_std_by_shortcut(ax, preset: str = "paper") -> None:
