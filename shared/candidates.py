@@ -93,8 +93,8 @@ DISTANCES = {
 def distance_table(preset: str = "paper", compute: bool = False, data_dir=None) -> pd.DataFrame:
     """One row per candidate, one column per figure: its distance to the paper (`shared.paper`),
     then "mean rank": the candidate's rank per figure (1 = closest), averaged over the figures
-    (Fig 5 counted once, under its better reading). Runs missing from the store are computed when
-    `compute`, else their cell is NaN."""
+    that every candidate has (Fig 5 counted once, under its better reading). Runs missing from the
+    store are computed when `compute`, else their cell is NaN."""
     rows = []
     for candidate in candidates():
         row = {"candidate": candidate.name}
@@ -107,7 +107,7 @@ def distance_table(preset: str = "paper", compute: bool = False, data_dir=None) 
     table = pd.DataFrame(rows).set_index("candidate")
     scored = table.drop(columns=["Fig 5 (ln)", "Fig 5 (log10)"])
     scored["Fig 5"] = table[["Fig 5 (ln)", "Fig 5 (log10)"]].min(axis=1)
-    table["mean rank"] = scored.rank().mean(axis=1)
+    table["mean rank"] = scored.loc[:, scored.notna().all()].rank().mean(axis=1)
     return table.sort_values("mean rank")
 
 
