@@ -101,7 +101,10 @@ def fig5_distance(results: list[dict], reading: str) -> float:
 
 def fig5_curve_distances(results: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
     """Per curve of Fig 5 ((network, statistic)), the RMS difference from the paper's under each
-    log reading: {("bn", "std"): {"ln": ..., "log10": ...}, ...}."""
+    log reading: {("bn", "std"): {"ln": ..., "log10": ...}, ...}; NaN for a network without the
+    paper's layers."""
+    if any(set(map(str, FIG5_LAYERS)) - set(r["bn"]) for r in results):
+        return {curve: {reading: float("nan") for reading in LOG_READINGS} for curve in FIG5_LOG}
     out = {}
     for (net, stat), values in FIG5_LOG.items():
         ours = [_geomean([r[net][str(k)][stat] for r in results]) for k in FIG5_LAYERS]

@@ -4,17 +4,18 @@ import pytest
 import torch
 from helpers import TINY, random_cifar
 
-from shared.config import train_config
+from shared.config import network_fields, train_config
 from shared.models import build_model, count_parameters, stack_models, unstack_state
 from shared.results import load_run
 from shared.train import StackedSGD, check_stackable, run_grid, together_groups, train, train_together
 
 
 def seeded_models(seeds, bn=True, arch="resnet20"):
+    """The networks that training builds for these seeds (the default network's shortcut and inits)."""
     models = []
     for seed in seeds:
         torch.manual_seed(seed)
-        models.append(build_model(arch, bn))
+        models.append(build_model(bn=bn, **network_fields(train_config("smoke", arch=arch))))
     return models
 
 
