@@ -36,10 +36,7 @@ class ProbeConfig:
     def __post_init__(self):
         check_fields(self)
         check_network(self)
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in POSITIVE and value is not None and not all(v > 0 for v in _values(value)):
-                raise ValueError(f"{type(self).__name__}.{f.name} must be positive, got {value!r}")
+        check_positive_fields(self)
 
 
 # Probe-config fields that must be positive wherever they appear (every element, for tuples)
@@ -47,8 +44,13 @@ POSITIVE = {"batch_size", "train_subset", "layer", "bins", "epoch_batches", "lay
             "lr_no_bn", "probe_batches", "sizes", "fractions", "n", "depths", "samples"}
 
 
-def _values(value) -> tuple:
-    return value if isinstance(value, tuple) else (value,)
+def check_positive_fields(cfg) -> None:
+    """Every field of `cfg` named in POSITIVE that is set must be positive (each element of a tuple)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if f.name in POSITIVE and value is not None and not all(v > 0 for v in values):
+            raise ValueError(f"{type(cfg).__name__}.{f.name} must be positive, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -204,9 +206,7 @@ class SingularValueConfig:
 
     def __post_init__(self):
         check_fields(self)
-        for name in ("n", "depths", "samples", "bins"):
-            if not all(v > 0 for v in _values(getattr(self, name))):
-                raise ValueError(f"SingularValueConfig.{name} must be positive, got {getattr(self, name)!r}")
+        check_positive_fields(self)
 
 
 def measure_singular_values(cfg: SingularValueConfig, seed: int) -> dict:
