@@ -35,7 +35,7 @@ from .config import TRAIN_PRESETS
 from .data import REPO_ROOT
 from .experiments import PRESETS as PROBE_PRESETS
 from .plotting import FIGURES_DIR
-from .results import RESULTS_ROOT
+from .results import RESULTS_ROOT, stored_seeds
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 GENERATED_DIR = REPO_ROOT / "_generated"
@@ -240,21 +240,68 @@ def committed_parameters(path: Path) -> dict:
     return dict(nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("parameters", {}))
 
 
-def execute_notebooks(paths: list[Path], preset: str | None) -> None:
-    """Run every notebook in place with papermill, from its own folder.
+# papermill's and Jupyter's per-execution metadata: times and the paths it ran from
+VOLATILE_METADATA = ("start_time", "end_time", "duration")
 
-    With a preset, every notebook runs with `-p preset <preset>`; without one, each runs again
-    with the parameters it was committed with, so it reads its results from the store and
-    trains nothing that is stored.
-    """
+
+def without_volatile_metadata(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """`nb` with execution times removed and papermill's paths set to the notebook's own name, so
+    that executing an unchanged notebook again gives the same file."""
+    run = nb.metadata.get("papermill", {})
+    for key in VOLATILE_METADATA:
+        run.pop(key, None)
+    if run:
+        run["input_path"] = run["output_path"] = name
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"  # papermill draws a new random id every time
+        cell.metadata.pop("execution", None)
+        for key in VOLATILE_METADATA:
+            cell.metadata.get("papermill", {}).pop(key, None)
+    return nb
+
+
+def execution_parameters(path: Path, preset: str | None, extra: dict | None = None) -> dict:
+    """What `execute_notebooks` runs a notebook with: its committed parameters (or only `preset`),
+    `extra`, and `seeds`, the seeds in the store now (and the notebook's own seed), which the
+    notebook then shows, and `pytest --nbval` re-runs, whatever seeds are added later."""
     import papermill
 
+    parameters = {"preset": preset} if preset else committed_parameters(path)
+    parameters.update(extra or {})
+    if "seeds" in papermill.inspect_notebook(str(path)):
+        parameters["seeds"] = sorted(set(stored_seeds()) | {parameters.get("seed", 0)})
+    return parameters
+
+
+def execute_notebooks(paths: list[Path], preset: str | None = None, extra: dict | None = None) -> list[Path]:
+    """Execute every notebook with papermill, from its own folder, and write it back only if its
+    content changed; returns the notebooks written.
+
+    Each runs in a scratch folder first, so a failed execution raises and leaves the committed
+    notebook as it was; volatile metadata (times, absolute paths) is dropped, so an unchanged
+    notebook stays byte-identical. Parameters: see `execution_parameters`.
+    """
+    import tempfile
+
+    import papermill
+
+    written = []
     for path in paths:
-        parameters = {"preset": preset} if preset else committed_parameters(path)
-        print(f"executing {path.name} ({parameters or 'its defaults'})", flush=True)
-        papermill.execute_notebook(str(path), str(path), parameters=parameters,
-                                   cwd=str(path.parent), kernel_name="python3", language="python",
-                                   progress_bar=False)
+        parameters = execution_parameters(path, preset, extra)
+        print(f"executing {path.name} ({parameters})", flush=True)
+        with tempfile.TemporaryDirectory(prefix="report-") as scratch:
+            out = Path(scratch) / path.name
+            papermill.execute_notebook(str(path), str(out), parameters=parameters,
+                                       cwd=str(path.parent), kernel_name="python3",
+                                       language="python", progress_bar=False)
+            executed = without_volatile_metadata(nbformat.read(out, as_version=4), path.name)
+        text = nbformat.writes(executed)
+        text += "" if text.endswith("\n") else "\n"
+        if text != path.read_text():
+            path.write_text(text)
+            written.append(path)
+    return written
 
 
 # ----- the offline site: the same pages as Quarto's, as plain HTML with a sidebar -----

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -160,11 +160,21 @@ def store_run(experiment: str, config, seed: int, result: dict, device, duration
     return load_run(experiment, config, seed, root)
 
 
-def config_runs(experiment: str, config, root: Path | None = None) -> list[dict]:
-    """Every completed run of `experiment` with exactly this config, one per seed, by seed."""
+def config_runs(experiment: str, config, root: Path | None = None,
+                seeds: Iterable[int] | None = None) -> list[dict]:
+    """Every completed run of `experiment` with exactly this config, one per seed, by seed; with
+    `seeds`, only those seeds' runs (a notebook executed for the report shows the seeds it was
+    executed with, so that seeds added to the store later do not change its outputs)."""
+    wanted = None if seeds is None else {check_seed(s) for s in seeds}
     runs = [load_run(experiment, config, int(d.name[4:]), root)
-            for d in run_dir(experiment, config, 0, root).parent.glob("seed*")]
+            for d in run_dir(experiment, config, 0, root).parent.glob("seed*")
+            if wanted is None or int(d.name[4:]) in wanted]
     return sorted((r for r in runs if r), key=lambda r: r["provenance"]["seed"])
+
+
+def stored_seeds(root: Path | None = None) -> list[int]:
+    """Every seed that has a completed run of any experiment in the store, ascending."""
+    return sorted({int(p.parent.name[4:]) for p in Path(root or RESULTS_ROOT).glob("*/*/seed*/result.json")})
 
 
 def stored_runs(experiment: str, root: Path | None = None, **config_filters) -> list[dict]:
