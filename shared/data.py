@@ -34,11 +34,11 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
 from .fileio import save_torch_atomic
+from .paths import DATA_DIR
 
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
                             "dog", "frog", "horse", "ship", "truck")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = REPO_ROOT / "data"
+DEFAULT_DATA_DIR = DATA_DIR
 DATA_DIR_ENV = "CIFAR10_DIR"
 
 BATCHES_DIR = "cifar-10-batches-py"  # also the name of that source kind

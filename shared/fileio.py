@@ -5,8 +5,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, flush it to disk, then rename it over `path`."""
@@ -26,6 +24,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def save_torch_atomic(path: Path, obj) -> None:
     """`torch.save(obj)` to `path`, written atomically (checkpoints, the decoded-data cache)."""
+    import torch  # here, so that modules writing only text (the report) do not import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_atomic(path, buffer.getvalue())

@@ -1,15 +1,12 @@
 """Plotting and reporting helpers shared by the figure notebooks."""
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .data import REPO_ROOT
+from .paths import FIGURES_DIR
 
-# $BN_FIGURES_DIR moves the saved figures elsewhere (tests)
-FIGURES_DIR = Path(os.environ.get("BN_FIGURES_DIR") or REPO_ROOT / "figures")
 
 
 def setup_style() -> None:

@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import json
 import math
-import os
 import subprocess
 import time
 from contextlib import contextmanager
@@ -26,13 +25,11 @@ from typing import Callable, Iterable
 
 import torch
 
-from .data import REPO_ROOT, Cifar10, load_cifar10
+from .data import Cifar10, load_cifar10
 from .config import identity
 from .fileio import write_atomic
+from .paths import CHECKPOINT_ROOT, REPO_ROOT, RESULTS_ROOT
 
-# $BN_RESULTS_DIR / $BN_CHECKPOINT_DIR move the store elsewhere (tests, scratch batches)
-RESULTS_ROOT = Path(os.environ.get("BN_RESULTS_DIR") or REPO_ROOT / "data" / "results")
-CHECKPOINT_ROOT = Path(os.environ.get("BN_CHECKPOINT_DIR") or REPO_ROOT / "data" / "checkpoints")
 
 
 def config_hash(config) -> str:

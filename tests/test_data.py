@@ -4,7 +4,6 @@ import tarfile
 import urllib.error
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF

@@ -1,0 +1,61 @@
+"""The verdict rules of shared.claims at their borders, and claim records' round trip."""
+
+import math
+
+import pytest
+
+from shared.claims import (NO, NOT_JUDGED, PARTLY, YES, Claim, at_least, at_most, claims_frame,
+                           judged, load_claims, save_claims, unjudged_reason, verdict_counts,
+                           within_factor, within_range)
+
+
+def test_within_range_borders_and_looser_range():
+    assert within_range(1.0, 1.0, 2.0) == YES and within_range(2.0, 1.0, 2.0) == YES
+    assert within_range(2.5, 1.0, 2.0) == NO
+    assert within_range(2.5, 1.0, 2.0, partly=(0.5, 3.0)) == PARTLY
+    assert within_range(math.nan, 1.0, 2.0) == NOT_JUDGED
+
+
+def test_within_factor_is_symmetric_in_ratio():
+    assert within_factor(150, 100, 1.5) == YES and within_factor(100 / 1.5, 100, 1.5) == YES
+    assert within_factor(151, 100, 1.5) == NO
+    assert within_factor(50, 100, 1.5, partly_factor=3) == PARTLY
+    assert within_factor(-1, 100) == NO and within_factor(math.nan, 100) == NOT_JUDGED
+
+
+def test_at_least_and_at_most():
+    assert at_least(2, 2) == YES and at_least(1.9, 2) == NO and at_least(1.9, 2, partly=1) == PARTLY
+    assert at_most(2, 2) == YES and at_most(2.1, 2) == NO and at_most(2.1, 2, partly=3) == PARTLY
+
+
+def test_unjudged_reasons():
+    assert "smoke" in unjudged_reason("smoke")
+    assert unjudged_reason("paper") is None
+    assert "needs the paper preset" in unjudged_reason("cpu", needs="paper")
+    assert "2 run(s)" in unjudged_reason("cpu", missing=2)
+    claim = judged("c", "1", "2", YES, unless=unjudged_reason("smoke"))
+    assert claim.verdict == NOT_JUDGED and "smoke" in claim.note
+
+
+def test_a_claim_rejects_an_unknown_verdict_and_an_unexplained_not_judged():
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        Claim("c", "1", "2", "True")
+    with pytest.raises(ValueError, match="says why"):
+        Claim("c", "1", "2", NOT_JUDGED)
+
+
+def test_claims_round_trip_through_their_file(tmp_path):
+    claims = [Claim("a", "1", "1.1", YES), Claim("b", "2", "9", NO, "an order of magnitude off"),
+              judged("c", "3", "-", YES, unless="smoke preset")]
+    table = save_claims("fig9", "paper", claims, tmp_path)
+    assert list(table["holds"]) == ["yes", "no (an order of magnitude off)", "not judged (smoke preset)"]
+    assert load_claims("fig9", "paper", tmp_path) == claims
+    assert load_claims("fig9", "cpu", tmp_path) is None
+    assert verdict_counts(claims) == {YES: 1, PARTLY: 0, NO: 1, NOT_JUDGED: 1}
+    assert claims_frame(claims).index.tolist() == ["a", "b", "c"]
+
+
+def test_an_unreadable_claims_file_names_itself(tmp_path):
+    (tmp_path / "claims_fig9_paper.json").write_text('{"claims": [{"claim": 1')
+    with pytest.raises(ValueError, match="claims_fig9_paper.json.*re-execute"):
+        load_claims("fig9", "paper", tmp_path)
