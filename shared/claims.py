@@ -116,7 +116,8 @@ def save_claims(item: str, preset: str, claims: list[Claim], directory: Path | N
     """Write the claims of a report item (fig1 ... fig7, table1, lr_sweep) for `preset` beside the
     figures, and return them as a table to show."""
     record = {"item": item, "preset": preset, "claims": [asdict(c) for c in claims]}
-    write_atomic(claims_path(item, preset, directory), (json.dumps(record, indent=1, ensure_ascii=False) + "\n").encode())
+    text = json.dumps(record, indent=1, ensure_ascii=False) + "\n"
+    write_atomic(claims_path(item, preset, directory), text.encode())
     return claims_frame(claims)
 
 
