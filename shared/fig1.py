@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DIVERGENCE_STEPS, TrainConfig, setting_name
-from .plotting import claims_table
+from .claims import PARTLY, Claim, at_least, holds, judged, unjudged_reason, within_range
 from .train import CHANCE_ACCURACY, learning_failure
 
 # Fig 1's final test accuracies, read off the paper's figure
@@ -129,42 +129,46 @@ def plot_first_steps(axes, runs: list[tuple[TrainConfig, list[dict]]]) -> None:
     traces.set(xlabel="step + 1", ylabel="mini-batch loss", ylim=(1, top * 10))
 
 
-def fig1_claims(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> pd.DataFrame:
+def fig1_claims(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> list[Claim]:
     """Fig 1's claims, the paper's numbers beside ours. Accuracy levels are compared only for the
     paper preset; the equality of BN and no BN at 1e-4 needs the full schedule (the paper's runs
-    at 1e-4 took thousands of epochs); the other claims are judged for every preset but smoke."""
+    at 1e-4 took thousands of epochs); the other claims are judged for every preset but smoke.
+    Without BN a rate diverges if every run at it did (Fig 1's and the probes), partly if some did."""
     acc = finals["test acc"]
-    judged = "not judged (smoke preset)" if preset == "smoke" else None
-    full = "not judged (a reduced preset: 1e-4 needs the full schedule)" if preset != "paper" else None
+    smoke = unjudged_reason(preset)
+    full = f"{preset} preset: rate 1e-4 needs the full schedule" if preset != "paper" else None
+    missing = "runs missing"
 
-    def versus_paper(name):
-        ours = acc.get(name, np.nan)
-        holds = (f"not comparable ({preset} preset)" if preset != "paper" else
-                 None if np.isnan(ours) else bool(abs(ours - PAPER_TEST_ACC[name]) < 0.02))
-        return f"{PAPER_TEST_ACC[name]:.1%}", "not run" if np.isnan(ours) else f"{ours:.1%}", holds
+    def versus_paper(name: str) -> Claim:
+        ours, paper = acc.get(name, np.nan), PAPER_TEST_ACC[name]
+        return judged("Final test accuracy, " + name.replace(", lr", " lr"), f"{paper:.1%}",
+                      "not run" if np.isnan(ours) else f"{ours:.1%}",
+                      holds(bool(abs(ours - paper) < 0.02)),
+                      unless=unjudged_reason(preset, needs="paper") or (missing if np.isnan(ours) else None))
 
     small_gap = abs(acc.get("BN, lr 0.0001", np.nan) - acc.get("no BN, lr 0.0001", np.nan))
     large_gain = acc.get("BN, lr 0.1", np.nan) - acc.get("BN, lr 0.0001", np.nan)
-    rows = [("Final test accuracy, " + name.replace(", lr", " lr"), *versus_paper(name)) for name in PAPER_SETTINGS]
-    missing = "not judged (runs missing)"
-    rows.append(("At the same small rate (1e-4), BN and no BN end about equal", "0.7 points apart",
-                 "not run" if np.isnan(small_gap) else f"{100 * small_gap:.1f} points apart",
-                 judged or full or (missing if np.isnan(small_gap) else bool(small_gap < 0.02))))
-    rows.append(("BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4", "+11.9 points",
-                 "not run" if np.isnan(large_gain) else f"{100 * large_gain:+.1f} points",
-                 judged or (missing if np.isnan(large_gain) else bool(large_gain > 0.05))))
+    claims = [versus_paper(name) for name in PAPER_SETTINGS]
+    claims.append(judged("At the same small rate (1e-4), BN and no BN end about equal", "0.7 points apart",
+                         "not run" if np.isnan(small_gap) else f"{100 * small_gap:.1f} points apart",
+                         holds(bool(small_gap < 0.02)),
+                         unless=smoke or full or (missing if np.isnan(small_gap) else None)))
+    claims.append(judged("BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4", "+11.9 points",
+                         "not run" if np.isnan(large_gain) else f"{100 * large_gain:+.1f} points",
+                         holds(bool(large_gain > 0.05)),
+                         unless=smoke or (missing if np.isnan(large_gain) else None)))
     for lr in (0.003, 0.1):
         name = setting_name(TrainConfig(bn=False, lr=lr))
         in_fig1 = f"{int(finals.loc[name, 'diverged'])}/{int(finals.loc[name, 'seeds'])} in Fig 1's runs"
         probes = divergence.xs(lr, level="lr") if lr in divergence.index.get_level_values("lr") else divergence.iloc[:0]
         n_div = int((probes["status"] == "diverged").sum())
-        ours = f"diverged: {in_fig1}, {n_div}/{len(probes)} on the full training set"
         runs = finals.loc[name, "seeds"] + len(probes)
         diverged = finals.loc[name, "diverged"] + n_div
-        rows.append((f"Without BN, rate {lr:g} diverges", "diverges (not shown)", ours,
-                     judged or (missing if runs == 0 else True if diverged == runs else
-                                False if diverged == 0 else None)))
-    return claims_table(rows)
+        claims.append(judged(f"Without BN, rate {lr:g} diverges", "diverges (not shown)",
+                             f"diverged: {in_fig1}, {n_div}/{len(probes)} on the full training set",
+                             holds(bool(diverged == runs), partly=bool(diverged > 0)),
+                             unless=smoke or (missing if runs == 0 else None)))
+    return claims
 
 
 def divergence_summary(divergence: pd.DataFrame) -> pd.DataFrame:
@@ -202,18 +206,23 @@ def largest_training_rate(sweep: pd.DataFrame, bn: bool) -> float | None:
     return float(rows.lr.max()) if len(rows) else None
 
 
-def sweep_claims(sweep: pd.DataFrame, preset: str) -> pd.DataFrame:
+def sweep_claims(sweep: pd.DataFrame, preset: str) -> list[Claim]:
+    """The sweep's two claims: without BN only rates of about 1e-4 train (the paper's Fig 1 rate),
+    with BN rates at least 100 times larger do. Not judged while runs are missing."""
     no_bn, with_bn = largest_training_rate(sweep, False), largest_training_rate(sweep, True)
     missing = int((sweep.seeds == 0).sum())
-    judged = ("not judged (smoke preset)" if preset == "smoke" else
-              f"not judged ({missing} of {len(sweep)} runs not yet trained)" if missing else None)
-    describe = lambda rate: f"largest rate that trains: {rate:g}" if rate else "no rate trains"
-    return claims_table([
-        ("Without BN the largest rate that trains is about 1e-4", "1e-4", describe(no_bn),
-         judged or (None if no_bn is None else bool(3e-5 <= no_bn <= 3.2e-4))),
-        ("With BN much larger rates train", "0.1 trains", describe(with_bn),
-         judged or (None if with_bn is None or no_bn is None else bool(with_bn >= 100 * no_bn))),
-    ])
+    unless = unjudged_reason(preset) or (f"{missing} of {len(sweep)} runs not yet trained" if missing else None)
+
+    def describe(rate):
+        return f"largest rate that trains: {rate:g}" if rate else "no rate trains"
+
+    return [
+        judged("Without BN the largest rate that trains is about 1e-4", "1e-4", describe(no_bn),
+               PARTLY if no_bn is None else within_range(no_bn, 3e-5, 3.2e-4), unless=unless),
+        judged("With BN much larger rates train", "0.1 trains", describe(with_bn),
+               PARTLY if with_bn is None or no_bn is None else at_least(with_bn, 100 * no_bn),
+               unless=unless),
+    ]
 
 
 def plot_sweep(ax, sweep: pd.DataFrame) -> None:

@@ -3,12 +3,15 @@
 `index.qmd` is the report's front page; every number and figure on it comes from markdown files
 this module generates into `_generated/` (ignored by git) and the page includes:
 
+    _generated/summary.md     every claim of the paper, figure by figure, ours and the verdict
     _generated/<item>.md      per figure or table of the paper (fig1 ... fig7, table1): the
                               notebook(s) reproducing it, their saved figures (figures/*.png) and
-                              their closing claims table, or "not yet reproduced"
+                              their claims, or "not yet reproduced"
     _generated/notebooks.md   every notebook in reading order, with its preset and date
     _generated/provenance.md  every run in the results store, summarised per configuration
 
+The claims come from the records each notebook saves beside its figures
+(`figures/claims_<item>_<preset>.json`, `shared.claims`), never from the notebooks' HTML.
 Then, if Quarto is installed, `quarto render` builds the website (`_quarto.yml`) into `_site/`;
 otherwise an offline HTML version of the same pages is written there (nbconvert for the notebooks,
 mistune for the index), which opens from the file system.
@@ -32,12 +35,11 @@ import nbformat
 import yaml
 
 from .config import TRAIN_PRESETS
-from .data import REPO_ROOT
 from .experiments import PRESETS as PROBE_PRESETS
-from .plotting import FIGURES_DIR
-from .results import RESULTS_ROOT, stored_seeds
+from .claims import Claim, load_claims, verdict_counts
+from .paths import FIGURES_DIR, NOTEBOOKS_DIR, REPO_ROOT, RESULTS_ROOT
+from .results import stored_seeds
 
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 GENERATED_DIR = REPO_ROOT / "_generated"
 SITE_DIR = REPO_ROOT / "_site"
 INDEX = REPO_ROOT / "index.qmd"
@@ -62,7 +64,7 @@ class Notebook:
     preset: str            # the preset it was last executed with
     executed: str | None   # the date of that execution (papermill's record), if any
     figures: list[Path]    # its saved figures in figures/ (PNG), for its preset
-    claims: str | None     # its closing claims table (HTML or markdown), if it has one
+    claims: list[Claim] | None  # its closing claims (the file it saved beside its figures), if any
 
     @property
     def page(self) -> str:
@@ -94,43 +96,72 @@ def notebook_title(nb: nbformat.NotebookNode, default: str) -> str:
     return default
 
 
-def table_output(cell: nbformat.NotebookNode) -> str | None:
-    """A table the code cell displays: its HTML `<table>` on one line, or its markdown table."""
-    for output in cell.get("outputs", []):
-        data = output.get("data", {})
-        if match := re.search(r"<table.*?</table>", data.get("text/html", ""), re.DOTALL):
-            return re.sub(r"\s*\n\s*", " ", match[0])
-        if "|" in data.get("text/markdown", ""):
-            return data["text/markdown"].strip()
-    return None
-
-
-def claims_table(nb: nbformat.NotebookNode) -> str | None:
-    """The first table displayed after the notebook's "Claims" heading, if it has one."""
-    after_heading = False
-    for cell in nb.cells:
-        if cell.cell_type == "markdown" and re.search(r"^#+ .*claims", cell.source, re.I | re.M):
-            after_heading = True
-        elif after_heading and cell.cell_type == "code" and (table := table_output(cell)):
-            return table
-    return None
-
-
 def figure_preset(stem: str) -> str:
     """The preset a saved figure was made with: shared.plotting.save_figure appends it unless paper."""
     return next((p for p in PRESET_NAMES if p != "paper" and stem.endswith(f"_{p}")), "paper")
 
 
+def executed_date(path: Path) -> str | None:
+    """The date the notebook was last committed (its execution's date: notebooks are committed
+    executed, without papermill's timestamps), or None outside git or before its first commit."""
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%cs", "--", path.name], cwd=path.parent,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def read_notebook(path: Path, figures_dir: Path = FIGURES_DIR) -> Notebook:
-    """Read what the report needs from an executed notebook."""
+    """Read what the report needs from an executed notebook and the files it saved."""
     nb = nbformat.read(path, as_version=4)
-    papermill = nb.metadata.get("papermill", {})
-    preset = papermill.get("parameters", {}).get("preset", "paper")
+    preset = nb.metadata.get("papermill", {}).get("parameters", {}).get("preset", "paper")
     item = paper_item(path.stem)
     saved = sorted([*figures_dir.glob(f"{item}.png"), *figures_dir.glob(f"{item}_*.png")]) if item else []
-    return Notebook(path, notebook_title(nb, path.stem), item, preset,
-                    (papermill.get("end_time") or "")[:10] or None,
-                    [f for f in saved if figure_preset(f.stem) == preset], claims_table(nb))
+    return Notebook(path, notebook_title(nb, path.stem), item, preset, executed_date(path),
+                    [f for f in saved if figure_preset(f.stem) == preset],
+                    load_claims(item, preset, figures_dir) if item else None)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A pipe table (Quarto's and mistune's markdown), its cells' pipes escaped."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines)
+
+
+def verdict_text(claim: Claim) -> str:
+    return f"{claim.verdict} ({claim.note})" if claim.note else claim.verdict
+
+
+def claims_markdown(claims: list[Claim]) -> str:
+    return markdown_table(["claim", "paper", "ours", "holds"],
+                          [[c.claim, c.paper, c.ours, verdict_text(c)] for c in claims])
+
+
+def counts_text(claims: list[Claim]) -> str:
+    counts = verdict_counts(claims)
+    return ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
+
+
+def summary_markdown(notebooks: list[Notebook]) -> str:
+    """Every claim of every notebook, figure by figure in the paper's order, with its verdict,
+    and how many hold: the report's one-glance summary."""
+    rows, everything = [], []
+    for item in PAPER_ITEMS:
+        for nb in notebooks:
+            if nb.item == item and nb.claims:
+                everything += nb.claims
+                rows += [[item_label(item) if i == 0 else "",
+                          c.claim, c.paper, c.ours, f"**{c.verdict}**" + (f" ({c.note})" if c.note else "")]
+                         for i, c in enumerate(nb.claims)]
+    if not rows:
+        return "*No notebook has saved its claims yet.*\n"
+    missing = [item_label(i) for i in PAPER_ITEMS if i not in EXTENSIONS
+               and not any(nb.item == i and nb.claims for nb in notebooks)]
+    lead = (f"{len(everything)} claims of the paper, each with our number and a verdict by a written "
+            f"rule (`shared/claims.py`): {counts_text(everything)}."
+            + (f" Not yet reproduced: {', '.join(missing)}." if missing else ""))
+    return lead + "\n\n" + markdown_table(["", "claim", "paper", "ours", "holds"], rows) + "\n"
 
 
 def slug(text: str) -> str:
@@ -156,7 +187,8 @@ def item_markdown(item: str, notebooks: list[Notebook]) -> str:
         parts += [figure_markdown(f) for f in nb.figures] or [
             f"*No saved figure `figures/{item}_*.png` for preset `{nb.preset}` yet.*"]
         if nb.claims:
-            parts += ["The notebook's claims, the paper's numbers beside ours:", nb.claims]
+            parts += [f"The notebook's claims, the paper's numbers beside ours ({counts_text(nb.claims)}):",
+                      claims_markdown(nb.claims)]
         else:
             parts.append("*The notebook has no claims table yet.*")
     return "\n\n".join(parts) + "\n"
@@ -224,6 +256,7 @@ def provenance_markdown(runs: list[dict]) -> str:
 def generate_includes(notebooks: list[Notebook], runs: list[dict]) -> dict[str, str]:
     """The include files' contents by file name (`fig1.md`, ..., `notebooks.md`, `provenance.md`)."""
     includes = {f"{item}.md": item_markdown(item, notebooks) for item in PAPER_ITEMS}
+    includes["summary.md"] = summary_markdown(notebooks)
     includes["notebooks.md"] = notebooks_markdown(notebooks)
     includes["provenance.md"] = provenance_markdown(runs)
     return includes

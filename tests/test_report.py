@@ -22,9 +22,11 @@ import pytest
 from PIL import Image
 
 from shared import report
+from shared.claims import Claim, save_claims
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium")
+KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -35,19 +37,21 @@ def png_bytes(color: str) -> bytes:
     return buffer.getvalue()
 
 
-def demo_notebook(path: Path) -> None:
-    """An executed-looking notebook reproducing "fig7": an image output, then a claims table."""
-    claims = pd.DataFrame({"claim": ["the demo holds"], "paper": ["1.0"], "ours": ["1.0"], "holds": ["yes"]})
+def demo_notebook(path: Path, figures: Path) -> None:
+    """An executed-looking notebook reproducing "fig7" with the quick preset: an image output,
+    then its claims, saved beside the figures as the figure notebooks save theirs."""
+    claims = [Claim("the demo holds", "1.0", "1.0", "yes"), Claim("the demo waits", "2", "-", "not judged", "demo")]
+    table = save_claims("fig7", "quick", claims, figures)
     image = nbformat.v4.new_output("display_data", data={
         "image/png": base64.b64encode(png_bytes("steelblue")).decode(), "text/plain": "<Figure>"})
-    table = nbformat.v4.new_output("execute_result", execution_count=2,
-                                   data={"text/html": claims.to_html(), "text/plain": str(claims)})
+    shown = nbformat.v4.new_output("execute_result", execution_count=2,
+                                   data={"text/html": table.to_html(), "text/plain": str(table)})
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# Demo: a generated notebook\n\nText before the figure."),
         nbformat.v4.new_code_cell("plot()", execution_count=1, outputs=[image]),
         nbformat.v4.new_markdown_cell("## Claims"),
-        nbformat.v4.new_code_cell("claims", execution_count=2, outputs=[table])])
-    nb.metadata["papermill"] = {"parameters": {"preset": "paper"}, "end_time": "2026-01-02T03:04:05"}
+        nbformat.v4.new_code_cell("claims", execution_count=2, outputs=[shown])])
+    nb.metadata["papermill"] = {"parameters": {"preset": "quick"}, "end_time": "2026-01-02T03:04:05"}
     nbformat.write(nb, path)
 
 
@@ -57,10 +61,10 @@ def site(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("report")
     figures = tmp / "figures"
     figures.mkdir()
-    for png in report.FIGURES_DIR.glob("*.png"):
-        shutil.copy2(png, figures / png.name)
-    (figures / "fig7_demo.png").write_bytes(png_bytes("darkorange"))
-    demo_notebook(tmp / "99_fig7_demo.ipynb")
+    for saved in [*report.FIGURES_DIR.glob("*.png"), *report.FIGURES_DIR.glob("claims_*.json")]:
+        shutil.copy2(saved, figures / saved.name)
+    (figures / "fig7_demo_quick.png").write_bytes(png_bytes("darkorange"))
+    demo_notebook(tmp / "99_fig7_demo.ipynb", figures)
     notebooks = sorted(report.NOTEBOOKS_DIR.glob("*.ipynb")) + [tmp / "99_fig7_demo.ipynb"]
     summary = report.build_report(tmp / "_site", notebooks, figures, report.RESULTS_ROOT,
                                   tmp / "_generated", quarto=False)
@@ -73,11 +77,12 @@ def test_includes_tolerate_no_notebooks_and_no_runs(tmp_path):
         assert "not yet reproduced" in includes[f"{item}.md"]
     assert "no runs" in includes["provenance.md"]
     assert "No notebooks" in includes["notebooks.md"]
+    assert "No notebook has saved its claims" in includes["summary.md"]
 
 
 def test_index_includes_every_generated_file():
     text = report.INDEX.read_text()
-    names = [f"{item}.md" for item in report.PAPER_ITEMS] + ["notebooks.md", "provenance.md"]
+    names = [f"{item}.md" for item in report.PAPER_ITEMS] + ["summary.md", "notebooks.md", "provenance.md"]
     for name in names:
         assert f"{{{{< include _generated/{name} >}}}}" in text
 
@@ -85,8 +90,11 @@ def test_index_includes_every_generated_file():
 def test_generated_files_show_the_demo_notebook(site):
     fig7 = (site["tmp"] / "_generated" / "fig7.md").read_text()
     assert "[Demo: a generated notebook](notebooks/99_fig7_demo.html)" in fig7
-    assert "figures/fig7_demo.png" in fig7
-    assert "<table" in fig7 and "the demo holds" in fig7
+    assert "figures/fig7_demo_quick.png" in fig7
+    assert "| the demo holds | 1.0 | 1.0 | yes |" in fig7
+    assert "| the demo waits | 2 | - | not judged (demo) |" in fig7
+    summary = (site["tmp"] / "_generated" / "summary.md").read_text()
+    assert "the demo holds" in summary and "1 not judged" in summary
     reproduced = {report.paper_item(p.stem) for p in site["notebooks"]}
     for item in set(report.PAPER_ITEMS) - reproduced:
         assert "not yet reproduced" in (site["tmp"] / "_generated" / f"{item}.md").read_text()
@@ -159,7 +167,7 @@ def test_every_page_loads_with_its_images_and_links(site, tmp_path):
                 assert target.is_file(), f"broken link {href} on {page.name}"
     index = PageLinks()
     index.feed((site["out"] / "index.html").read_text())
-    assert "figures/fig7_demo.png" in index.images
+    assert "figures/fig7_demo_quick.png" in index.images
     assert "notebooks/99_fig7_demo.html" in index.links
 
 
@@ -175,14 +183,27 @@ def test_screenshot_of_the_index(site, tmp_path):
 
 def test_make_report_reexecutes_each_notebook_with_its_committed_parameters(tmp_path, monkeypatch):
     committed = tmp_path / "01_fig1_demo.ipynb"
-    demo_notebook(committed)
+    demo_notebook(committed, tmp_path)
     nb = nbformat.read(committed, as_version=4)
     nb.metadata["papermill"] = {"parameters": {"preset": "cpu", "seed": 2}}
     nbformat.write(nb, committed)
     never_run = tmp_path / "02_fig2_demo.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(), never_run)
+    nbformat.write(nbformat.v4.new_notebook(metadata=KERNEL), never_run)
     calls = []
-    monkeypatch.setattr("papermill.execute_notebook", lambda src, out, parameters, **kw: calls.append(parameters))
+    monkeypatch.setattr("papermill.execute_notebook",
+                        lambda src, out, parameters, **kw: (calls.append(parameters), shutil.copy(src, out)))
     report.execute_notebooks([committed, never_run], None)
     report.execute_notebooks([committed], "smoke")
     assert calls == [{"preset": "cpu", "seed": 2}, {}, {"preset": "smoke"}]
+
+    # a notebook with a `seeds` parameter shows the seeds stored now, and its own seed
+    with_seeds = tmp_path / "05_fig5_demo.ipynb"
+    parameters = nbformat.v4.new_code_cell("from typing import Optional\n\nseed: int = 0\n"
+                                           "seeds: Optional[list[int]] = None  # shown")
+    parameters.metadata["tags"] = ["parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[parameters], metadata=KERNEL),
+                   with_seeds)
+    monkeypatch.setattr(report, "stored_seeds", lambda: [0, 3])
+    calls.clear()
+    report.execute_notebooks([with_seeds], "paper", {"seed": 7})
+    assert calls == [{"preset": "paper", "seed": 7, "seeds": [0, 3, 7]}]

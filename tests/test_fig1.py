@@ -1,0 +1,75 @@
+"""Fig 1's and the sweep's tables and claims (shared.fig1) on synthetic stored runs."""
+
+from shared import fig1
+from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+from shared.config import TrainConfig, setting_name
+
+
+def run(seed: int, test_acc: float | None, initial_loss: float = 2.5, train_loss: float = 1.0) -> dict:
+    """A stored run as shared.train writes it: completed with a final test accuracy, or diverged."""
+    if test_acc is None:
+        result = {"status": "diverged", "metrics": [{"step_losses": [2.5, 1e9]}], "diverged_step": 1,
+                  "diverged_trace": [2.5, 1e9], "initial_loss": initial_loss, "first_above_step": 1}
+    else:
+        result = {"status": "completed", "initial_loss": initial_loss, "epochs": 1, "first_above_step": None,
+                  "diverged_step": None, "diverged_trace": [],
+                  "metrics": [{"train_loss": train_loss, "train_acc": 0.5, "test_acc": test_acc,
+                               "step_losses": [initial_loss, train_loss]}]}
+    return {"result": result, "provenance": {"seed": seed}}
+
+
+def finals_and_probes(acc: dict[str, float | None], probe_diverged: dict[float, int]):
+    runs = {setting_name(TrainConfig(bn=bn, lr=lr)): [run(0, acc.get(setting_name(TrainConfig(bn=bn, lr=lr)), 0.5))]
+            for bn, lr in ((True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4), (False, 0.003), (False, 0.1))}
+    probes = [(TrainConfig(bn=False, lr=lr), [run(s, None if s < n else 0.2) for s in range(3)])
+              for lr, n in probe_diverged.items()]
+    return fig1.final_table(runs), fig1.divergence_table(probes)
+
+
+def test_fig1_claims_on_the_papers_numbers_hold_and_partial_divergence_is_partly():
+    acc = dict(fig1.PAPER_TEST_ACC)
+    acc.update({"no BN, lr 0.003": None, "no BN, lr 0.1": None})
+    finals, probes = finals_and_probes(acc, {0.003: 1, 0.1: 3})
+    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "paper")}
+    assert claims["Final test accuracy, BN lr 0.1"].verdict == YES
+    assert claims["At the same small rate (1e-4), BN and no BN end about equal"].verdict == YES
+    assert claims["BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4"].verdict == YES
+    assert claims["Without BN, rate 0.1 diverges"].verdict == YES  # 1 + 3 of 4 runs
+    assert claims["Without BN, rate 0.003 diverges"].verdict == PARTLY  # 1 + 1 of 4 runs
+    assert claims["Without BN, rate 0.003 diverges"].ours == "diverged: 1/1 in Fig 1's runs, 1/3 on the full training set"
+
+
+def test_fig1_claims_say_no_and_not_judged_where_they_should():
+    acc = {**fig1.PAPER_TEST_ACC, "BN, lr 0.1": 0.80, "no BN, lr 0.003": 0.4, "no BN, lr 0.1": 0.3}
+    finals, probes = finals_and_probes(acc, {0.003: 0, 0.1: 0})
+    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "paper")}
+    assert claims["Final test accuracy, BN lr 0.1"].verdict == NO
+    assert claims["BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4"].verdict == NO
+    assert claims["Without BN, rate 0.1 diverges"].verdict == NO
+    cpu = {c.claim: c for c in fig1.fig1_claims(finals, probes, "cpu")}
+    assert cpu["Final test accuracy, BN lr 0.1"].verdict == NOT_JUDGED
+    assert "needs the paper preset" in cpu["Final test accuracy, BN lr 0.1"].note
+    assert cpu["Without BN, rate 0.1 diverges"].verdict == NO  # judged on a preview too
+    assert all(c.verdict == NOT_JUDGED for c in fig1.fig1_claims(finals, probes, "smoke"))
+
+
+def sweep(no_bn_trains: list[float], bn_trains: list[float], rates=(1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0)):
+    runs = [(TrainConfig(bn=bn, lr=lr), [run(0, 0.4 if lr in trains else None)])
+            for bn, trains in ((True, bn_trains), (False, no_bn_trains)) for lr in rates]
+    return fig1.sweep_table(runs)
+
+
+def test_sweep_claims_find_the_largest_rate_that_trains():
+    table = sweep(no_bn_trains=[1e-5, 1e-4], bn_trains=[1e-5, 1e-4, 1e-3, 1e-2, 0.1])
+    assert fig1.largest_training_rate(table, False) == 1e-4 and fig1.largest_training_rate(table, True) == 0.1
+    assert [c.verdict for c in fig1.sweep_claims(table, "cpu")] == [YES, YES]
+    table = sweep(no_bn_trains=[1e-5, 1e-4, 1e-3, 1e-2], bn_trains=[1e-5, 1e-4, 1e-3, 1e-2])
+    assert [c.verdict for c in fig1.sweep_claims(table, "cpu")] == [NO, NO]
+    assert [c.verdict for c in fig1.sweep_claims(table, "smoke")] == [NOT_JUDGED] * 2
+
+
+def test_sweep_claims_wait_for_missing_runs():
+    table = sweep(no_bn_trains=[1e-4], bn_trains=[0.1])
+    table.loc[0, "seeds"] = 0
+    claims = fig1.sweep_claims(table, "cpu")
+    assert {c.verdict for c in claims} == {NOT_JUDGED} and "1 of 12 runs not yet trained" in claims[0].note
