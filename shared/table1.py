@@ -1,0 +1,116 @@
+"""Table 1 of the paper: do the examples of a mini-batch agree on the gradient? From stored runs of
+`shared.experiments.measure_contributions`.
+
+For a few conv layers of the network with BN and the same network without it, at initialisation,
+on one mini-batch, a run holds per layer a = Σ_b |g_b| (the per-example contributions to the
+kernel's gradient, summed in absolute value) and b = |Σ_b g_b| (what survives the sum), averaged
+over the kernel's entries, their ratio a / b (1: every example agrees) and the median over the
+entries of each entry's own ratio. The paper finds a and b close without BN and about two orders
+of magnitude apart with BN; √B is the ratio of B independent contributions with random signs.
+The notebook `08_table1_contributions` calls these.
+"""
+
+import numpy as np
+import pandas as pd
+
+from .claims import Claim, holds, judged, unjudged_reason
+from .paper import TABLE1_RATIO
+
+NETS = {"bn": "with BN", "no_bn": "w/o BN"}  # the run's keys -> the tables' names
+STATS = {"sum_abs": "Σ|g_b|", "abs_sum": "|Σ g_b|", "ratio": "ratio", "entry_ratio_median": "entry ratio (median)"}
+
+
+def contribution_table(runs: list[dict]) -> pd.DataFrame:
+    """Rows (layer, seed), columns (network, quantity): every run's numbers (NaN where a run
+    lacks a quantity)."""
+    long = pd.DataFrame([{"layer": int(k), "seed": r["provenance"]["seed"],
+                          **{(NETS[name], label): r["result"][name][k].get(stat, float("nan"))
+                             for name in NETS for stat, label in STATS.items()}}
+                         for r in runs for k in r["result"]["bn"]]).set_index(["layer", "seed"]).sort_index()
+    long.columns = pd.MultiIndex.from_tuples(long.columns)
+    return long
+
+
+def seed_count(long: pd.DataFrame) -> int:
+    """How many seeds `contribution_table`'s table holds."""
+    return long.index.get_level_values("seed").nunique()
+
+
+def layer_means(long: pd.DataFrame) -> pd.DataFrame:
+    """Per layer, the mean over the seeds of every column (the ratio: the mean of the per-seed ratios)."""
+    return long.groupby("layer").mean()
+
+
+def layer_stds(long: pd.DataFrame) -> pd.DataFrame:
+    """Per layer, the (sample) std over the seeds of every column (NaN for a single seed)."""
+    return long.groupby("layer").std()
+
+
+def seed_ratios(long: pd.DataFrame) -> pd.DataFrame:
+    """The ratio per layer (rows) and network and seed (columns "with BN, seed 0", ...)."""
+    ratios = long.xs("ratio", axis=1, level=1).unstack("seed")
+    ratios.columns = [f"{net}, seed {s}" for net, s in ratios.columns]
+    return ratios
+
+
+def random_sign_ratio(batch_size: int) -> float:
+    """The yardstick √B: about the ratio Σ|g_b| / |Σ g_b| of B independent random-sign contributions."""
+    return np.sqrt(batch_size)
+
+
+def plot_contributions(axes, means: pd.DataFrame, stds: pd.DataFrame, sqrt_b: float) -> None:
+    """Left and middle: Σ|g_b| and |Σ g_b| per layer with and without BN (mean over seeds, error
+    bars the std; one log scale). Right: their ratio, with the yardsticks 1, √B and the paper's ~100."""
+    layers = means.index.to_numpy()
+    axes[1].sharey(axes[0])  # the same scale: without BN the contributions are far larger
+    x, width = np.arange(len(layers)), 0.38
+    for ax, net in zip(axes[:2], NETS.values()):
+        for i, label in enumerate(("Σ|g_b|", "|Σ g_b|")):
+            ax.bar(x + (i - 0.5) * width, means[net, label], width, yerr=stds[net, label].fillna(0),
+                   color=f"C{i}", label=label, capsize=2)
+        ax.set(yscale="log", title=net, xlabel="layer", ylabel="mean over kernel entries",
+               xticks=x, xticklabels=layers)
+    axes[0].legend()
+    ax = axes[2]
+    for i, net in enumerate(NETS.values()):
+        ax.bar(x + (i - 0.5) * width, means[net, "ratio"], width, yerr=stds[net, "ratio"].fillna(0),
+               color=f"C{i + 2}", label=net, capsize=2)
+    for level, text, style in ((TABLE1_RATIO["bn"], "paper ~100", "--"), (sqrt_b, f"√B = {sqrt_b:.3g}", ":"),
+                               (1, "1 (all agree)", "-.")):
+        ax.axhline(level, color="k", ls=style, lw=1, label=text)
+    ax.set(yscale="log", ylim=(0.5, 1000), title="Σ|g_b| / |Σ g_b|", xlabel="layer", ylabel="ratio",
+           xticks=x, xticklabels=layers)
+    ax.legend(loc="upper right", fontsize=8, ncol=2)
+
+
+def claims(means: pd.DataFrame, n_seeds: int, batch_size: int, preset: str) -> list[Claim]:
+    """Table 1's claims from `layer_means`'s table: without BN the ratio is close to 1 (yes below
+    2 at every layer, partly below √B / 2); with BN about 100 (yes for a mean in [30, 300],
+    partly if above 3 times the no-BN mean); BN's ratio above 3 times no BN's at every layer; and
+    our readings: with BN about √B (within a factor 2), and the entry-by-entry median in [30, 300]
+    (else partly). Not judged for the smoke preset."""
+    unless = unjudged_reason(preset)
+    sqrt_b = random_sign_ratio(batch_size)
+    bn_ratio, no_bn_ratio = means["with BN", "ratio"], means["w/o BN", "ratio"]
+    bn_entry, no_bn_entry = means["with BN", "entry ratio (median)"], means["w/o BN", "entry ratio (median)"]
+    separation = bn_ratio / no_bn_ratio
+    n_layers = len(means)
+    return [
+        judged("Without BN Σ|g_b| and |Σ g_b| are close (the examples agree on the sign)", "close (ratio ≈ 1)",
+               f"ratio {no_bn_ratio.min():.3g}–{no_bn_ratio.max():.3g} over {n_layers} layers "
+               f"(mean {no_bn_ratio.mean():.3g}; {n_seeds} seeds)",
+               holds(no_bn_ratio.max() < 2, partly=no_bn_ratio.max() < sqrt_b / 2), unless),
+        judged("With BN they differ by about two orders of magnitude", f"≈ {TABLE1_RATIO['bn']:.0f}x",
+               f"ratio {bn_ratio.min():.3g}–{bn_ratio.max():.3g} (mean {bn_ratio.mean():.3g})",
+               holds(30 <= bn_ratio.mean() <= 300, partly=bn_ratio.mean() > 3 * no_bn_ratio.mean()), unless),
+        judged("With BN the examples disagree far more than without, at every layer", "every layer shown",
+               f"{int((separation > 3).sum())} of {n_layers} layers; BN ratio / no-BN ratio "
+               f"{separation.min():.3g}–{separation.max():.3g}", holds((separation > 3).all()), unless),
+        judged("(our reading) With BN the contributions cancel like independent random signs",
+               "not in the paper", f"ratio {bn_ratio.mean():.3g} vs √B = {sqrt_b:.3g}",
+               holds(0.5 <= bn_ratio.mean() / sqrt_b <= 2), unless),
+        judged("(our reading) Averaged entry by entry (median of each entry's ratio) the gap is larger",
+               "not stated", f"with BN {bn_entry.min():.3g}–{bn_entry.max():.3g} (mean {bn_entry.mean():.3g}); "
+               f"w/o BN {no_bn_entry.min():.3g}–{no_bn_entry.max():.3g}",
+               holds(30 <= bn_entry.mean() <= 300, partly=True), unless),
+    ]
