@@ -22,7 +22,6 @@ mistune for the index), which opens from the file system.
 """
 
 import argparse
-import html
 import json
 import os
 import re
@@ -165,8 +164,8 @@ def summary_markdown(notebooks: list[Notebook]) -> str:
 
 
 def slug(text: str) -> str:
-    """Lower-case words joined by hyphens, tags dropped: an id or a label."""
-    return re.sub(r"[^a-z0-9]+", "-", re.sub(r"<[^>]+>", "", text).lower()).strip("-")
+    """Lower-case words joined by hyphens: an id or a label."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def figure_markdown(figure: Path) -> str:
@@ -337,127 +336,56 @@ def execute_notebooks(paths: list[Path], preset: str | None = None, extra: dict 
     return written
 
 
-# ----- the offline site: the same pages as Quarto's, as plain HTML with a sidebar -----
+# ----- the offline site: the index and every notebook as standalone pages, through nbconvert -----
 
-CSS = """
-body { margin: 0; font: 16px/1.6 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
-       color: #222; background: #fff; }
-nav { position: fixed; top: 0; left: 0; bottom: 0; width: 16rem; overflow-y: auto; box-sizing: border-box;
-      padding: 1.2rem 1rem; background: #f6f7f9; border-right: 1px solid #dde1e6; font-size: 0.9rem; }
-nav .site-title { display: block; font-weight: 600; font-size: 1rem; margin-bottom: 1rem; color: #222; }
-nav ul { list-style: none; padding: 0; margin: 0 0 1rem; }
-nav li { margin: 0.15rem 0; }
-nav ul ul { margin: 0.2rem 0 0.4rem 0.8rem; font-size: 0.85rem; }
-nav a { color: #2a5db0; text-decoration: none; }
-nav a:hover { text-decoration: underline; }
-nav .current > a { font-weight: 600; color: #222; }
-nav .section { margin: 0.8rem 0 0.3rem; color: #666; text-transform: uppercase; font-size: 0.75rem;
-               letter-spacing: 0.05em; }
-main { margin-left: 16rem; padding: 1.5rem 2.5rem 4rem; max-width: 52rem; }
-h1 { font-size: 1.9rem; line-height: 1.25; margin: 0.5rem 0 0.3rem; }
-h2 { margin-top: 2.2rem; padding-bottom: 0.2rem; border-bottom: 1px solid #e3e6ea; }
-.subtitle { color: #555; font-size: 1.1rem; margin-top: 0; }
-.note { color: #555; font-size: 0.9rem; border-left: 3px solid #dde1e6; padding-left: 0.8rem; }
-a { color: #2a5db0; }
-img { max-width: 100%; height: auto; }
-figure { margin: 1.2rem 0; text-align: center; }
-figure img { max-height: 34rem; }
-figcaption { color: #555; font-size: 0.85rem; text-align: center; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 0.85rem; display: block; overflow-x: auto; }
-th, td { border: 1px solid #dde1e6; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
-thead th { background: #f0f2f5; }
-tbody tr:nth-child(even) { background: #fafbfc; }
-code { font-size: 0.9em; background: #f3f4f6; padding: 0.05rem 0.25rem; border-radius: 3px; }
-pre { background: #f6f7f9; padding: 0.6rem 0.8rem; white-space: pre-wrap; font-size: 0.8rem; line-height: 1.4; }
-.anchor-link { display: none; }
-"""
+def html_page(cells: list, title: str, embed_images: bool) -> str:
+    """A standalone HTML page of markdown and executed code cells, through nbconvert's lab
+    template (its markdown renderer, tables and styles), code hidden."""
+    from nbconvert import HTMLExporter
 
-
-def heading_ids(body: str) -> tuple[str, list[tuple[str, str]]]:
-    """`body` with an id on every <h2>, and the (id, text) pairs: the page's table of contents."""
-    toc = []
-
-    def add_id(match: re.Match) -> str:
-        toc.append((slug(match[1]), re.sub(r"<[^>]+>", "", match[1])))
-        return f'<h2 id="{toc[-1][0]}">{match[1]}</h2>'
-
-    return re.sub(r"<h2>(.*?)</h2>", add_id, body), toc
-
-
-def page_html(title: str, body: str, site_title: str, pages: list[tuple[str, str]], current: str,
-              toc: list[tuple[str, str]] = ()) -> str:
-    """A complete page: the sidebar (pages in reading order, the current page's sections) and body.
-
-    `pages` are (href relative to the site root, title); links are made relative to `current`.
-    """
-    prefix = "../" * current.count("/")
-
-    def item(href: str, text: str) -> str:
-        sections = "".join(f'<li><a href="#{i}">{html.escape(t)}</a></li>' for i, t in toc)
-        inner = f"<ul>{sections}</ul>" if href == current and toc else ""
-        cls = ' class="current"' if href == current else ""
-        return f'<li{cls}><a href="{prefix}{href}">{html.escape(text)}</a>{inner}</li>'
-
-    index, notebooks = pages[0], pages[1:]
-    nav = (f'<a class="site-title" href="{prefix}index.html">{html.escape(site_title)}</a>'
-           f"<ul>{item(*index)}</ul>"
-           + (f'<div class="section">Notebooks</div><ul>{"".join(item(*p) for p in notebooks)}</ul>'
-              if notebooks else ""))
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            f"<nav>{nav}</nav>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
-
-
-def markdown_to_html(text: str) -> str:
-    """Markdown (with raw HTML and pipe tables) to HTML; an image alone in a paragraph becomes a
-    <figure> captioned by its alt text. Pandoc attributes such as `{#fig-x}` are dropped."""
-    import mistune
-
-    text = re.sub(r"(!\[[^\]]*\]\([^)]*\))\{#[^}]*\}", r"\1", text)
-    body = mistune.create_markdown(escape=False, plugins=["table", "footnotes", "strikethrough"])(text)
-    return re.sub(r'<p><img src="([^"]*)" alt="([^"]*)" /></p>',
-                  r'<figure><img src="\1" alt="\2" /><figcaption>\2</figcaption></figure>', body)
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True, embed_images=embed_images)
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={"title": title})
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    return body
 
 
 def index_markdown(index: Path, includes: dict[str, str]) -> tuple[dict, str]:
-    """The front matter and markdown of `index.qmd`, its `_generated/` includes expanded."""
+    """The front matter and markdown of `index.qmd`, its `_generated/` includes expanded and
+    Pandoc's attributes on figures (`{#fig-...}`, for Quarto's cross-references) dropped."""
     _, front, text = index.read_text().split("---\n", 2)
-    text = re.sub(r"\{\{<\s*include\s+_generated/(\S+)\s*>\}\}", lambda m: includes[m[1]], text)
+    for name, include in includes.items():
+        text = text.replace(f"{{{{< include _generated/{name} >}}}}", include)
+        for line in include.splitlines():
+            if line.startswith("![") and line.endswith("}") and "){#" in line:
+                text = text.replace(line, line[:line.rindex("{")])
     return yaml.safe_load(front), text
-
-
-def notebook_body(path: Path) -> str:
-    """A notebook's markdown and outputs as an HTML fragment, images embedded (code hidden)."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=True)
-    body, _ = exporter.from_filename(str(path))
-    return (f'<p class="note">Offline view: the notebook\'s text and outputs, code hidden. '
-            f'The notebook itself: <a href="{path.name}">{path.name}</a>.</p>\n{body}')
 
 
 def build_offline(out_dir: Path, notebooks: list[Notebook], includes: dict[str, str],
                   figures_dir: Path = FIGURES_DIR, index: Path = INDEX,
                   quarto_config: Path = QUARTO_CONFIG) -> list[Path]:
-    """Write the offline site into `out_dir`; return its pages (index first)."""
+    """Write the offline site into `out_dir`; return its pages (index first). The index links
+    every notebook's page (through `_generated/notebooks.md`), each page links back."""
     site_title = yaml.safe_load(quarto_config.read_text())["website"]["title"]
     front, text = index_markdown(index, includes)
-    pages = [("index.html", front["title"])] + [(nb.page, nb.title) for nb in notebooks]
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     (out_dir / "figures").mkdir(exist_ok=True)
     for figure in figures_dir.glob("*.png"):
         shutil.copy2(figure, out_dir / "figures" / figure.name)
-
-    header = f"<h1>{html.escape(front['title'])}</h1>\n" + (
-        f'<p class="subtitle">{html.escape(front["subtitle"])}</p>\n' if front.get("subtitle") else "")
-    body, toc = heading_ids(header + markdown_to_html(text))
-    (out_dir / "index.html").write_text(page_html(front["title"], body, site_title, pages, "index.html", toc))
+    header = f"# {front['title']}\n\n" + (f"*{front['subtitle']}*\n\n" if front.get("subtitle") else "")
+    note = (f"*{site_title}: offline view (Quarto is not installed). "
+            "[Install Quarto](https://quarto.org/docs/get-started/) for the full site.*\n\n")
+    (out_dir / "index.html").write_text(html_page(
+        [nbformat.v4.new_markdown_cell(header + note + text)], front["title"], embed_images=False))
     for nb in notebooks:
         shutil.copy2(nb.path, out_dir / "notebooks" / nb.path.name)
-        (out_dir / nb.page).write_text(page_html(nb.title, notebook_body(nb.path), site_title, pages, nb.page))
-    return [out_dir / href for href, _ in pages]
+        back = nbformat.v4.new_markdown_cell(
+            f"[← {site_title}](../index.html) · offline view: the notebook's text and outputs, code "
+            f"hidden; the notebook itself: [{nb.path.name}]({nb.path.name})")
+        cells = [back, *nbformat.read(nb.path, as_version=4).cells]
+        (out_dir / nb.page).write_text(html_page(cells, nb.title, embed_images=True))
+    return [out_dir / "index.html"] + [out_dir / nb.page for nb in notebooks]
 
 
 def render_quarto(out_dir: Path) -> None:
