@@ -1,0 +1,172 @@
+"""Figure 3 from stored probe runs: the relative loss along a mini-batch's gradient.
+
+Bjorck et al. (2018), Fig 3: early in training (mini-batches 1, 4 and 7) the relative loss
+L(θ - s·g) / L(θ) on the same mini-batch against the step size s, on log-log axes. With BN it
+stays within about 10^-0.2..10^0.5 up to s = 0.1, with its dip near s = 0.02..0.1; without BN the
+dip is near s = 2e-4 and the loss passes 10^3 x its value at s ≈ 2e-3..3e-3 and 10^6 x at
+s ≈ 3e-3..6e-3. The notebook `03_fig3_relative_loss` calls these; every run is a stored result of
+the "fig3_relative_loss" experiment: the step "sizes" and, per network ("bn", "no_bn"), its
+training "lr" and per probed mini-batch ("1", "4", ...) the "relative_loss" at every size
+(None where not finite), the "best_relative_loss" and the "best_size".
+"""
+
+import numpy as np
+import pandas as pd
+
+from .claims import Claim, holds, judged, unjudged_reason
+
+NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
+PAPER_X_MAX = 0.1  # the largest step size of the paper's figure
+PAPER_Y_MIN = 1e-2  # the bottom of the paper's axis
+Y_MAX = 1e8  # the top of ours
+
+
+def batches(cfg) -> list[str]:
+    """The probed mini-batches of a configuration, as the stored results name them."""
+    return [str(b) for b in cfg.probe_batches]
+
+
+def curve(result: dict, name: str, batch: str) -> np.ndarray:
+    """The relative loss for each step size; non-finite values (stored as None) become NaN."""
+    return np.array(result[name]["batches"][batch]["relative_loss"], dtype=float)
+
+
+def first_above(result: dict, name: str, batch: str, threshold: float) -> float:
+    """The smallest step size whose relative loss exceeds `threshold` (a non-finite loss counts
+    as exceeding), or inf if none does."""
+    ratios = curve(result, name, batch)
+    above = np.isnan(ratios) | (ratios > threshold)
+    return np.array(result["sizes"])[above.argmax()] if above.any() else np.inf
+
+
+def probe_row(result: dict, name: str, batch: str) -> dict:
+    """One network and mini-batch of a run: the training rate, the first step sizes past 10^3 and
+    10^6, the best relative loss and its step size (NaN where no loss is finite), and the largest
+    (inf if any is not finite) and smallest relative loss up to s = 0.1."""
+    probe = result[name]["batches"][batch]
+    ratios = curve(result, name, batch)
+    upto = np.array(result["sizes"]) <= PAPER_X_MAX * (1 + 1e-9)
+    best = probe["best_relative_loss"]  # None: no finite loss at any step (nor a best step)
+    return {"lr": result[name]["lr"],
+            "first s > 1e3": first_above(result, name, batch, 1e3),
+            "first s > 1e6": first_above(result, name, batch, 1e6),
+            "best relative loss": best, "best s": np.nan if best is None else probe["best_size"],
+            "max ratio, s ≤ 0.1": np.inf if np.isnan(ratios[upto]).any() else ratios[upto].max(),
+            "min ratio, s ≤ 0.1": np.fmin.reduce(ratios[upto])}
+
+
+def probe_table(runs: list[dict], batches: list[str]) -> pd.DataFrame:
+    """`probe_row` for every run, network and mini-batch, indexed by network, mini-batch, seed."""
+    table = pd.DataFrame([{"seed": r["provenance"]["seed"], "network": name, "mini-batch": int(batch),
+                           **probe_row(r["result"], name, batch)}
+                          for r in runs for name in NETWORKS for batch in batches])
+    return table.set_index(["network", "mini-batch", "seed"]).sort_index()
+
+
+def batch_means(table: pd.DataFrame) -> pd.DataFrame:
+    """The mean over seeds of every column, per network and mini-batch."""
+    return table.groupby(level=["network", "mini-batch"]).mean()
+
+
+def y_floor(results: list[dict], batches: list[str]) -> dict[str, float]:
+    """Per network, half the smallest relative loss over every run and mini-batch: the lower y
+    limit where our curves dip below the paper's 1e-2."""
+    return {name: 0.5 * np.fmin.reduce([curve(r, name, b) for r in results for b in batches], None)
+            for name in NETWORKS}
+
+
+def plot_relative_loss(axes, shown: dict, others: list[dict], batches: list[str],
+                       floor: dict[str, float]) -> None:
+    """A row per network and a column per mini-batch: the shown run's curve (thick), the other
+    runs' (thin), the training rate (dotted) and, without BN, the threshold 10^3 (dashed)."""
+    sizes = np.array(shown["sizes"])
+    for row, (name, label) in enumerate(NETWORKS.items()):
+        for col, batch in enumerate(batches):
+            ax = axes[row, col]
+            for result in others:
+                ax.plot(sizes, curve(result, name, batch), color="C0", lw=0.8, alpha=0.4)
+            ax.plot(sizes, curve(shown, name, batch), color="C0", lw=1.6)
+            ax.axvline(shown[name]["lr"], color="0.5", ls=":", lw=1)
+            ax.set(xscale="log", yscale="log", xlim=(sizes[0], sizes[-1]))
+            if name == "no_bn":
+                ax.axhline(1e3, color="C3", ls="--", lw=0.8)
+                ax.set_ylim(min(PAPER_Y_MIN, floor[name]), Y_MAX)
+                ax.set_xlabel("step size")
+            else:
+                ax.set_title(f"mini-batch {batch}", fontsize=13)
+            if col == 0:
+                ax.set_ylabel("relative loss")
+            if col == len(batches) - 1:
+                ax.text(1.05, 0.5, label, transform=ax.transAxes, rotation=90, va="center", fontsize=13)
+
+
+def plot_overlay(axes, shown: dict, results: list[dict], batches: list[str],
+                 floor: dict[str, float]) -> None:
+    """A panel per network, a line per mini-batch (the shown run) and the range over `results`
+    as a band; the training rate dotted, 10^3 dashed."""
+    sizes = np.array(shown["sizes"])
+    for ax, (name, label) in zip(axes, NETWORKS.items()):
+        for i, batch in enumerate(batches):
+            stack = np.array([curve(r, name, batch) for r in results])
+            low, high = np.fmin.reduce(stack, 0), np.fmax.reduce(stack, 0)  # NaN-ignoring, no warning
+            ax.fill_between(sizes, low, high, color=f"C{i}", alpha=0.2, lw=0)
+            ax.plot(sizes, curve(shown, name, batch), color=f"C{i}", label=f"mini-batch {batch}")
+        ax.axvline(shown[name]["lr"], color="0.5", ls=":", lw=1)
+        ax.axhline(1e3, color="C3", ls="--", lw=0.8)
+        ax.set(xscale="log", yscale="log", xlim=(sizes[0], sizes[-1]),
+               ylim=(min(PAPER_Y_MIN, *floor.values()), Y_MAX), xlabel="step size", title=label)
+        ax.legend(loc="upper left")
+    axes[0].set_ylabel("relative loss")
+
+
+def within(values: pd.Series, low: float, high: float) -> str:
+    """yes if every value is inside [low, high] within a factor 2 (reading a log axis); partly if
+    all are within a factor 10, or some within the factor 2; else no."""
+    inside = (values >= low / 2) & (values <= high * 2)
+    near = (values >= low / 10) & (values <= high * 10)
+    return holds(bool(inside.all()), partly=bool(near.all() or inside.any()))
+
+
+def by_batch(values: pd.Series) -> str:
+    """"mini-batch 1: a, 4: b..c, ...": the value (or its range over seeds) for each mini-batch."""
+    parts = []
+    for batch, v in values.groupby(level="mini-batch"):
+        lo, hi = v.min(), v.max()
+        parts.append(f"{batch}: {lo:.2g}" + ("" if lo == hi else f"..{hi:.2g}"))
+    return "mini-batch " + ", ".join(parts)
+
+
+def claims(table: pd.DataFrame, largest_size: float, first_batch: int, preset: str) -> list[Claim]:
+    """Fig 3's claims from `probe_table`: `largest_size` is the sweep's largest step (where BN
+    never passes 10^3, its first step past it is counted there), `first_batch` the mini-batch
+    whose dip without BN is compared with the paper's."""
+    unless = unjudged_reason(preset)
+    bn, no_bn = table.loc["bn"], table.loc["no_bn"]
+    bn_first = bn["first s > 1e3"]
+    bn_log = np.log10(pd.concat([bn["min ratio, s ≤ 0.1"], bn["max ratio, s ≤ 0.1"]]))
+    # BN's first explosive step, or the largest step of the sweep where it never explodes
+    factor = bn_first.clip(upper=largest_size).min() / no_bn["first s > 1e3"].max()
+    first = no_bn.xs(first_batch, level="mini-batch", drop_level=False)
+    never = bool(np.isinf(bn_first).all())
+    return [
+        judged("With BN the loss does not explode (> 10^3 x) for steps up to s = 0.1", "never up to s = 0.1",
+               "never up to s = 10^0.5" if never else f"first at s = {by_batch(bn_first)}",
+               holds(bool((bn_first > 0.1).all())), unless),
+        judged("With BN the relative loss stays within about 10^-0.2..10^0.5 up to s = 0.1", "10^-0.2..10^0.5",
+               f"10^{bn_log.min():.2f}..10^{bn_log.max():.2f}",
+               holds(bool(bn_log.min() >= -0.3 and bn_log.max() <= 0.6), partly=bool(bn_log.max() <= 1)),
+               unless),
+        judged("With BN the best step (the dip of the curve) is near s = 0.02..0.1", "s ≈ 0.02..0.1",
+               f"{by_batch(bn['best s'])}", within(bn["best s"], 0.02, 0.1), unless),
+        judged("Without BN the loss passes 10^3 x its value at s ≈ 2e-3..3e-3", "s ≈ 2e-3..3e-3",
+               f"{by_batch(no_bn['first s > 1e3'])}", within(no_bn["first s > 1e3"], 2e-3, 3e-3), unless),
+        judged("Without BN the loss passes 10^6 x its value at s ≈ 3e-3..6e-3", "s ≈ 3e-3..6e-3",
+               f"{by_batch(no_bn['first s > 1e6'])}", within(no_bn["first s > 1e6"], 3e-3, 6e-3), unless),
+        judged(f"Without BN, mini-batch {first_batch}'s curve dips near s = 2e-4", "best s ≈ 2e-4, ratio ≈ 10^-1.3",
+               f"best s = {first['best s'].min():.2g}..{first['best s'].max():.2g}, ratio "
+               f"{first['best relative loss'].min():.2g}..{first['best relative loss'].max():.2g}",
+               within(first["best s"], 2e-4, 2e-4), unless),
+        judged("BN allows far larger steps: first step past 10^3 x, BN / no BN", "≥ 0.1 / 3e-3 ≈ 30x",
+               f"≥ {factor:.3g}x" + (" (BN never passes 10^3 x in the sweep)" if never else ""),
+               holds(bool(factor >= 10)), unless),
+    ]
