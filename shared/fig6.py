@@ -1,0 +1,147 @@
+"""Figure 6 from stored probe runs: the gradients of the loss w.r.t. the logits at initialisation.
+
+Bjorck et al. (2018), Fig 6: heatmaps of the gradients of the mean cross-entropy w.r.t. the 10
+logits of ResNet-110 at initialisation, for the 128 images of one mini-batch (rows) and the 10
+classes (columns), colour range about ±0.004. Without BN one column is positive for almost every
+image (the network predicts one class whatever the input); with BN the positive entries are faint
+and spread over the classes. For a batch of B images the gradient is (softmax - one_hot(label)) / B,
+so the softmax probabilities can be recovered from it (`probabilities`).
+
+The notebook `06_fig6_logit_gradients` calls these; every run is a stored result of the
+"fig6_logit_gradients" experiment: per network ("no_bn", "bn") the "first_batch" gradients
+([B, 10]), their "epoch_mean" over the full batches among the first `epoch_batches`, the
+"dominant_column" of the first batch (the most common column of an image's largest gradient) and
+the "dominant_fraction" of its images there, the "epoch_column_counts" (per column, how many images
+of the averaged batches have their largest gradient there), the "epoch_dominant_fraction" and
+"epoch_batches".
+"""
+
+import numpy as np
+import pandas as pd
+
+from .claims import Claim, holds, judged, unjudged_reason
+
+NETWORKS = {"no_bn": "w/o BN", "bn": "with BN"}
+PAPER_COLOUR_RANGE = 0.5  # the paper's colour bar, about ±0.004 for 128 images, is ±0.5 / batch size
+
+
+def colour_limit(batch_size: int) -> float:
+    """The heatmaps' colour range ±0.5 / batch size (±0.0039 for the paper's 128 images)."""
+    return PAPER_COLOUR_RANGE / batch_size
+
+
+def seed_result(runs: list[dict], seed: int) -> dict:
+    """The stored result of `seed`'s run."""
+    return next(r["result"] for r in runs if r["provenance"]["seed"] == seed)
+
+
+def effective_columns(counts) -> float:
+    """exp of the entropy of the column shares `counts / sum(counts)`: 1 when one column holds
+    every image, 10 when the 10 columns hold as many."""
+    p = np.asarray(counts, dtype=float) / np.sum(counts)
+    p = p[p > 0]
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def probabilities(grads: np.ndarray) -> np.ndarray:
+    """The softmax probabilities back from the gradients of the mean cross-entropy ((p - onehot) / B):
+    p = B * g, plus 1 at the label (the row's only negative entry; a row that is all zero is a sure,
+    right prediction: its top p is 1 too)."""
+    p = grads * len(grads)
+    p[np.arange(len(p)), grads.argmin(1)] += 1
+    return p
+
+
+def network_row(result: dict, name: str) -> dict:
+    """Network `name` of one run: the first batch's dominant column and the fraction of its images
+    there, the same fraction over the averaged batches and their effective number of columns, the
+    mean gradient of the dominant column, the share of the images whose most likely class is the
+    most common one, and the mean largest probability (the confidence)."""
+    res = result[name]
+    grads = np.array(res["first_batch"])
+    probs = probabilities(grads)
+    return {f"{name} column": res["dominant_column"],
+            f"{name} fraction": res["dominant_fraction"],
+            f"{name} epoch fraction": res["epoch_dominant_fraction"],
+            f"{name} epoch columns": effective_columns(res["epoch_column_counts"]),
+            f"{name} column gradient": grads[:, res["dominant_column"]].mean(),
+            f"{name} top-class share": np.bincount(probs.argmax(1), minlength=probs.shape[1]).max() / len(probs),
+            f"{name} top p": probs.max(1).mean()}
+
+
+def column_table(runs: list[dict]) -> pd.DataFrame:
+    """`network_row` of both networks (without BN first) for every run, indexed by seed."""
+    rows = [{"seed": r["provenance"]["seed"], **{k: v for name in NETWORKS
+                                                  for k, v in network_row(r["result"], name).items()}}
+            for r in runs]
+    return pd.DataFrame(rows).set_index("seed")
+
+
+def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The mean and standard deviation (ddof 1) over the seeds of every column but the dominant
+    columns' indices."""
+    return table.drop(columns=[f"{name} column" for name in NETWORKS]).agg(["mean", "std"])
+
+
+def plot_heatmaps(fig, axes, result: dict, vmax: float) -> None:
+    """A 2 x 2 grid of one run's heatmaps on the colour range ±`vmax`: rows the first mini-batch and
+    the mean over the averaged batches, columns without BN and with BN; a colour bar each."""
+    for row, (key, what) in enumerate((("first_batch", "first mini-batch"),
+                                       ("epoch_mean", f"mean over {result['bn']['epoch_batches']} mini-batches"))):
+        for col, (name, title) in enumerate(NETWORKS.items()):
+            ax = axes[row, col]
+            image = ax.imshow(np.array(result[name][key]), cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+                              aspect="auto", interpolation="nearest")
+            ax.set(title=f"{title}, {what}", xlabel="Class activation", ylabel="Image in batch",
+                   xticks=range(10))
+            ax.grid(False)
+            fig.colorbar(image, ax=ax, label="Gradient")
+
+
+def plot_column_shares(axes, runs: list[dict]) -> None:
+    """Per network (without BN, with BN), the share of the images whose largest gradient is in each
+    column over the averaged batches, columns sorted from the most to the least common, a line per
+    seed."""
+    for ax, (name, title) in zip(axes, NETWORKS.items()):
+        for r in runs:
+            counts = np.sort(r["result"][name]["epoch_column_counts"])[::-1]
+            ax.plot(range(1, len(counts) + 1), counts / counts.sum(), marker="o", ms=3,
+                    label=f"seed {r['provenance']['seed']}")
+        ax.set(title=title, xlabel="column rank", ylabel="share of images", xticks=range(1, 11), ylim=(0, 1.02))
+    axes[1].legend(fontsize=7)
+
+
+def claims(table: pd.DataFrame, summary: pd.DataFrame, preset: str) -> list[Claim]:
+    """Fig 6's claims from `column_table` and its `seed_summary` (means over seeds): without BN one
+    class predicted for every image (first batch and over many batches) and its column at the top of
+    the colour scale; with BN the largest gradients spread over the classes and faint. Not judged
+    for the smoke preset."""
+    unless = unjudged_reason(preset)
+    m = summary.loc["mean"]
+    no_bn_share, bn_share = m["no_bn top-class share"], m["bn top-class share"]
+    return [
+        judged("Without BN one column is positive for almost every image: one class predicted for all (first batch)",
+               "≈ all 128 images", f"top-class share {no_bn_share:.3g} (min over {len(table)} seeds "
+               f"{table['no_bn top-class share'].min():.3g}); dominant fraction {m['no_bn fraction']:.3g}",
+               holds(bool(no_bn_share >= 0.9), partly=bool(no_bn_share >= 0.5)), unless),
+        judged("With BN the largest gradients are spread over the classes (first batch)", "spread over classes",
+               f"top-class share {bn_share:.3g}, dominant fraction {m['bn fraction']:.3g}; "
+               f"{m['bn epoch columns']:.3g} effective columns over the epoch average",
+               holds(bool(bn_share <= 0.4 and m["bn epoch columns"] >= 3),
+                     partly=bool(bn_share < no_bn_share - 0.2)), unless),
+        judged("Without BN the same column dominates over many batches (the blog's epoch average)",
+               "(blog: one, sometimes two or three columns)",
+               f"dominant fraction {m['no_bn epoch fraction']:.3g}, {m['no_bn epoch columns']:.3g} effective "
+               f"columns (with BN {m['bn epoch fraction']:.3g}, {m['bn epoch columns']:.3g})",
+               holds(bool(m["no_bn epoch columns"] <= 3),
+                     partly=bool(m["no_bn epoch columns"] < m["bn epoch columns"])), unless),
+        judged("With BN the positive gradients are faint: no confident prediction (paper's colours)",
+               "faint, well below the no-BN column's +0.004",
+               f"top probability {m['bn top p']:.2g} with BN vs {m['no_bn top p']:.2g} without; dominant column "
+               f"gradient {m['bn column gradient']:.2g} vs {m['no_bn column gradient']:.2g}",
+               holds(bool(m["bn top p"] <= 0.5), partly=bool(m["bn top p"] <= m["no_bn top p"] - 0.2)), unless),
+        judged("Without BN the dominant column's gradients reach the top of the colour scale", "≈ +0.004 or more",
+               f"{m['no_bn column gradient']:.2g} (mean over the batch; with BN {m['bn column gradient']:.2g})",
+               holds(bool(m["no_bn column gradient"] >= 0.003), partly=bool(m["no_bn column gradient"] > 0)),
+               unless),
+    ]
