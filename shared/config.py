@@ -12,7 +12,27 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, replace
 
-from .models import ARCHS, FC_INITS, INITS, SHORTCUTS, check_choice
+# The networks and their options (built by shared.models; listed here, where configs are checked)
+CIFAR_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
+ARCHS = (*CIFAR_DEPTHS, "resnet101")
+# "pytorch_default" keeps what PyTorch's layer constructors draw (kaiming_uniform_(a=sqrt(5)) weights,
+# uniform biases): what a 2018 PyTorch model got without an explicit init.
+INITS = ("xavier_uniform", "xavier_normal", "kaiming_normal_fan_out", "kaiming_normal_fan_in",
+         "pytorch_default")
+# The classifier's init: "same" as the convolutions, or any scheme of INITS on its own. torchvision's
+# ResNets use kaiming_normal_fan_out on convolutions and keep the classifier's pytorch_default.
+FC_INITS = ("same", *INITS)
+# Shortcuts of the CIFAR ResNets where a stage halves the resolution and doubles the channels
+# (He et al. 2016, Sec. 3.3): "A" subsamples and zero-pads (parameter-free, the paper's CIFAR
+# ResNets); "B" is a 1x1 strided convolution followed by BN (a projection, like torchvision's).
+SHORTCUTS = ("A", "B")
+
+
+def check_choice(what: str, value, valid) -> None:
+    """Raise a ValueError naming the bad `value` and the valid ones."""
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
+
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -229,3 +249,12 @@ def sweep_grid(preset: str = "paper", rates_per_decade: int = 2, **overrides) ->
 
 # The training grids by name (`python -m shared.train GRID ...`)
 GRIDS = {"fig1": fig1_grid, "sweep": sweep_grid, "divergence": divergence_grid}
+
+
+# The at-initialisation experiments' presets (shared.experiments): preset -> field overrides,
+# applied where the experiment's config has the field
+PROBE_PRESETS = {
+    "smoke": dict(arch="resnet20", batch_size=16, train_subset=200, epoch_batches=3, sizes=12,
+                  n=64, samples=1, fractions=5),
+    "paper": {},
+}

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from . import probes
 from .data import Cifar10, TrainLoader
+from .config import PROBE_PRESETS as PRESETS
 from .config import (DEFAULT_FC_INIT, DEFAULT_INIT, DEFAULT_SHORTCUT, added, check_fields,
                      check_network, network_fields)
 from .models import build_model, check_choice, weight_layers
@@ -234,14 +235,6 @@ EXPERIMENTS = {
     "fig7_singular_values": (SingularValueConfig, measure_singular_values),
     "table1_contributions": (ContributionConfig, measure_contributions),
 }
-
-# preset -> field overrides, applied where the experiment's config has the field
-PRESETS = {
-    "smoke": dict(arch="resnet20", batch_size=16, train_subset=200, epoch_batches=3, sizes=12,
-                  n=64, samples=1, fractions=5),
-    "paper": {},
-}
-
 
 def experiment_config(experiment: str, preset: str = "paper", **overrides):
     """The config of `experiment` under `preset`, with fields replaced by `overrides`.

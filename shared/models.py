@@ -16,20 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-CIFAR_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
-ARCHS = (*CIFAR_DEPTHS, "resnet101")
-# "pytorch_default" keeps what PyTorch's layer constructors draw (kaiming_uniform_(a=sqrt(5)) weights,
-# uniform biases): what a 2018 PyTorch model got without an explicit init.
-INITS = ("xavier_uniform", "xavier_normal", "kaiming_normal_fan_out", "kaiming_normal_fan_in",
-         "pytorch_default")
-# The classifier's init: "same" as the convolutions, or any scheme of INITS on its own. torchvision's
-# ResNets use kaiming_normal_fan_out on convolutions and keep the classifier's pytorch_default.
-FC_INITS = ("same", *INITS)
-# Shortcuts of the CIFAR ResNets where a stage halves the resolution and doubles the channels
-# (He et al. 2016, Sec. 3.3): "A" subsamples and zero-pads (parameter-free, the paper's CIFAR
-# ResNets); "B" is a 1x1 strided convolution followed by BN (a projection, like torchvision's).
-SHORTCUTS = ("A", "B")
-
+from .config import ARCHS, CIFAR_DEPTHS, FC_INITS, INITS, SHORTCUTS, check_choice  # noqa: F401 (re-exported)
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions and a shortcut: identity, or at a stage transition option A (zero-pad,
@@ -221,7 +208,3 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_choice(what: str, value, valid) -> None:
-    """Raise a ValueError naming the bad `value` and the valid ones."""
-    if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")

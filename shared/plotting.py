@@ -55,14 +55,6 @@ def training_title(cfg, preset: str, runs: list[dict]) -> str:
     return f"{cfg.arch}, {preset} preset ({scope}); {seeds} seed(s); {devices}"
 
 
-def claims_table(rows: list[tuple[str, str, str, bool | str | None]]) -> pd.DataFrame:
-    """The closing table of a figure notebook: claim, the paper's number, ours, and whether it holds
-    (True: yes, False: no, None: partly, or a string saying why it is not judged)."""
-    table = pd.DataFrame(rows, columns=["claim", "paper", "ours", "holds"])
-    table["holds"] = [{True: "yes", False: "no", None: "partly"}.get(h, h) for h in table["holds"]]
-    return table.set_index("claim")
-
-
 def network_label(cfg) -> str:
     """A figure title's name of the network a config builds: its architecture and, where they are
     not the architecture's plain ones, its shortcut and classifier init beside the convolutions'."""

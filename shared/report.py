@@ -33,11 +33,9 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from .config import TRAIN_PRESETS
-from .experiments import PRESETS as PROBE_PRESETS
+from .config import PROBE_PRESETS, TRAIN_PRESETS
 from .claims import Claim, load_claims, verdict_counts
 from .paths import FIGURES_DIR, NOTEBOOKS_DIR, REPO_ROOT, RESULTS_ROOT
-from .results import stored_seeds
 
 GENERATED_DIR = REPO_ROOT / "_generated"
 SITE_DIR = REPO_ROOT / "_site"
@@ -291,6 +289,12 @@ def without_volatile_metadata(nb: nbformat.NotebookNode, name: str) -> nbformat.
         for key in VOLATILE_METADATA:
             cell.metadata.get("papermill", {}).pop(key, None)
     return nb
+
+
+def stored_seeds(results_dir: Path | None = None) -> list[int]:
+    """Every seed with a completed run of any experiment in the store, ascending."""
+    paths = Path(results_dir or RESULTS_ROOT).glob("*/*/seed*/result.json")
+    return sorted({int(p.parent.name[4:]) for p in paths})
 
 
 def execution_parameters(path: Path, preset: str | None, extra: dict | None = None) -> dict:

@@ -169,11 +169,6 @@ def config_runs(experiment: str, config, root: Path | None = None,
     return sorted((r for r in runs if r), key=lambda r: r["provenance"]["seed"])
 
 
-def stored_seeds(root: Path | None = None) -> list[int]:
-    """Every seed that has a completed run of any experiment in the store, ascending."""
-    return sorted({int(p.parent.name[4:]) for p in Path(root or RESULTS_ROOT).glob("*/*/seed*/result.json")})
-
-
 def stored_runs(experiment: str, root: Path | None = None, **config_filters) -> list[dict]:
     """Every completed run of `experiment` whose config matches the filters, by (hash, seed)."""
     runs = []

@@ -47,13 +47,13 @@ def test_seeds_added_by_a_batch_leave_the_executed_notebook_and_nbval_alone(tmp_
     executed with, a papermill batch adds seeds to the store, `pytest --nbval` on the executed
     notebook still passes, and executing it again (`make report`) shows the new seeds; executing
     an unchanged notebook leaves its file byte-identical, and a failed execution leaves it alone."""
-    from shared import report, results
+    from shared import report
 
     store = {var: tmp_path / folder for var, folder in (
         ("BN_RESULTS_DIR", "results"), ("BN_FIGURES_DIR", "figures"), ("BN_CHECKPOINT_DIR", "checkpoints"))}
     for var, folder in store.items():
         monkeypatch.setenv(var, str(folder))
-    monkeypatch.setattr(results, "RESULTS_ROOT", store["BN_RESULTS_DIR"])
+    monkeypatch.setattr(report, "RESULTS_ROOT", store["BN_RESULTS_DIR"])
     source = next(p for p in NOTEBOOKS if p.name.startswith("05_"))
     notebook = tmp_path / "nb" / source.name
     notebook.parent.mkdir()

@@ -11,13 +11,13 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import nbformat
-import pandas as pd
 import pytest
 from PIL import Image
 
@@ -209,3 +209,10 @@ def test_make_report_reexecutes_each_notebook_with_its_committed_parameters(tmp_
     calls.clear()
     report.execute_notebooks([with_seeds], "paper", {"seed": 7})
     assert calls == [{"preset": "paper", "seed": 7, "seeds": [0, 3, 7]}]
+
+
+def test_the_report_imports_no_torch():
+    """Building the report reads notebooks, claim records and provenance: no torch needed."""
+    check = "import sys, shared.report; assert 'torch' not in sys.modules, 'shared.report imports torch'"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
