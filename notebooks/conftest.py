@@ -1,5 +1,6 @@
 """`pytest --nbval notebooks/`, however it is started, writes nothing tracked: the notebooks it
-re-runs save their figures to a temporary folder instead of over the committed ones in figures/."""
+re-runs save their figures and claim records to a temporary folder (where it is unset they would
+save nothing; `make report` alone writes figures/)."""
 
 import os
 import tempfile

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .fileio import write_atomic
-from .paths import FIGURES_DIR
+from .paths import FIGURES_DIR, saved_figures_dir
 
 YES, PARTLY, NO, NOT_JUDGED = "yes", "partly", "no", "not judged"
 VERDICTS = (YES, PARTLY, NO, NOT_JUDGED)
@@ -113,8 +113,12 @@ def claims_path(item: str, preset: str, directory: Path | None = None) -> Path:
 
 
 def save_claims(item: str, preset: str, claims: list[Claim], directory: Path | None = None) -> pd.DataFrame:
-    """Write the claims of a report item (fig1 ... fig7, table1, lr_sweep) for `preset` beside the
-    figures, and return them as a table to show."""
+    """Write the claims of a report item (fig1 ... fig7, table1, lr_sweep) for `preset` into
+    `directory` (default: where the notebooks save their figures, `shared.paths.saved_figures_dir`;
+    nowhere if that is unset), and return them as a table to show."""
+    directory = directory or saved_figures_dir()
+    if directory is None:
+        return claims_frame(claims)
     record = {"item": item, "preset": preset, "claims": [asdict(c) for c in claims]}
     text = json.dumps(record, indent=1, ensure_ascii=False) + "\n"
     write_atomic(claims_path(item, preset, directory), text.encode())

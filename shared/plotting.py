@@ -5,8 +5,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .paths import FIGURES_DIR
-
+from .paths import saved_figures_dir
 
 
 def setup_style() -> None:
@@ -17,13 +16,17 @@ def setup_style() -> None:
                          "font.size": 10, "svg.hashsalt": "bn", "svg.fonttype": "none"})
 
 
-def save_figure(fig: plt.Figure, name: str, preset: str) -> Path:
-    """Save `fig` as figures/<name>.png and .svg (with the preset in the name unless "paper")."""
+def save_figure(fig: plt.Figure, name: str, preset: str) -> Path | None:
+    """Save `fig` as <name>.png and .svg (with the preset in the name unless "paper") where
+    `shared.paths.saved_figures_dir` says (figures/ under `make report`); None if nowhere."""
+    directory = saved_figures_dir()
+    if directory is None:
+        return None
     stem = name if preset == "paper" else f"{name}_{preset}"
-    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURES_DIR / f"{stem}.png", bbox_inches="tight")
-    fig.savefig(FIGURES_DIR / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
-    return FIGURES_DIR / f"{stem}.png"
+    directory.mkdir(parents=True, exist_ok=True)
+    fig.savefig(directory / f"{stem}.png", bbox_inches="tight")
+    fig.savefig(directory / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
+    return directory / f"{stem}.png"
 
 
 def runs_summary(runs: list[dict], preset: str) -> str:

@@ -316,28 +316,41 @@ def execute_notebooks(paths: list[Path], preset: str | None = None, extra: dict 
 
     Each runs in a scratch folder first, so a failed execution raises and leaves the committed
     notebook as it was; volatile metadata (times, absolute paths) is dropped, so an unchanged
-    notebook stays byte-identical. Parameters: see `execution_parameters`.
+    notebook stays byte-identical. Parameters: see `execution_parameters`. The notebooks save
+    their figures and claims into figures/ (or $BN_FIGURES_DIR where it is set).
     """
+    written = []
+    saved_to = os.environ.get("BN_FIGURES_DIR")
+    os.environ["BN_FIGURES_DIR"] = saved_to or str(FIGURES_DIR)  # the kernels save the report's figures
+    try:
+        for path in paths:
+            if execute_notebook(path, execution_parameters(path, preset, extra)):
+                written.append(path)
+    finally:
+        if saved_to is None:
+            del os.environ["BN_FIGURES_DIR"]
+    return written
+
+
+def execute_notebook(path: Path, parameters: dict) -> bool:
+    """Execute one notebook in a scratch folder; write it back if its content changed (True)."""
     import tempfile
 
     import papermill
 
-    written = []
-    for path in paths:
-        parameters = execution_parameters(path, preset, extra)
-        print(f"executing {path.name} ({parameters})", flush=True)
-        with tempfile.TemporaryDirectory(prefix="report-") as scratch:
-            out = Path(scratch) / path.name
-            papermill.execute_notebook(str(path), str(out), parameters=parameters,
-                                       cwd=str(path.parent), kernel_name="python3",
-                                       language="python", progress_bar=False)
-            executed = without_volatile_metadata(nbformat.read(out, as_version=4), path.name)
-        text = nbformat.writes(executed)
-        text += "" if text.endswith("\n") else "\n"
-        if text != path.read_text():
-            path.write_text(text)
-            written.append(path)
-    return written
+    print(f"executing {path.name} ({parameters})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="report-") as scratch:
+        out = Path(scratch) / path.name
+        papermill.execute_notebook(str(path), str(out), parameters=parameters,
+                                   cwd=str(path.parent), kernel_name="python3",
+                                   language="python", progress_bar=False)
+        executed = without_volatile_metadata(nbformat.read(out, as_version=4), path.name)
+    text = nbformat.writes(executed)
+    text += "" if text.endswith("\n") else "\n"
+    if text == path.read_text():
+        return False
+    path.write_text(text)
+    return True
 
 
 # ----- the offline site: the index and every notebook as standalone pages, through nbconvert -----

@@ -59,3 +59,21 @@ def test_an_unreadable_claims_file_names_itself(tmp_path):
     (tmp_path / "claims_fig9_paper.json").write_text('{"claims": [{"claim": 1')
     with pytest.raises(ValueError, match="claims_fig9_paper.json.*re-execute"):
         load_claims("fig9", "paper", tmp_path)
+
+
+def test_without_a_figures_folder_nothing_is_saved(tmp_path, monkeypatch):
+    """An interactive run or a papermill batch ($BN_FIGURES_DIR unset) shows its figures and claims
+    and writes no file; `make report` sets the folder."""
+    import matplotlib.pyplot as plt
+
+    from shared.plotting import save_figure
+
+    monkeypatch.delenv("BN_FIGURES_DIR", raising=False)
+    fig = plt.figure()
+    assert save_figure(fig, "demo", "paper") is None
+    assert len(save_claims("fig9", "paper", [Claim("a", "1", "1", YES)])) == 1
+    monkeypatch.setenv("BN_FIGURES_DIR", str(tmp_path))
+    assert save_figure(fig, "demo", "cpu") == tmp_path / "demo_cpu.png" and (tmp_path / "demo_cpu.svg").exists()
+    save_claims("fig9", "paper", [Claim("a", "1", "1", YES)])
+    assert load_claims("fig9", "paper", tmp_path) == [Claim("a", "1", "1", YES)]
+    plt.close(fig)
