@@ -64,13 +64,13 @@ def test_seeds_added_by_a_batch_leave_the_executed_notebook_and_nbval_alone(tmp_
     assert report.committed_parameters(notebook)["seeds"] == [0]
     assert "1 seed(s) in the store" in text_outputs(notebook)
 
-    saved = sorted(store["BN_FIGURES_DIR"].iterdir())
+    saved = {p.name: p.read_bytes() for p in store["BN_FIGURES_DIR"].iterdir()}
     monkeypatch.delenv("BN_FIGURES_DIR")  # as a user's shell: the batch saves no figure
     for seed in (1, 2):  # the README's batch
         papermill.execute_notebook(str(notebook), str(tmp_path / f"seed{seed}.ipynb"), progress_bar=False,
                                    parameters={"preset": "smoke", "seed": seed, **smoke})
     monkeypatch.setenv("BN_FIGURES_DIR", str(store["BN_FIGURES_DIR"]))
-    assert sorted(store["BN_FIGURES_DIR"].iterdir()) == saved
+    assert {p.name: p.read_bytes() for p in store["BN_FIGURES_DIR"].iterdir()} == saved
     assert {int(p.parent.name[4:]) for p in store["BN_RESULTS_DIR"].rglob("result.json")} == {0, 1, 2}
     nbval = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "-q", "-p", "no:cacheprovider",
                             str(notebook)], cwd=tmp_path, capture_output=True, text=True)
