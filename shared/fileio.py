@@ -1,14 +1,21 @@
 """Atomic file writes: a reader sees the old file or the new one, never a part of either."""
 
+import glob
 import io
 import os
 import tempfile
+import time
 from pathlib import Path
+
+# a temp file of an atomic write older than this was left by a killed writer: the next write of
+# the same file removes it (a write takes seconds; checkpoints are a few MB)
+STALE_TEMP_S = 600
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, flush it to disk, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.fchmod(fd, 0o644)  # mkstemp makes the file private; results are meant to be read
     try:
@@ -20,6 +27,19 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def remove_stale_temps(path: Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+    """Delete the temp files that interrupted atomic writes of `path` left beside it."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        try:
+            if time.time() - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # another writer cleaned it first
+            pass
+    return removed
 
 
 def save_torch_atomic(path: Path, obj) -> None:

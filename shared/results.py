@@ -109,24 +109,34 @@ def provenance(config, seed: int, device, duration_s: float, data_source: str | 
     }
 
 
+def read_json(path: Path):
+    """A store file's content; a damaged file raises a ValueError naming it and the way out."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read the stored file {path} ({error}): the run is damaged; delete "
+                         f"its folder {path.parent} to compute it again") from None
+
+
 def load_run(experiment: str, config, seed: int, root: Path | None = None) -> dict | None:
     """The stored run as {"result": ..., "provenance": ...}, or None if it is not complete."""
     directory = run_dir(experiment, config, seed, root)
     if not (directory / "result.json").exists():
         return None
-    return {"result": json.loads((directory / "result.json").read_text()),
-            "provenance": json.loads((directory / "provenance.json").read_text())}
+    return {"result": read_json(directory / "result.json"), "provenance": read_json(directory / "provenance.json")}
 
 
 @contextmanager
 def run_lock(experiment: str, config, seed: int, root: Path | None = None):
-    """Hold an exclusive lock on one run, so that concurrent processes do not compute it twice."""
+    """Hold an exclusive lock on one run, so that concurrent processes do not compute it twice;
+    yields the lock file's path, which the holder deletes once the run is stored (a process still
+    waiting on it then finds the run stored, and later ones load it without locking)."""
     path = checkpoint_path(experiment, config, seed, root).with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
+            yield path
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -137,13 +147,15 @@ def cached_run(experiment: str, config, seed: int, compute: Callable[[], dict], 
     """Load the completed run, or call `compute()` and store what it returns with provenance."""
     if not recompute and (stored := load_run(experiment, config, seed, root)):
         return stored
-    with run_lock(experiment, config, seed, checkpoint_root):
+    with run_lock(experiment, config, seed, checkpoint_root) as lock:
         if not recompute and (stored := load_run(experiment, config, seed, root)):
             return stored  # another process finished it while we waited
         start, commit = time.perf_counter(), git_commit()
         result = compute()
-        return store_run(experiment, config, seed, result, device, time.perf_counter() - start,
-                         data_source, root, commit)
+        stored = store_run(experiment, config, seed, result, device, time.perf_counter() - start,
+                           data_source, root, commit)
+        lock.unlink(missing_ok=True)
+        return stored
 
 
 def store_run(experiment: str, config, seed: int, result: dict, device, duration_s: float,
@@ -174,9 +186,9 @@ def stored_runs(experiment: str, root: Path | None = None, **config_filters) -> 
     runs = []
     paths = (Path(root or RESULTS_ROOT) / experiment).glob("*/seed*/result.json")
     for path in sorted(paths, key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]))):
-        prov = json.loads((path.parent / "provenance.json").read_text())
+        prov = read_json(path.parent / "provenance.json")
         if all(prov["config"].get(k) == v for k, v in config_filters.items()):
-            runs.append({"result": json.loads(path.read_text()), "provenance": prov})
+            runs.append({"result": read_json(path), "provenance": prov})
     return runs
 
 

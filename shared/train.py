@@ -34,6 +34,7 @@ killed run resumed from its checkpoint continues exactly as if it had not been i
 
 import contextlib
 import hashlib
+import pickle
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -392,7 +393,11 @@ def learning_failure(initial_loss: float, metrics: list[dict]) -> str | None:
 
 def load_checkpoint(path: Path, cfgs: list[TrainConfig], seeds: list[int], runs: Runs) -> list[dict]:
     """Restore the model and optimizer from `path`; return the runs' saved training states."""
-    saved = torch.load(path, map_location=next(runs.model.parameters()).device, weights_only=True)
+    try:
+        saved = torch.load(path, map_location=next(runs.model.parameters()).device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        raise ValueError(f"cannot read the checkpoint {path} ({type(error).__name__}): it is damaged or "
+                         "not a checkpoint of this project; delete it to start these runs afresh") from None
     expected = [config_hash(c) for c in cfgs]
     if "runs" not in saved or saved["config_hashes"] != expected or saved["seeds"] != list(seeds):
         raise ValueError(f"checkpoint {path} belongs to other runs ({saved.get('config_hashes')}, "
