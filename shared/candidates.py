@@ -123,17 +123,21 @@ def shortcut_comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def findings(table: pd.DataFrame) -> list[str]:
-    """The comparison in sentences, with its numbers (the notebook's "What we found")."""
-    best = table.index[0]
+    """The comparison in sentences, with its numbers (the notebook's "What we found"). Candidates
+    tied on the mean rank are named together, each with the figures it is closest on."""
+    ranks = table["mean rank"]
+    tied = list(table.index[np.isclose(ranks, ranks.min())])
+    best = tied[0]
     figures = [c for c in table.columns if c != "mean rank" and table[c].notna().any()]
-    wins = [c for c in figures if table[c].idxmin() == best]
+    wins = {name: [c for c in figures if table[c].idxmin() == name] for name in tied}
     b_minus_a = shortcut_comparison(table)
     closer = (b_minus_a < 0).to_numpy().sum()
     total = b_minus_a.notna().to_numpy().sum()
     default = Candidate("B", "xavier_uniform", "pytorch_default").name
     xavier_fc = Candidate("B", "xavier_uniform", "same").name
-    lines = [f"Closest overall (mean rank {table.loc[best, 'mean rank']:.2f} of {len(table)}): {best}; "
-             f"it is the closest on {', '.join(wins) or 'no single figure'}.",
+    closest = "; ".join(f"{name}, the closest on {', '.join(wins[name]) or 'no single figure'}" for name in tied)
+    lines = [f"Closest overall (mean rank {ranks.min():.2f} of {len(table)}"
+             + (f", a tie of {len(tied)}): " if len(tied) > 1 else "): ") + closest + ".",
              f"Option B is closer to the paper than option A with the same inits in {closer} of "
              f"{total} (init, figure) pairs.",
              f"Fig 5 under ln vs log10 for {best}: {table.loc[best, 'Fig 5 (ln)']:.2f} vs "

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from shared import candidates, paper
@@ -53,3 +54,18 @@ def test_candidates_cover_each_network_once():
     assert "B | conv xavier_uniform | fc pytorch_default" in names
     cfg = candidates.candidate_config("fig2_gradients", candidates.Candidate(None, "xavier_uniform", "same"))
     assert (cfg.shortcut, cfg.init, cfg.fc_init) == (None, "xavier_uniform", "same")
+
+
+def test_findings_name_every_candidate_tied_on_the_mean_rank():
+    names = [c.name for c in candidates.candidates()]
+    a, b = "A | conv xavier_uniform | fc pytorch_default", "B | conv xavier_uniform | fc pytorch_default"
+    columns = ["Fig 2", "Fig 5 (ln)", "Fig 5 (log10)", "Fig 6"]
+    table = pd.DataFrame(5.0, index=names, columns=columns)
+    table.loc[a, "Fig 6"], table.loc[b, ["Fig 2", "Fig 5 (ln)", "Fig 5 (log10)"]] = 0.1, 0.5
+    table["mean rank"] = [1.5 if n in (a, b) else 5.0 for n in names]
+    first = candidates.findings(table)[0]
+    assert first.startswith("Closest overall (mean rank 1.50 of 10, a tie of 2): ")
+    assert f"{a}, the closest on Fig 6" in first
+    assert f"{b}, the closest on Fig 2, Fig 5 (ln), Fig 5 (log10)" in first
+    table.loc[b, "mean rank"] = 2.0
+    assert candidates.findings(table)[0] == f"Closest overall (mean rank 1.50 of 10): {a}, the closest on Fig 6."
