@@ -11,6 +11,7 @@ standard deviations without and with BN ("scale_ratio").
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from .claims import Claim, holds, judged, unjudged_reason
 from .experiments import experiment_config
@@ -63,9 +64,19 @@ def closest_init(compare: pd.DataFrame, arch: str, target: float = PAPER_RATIO) 
     return compare.loc[arch, "no_bn/bn std"].apply(lambda r: abs(np.log10(r / target))).idxmin()
 
 
+def draw_histogram(ax, gradients: dict) -> None:
+    """A stored histogram ("counts" over "edges") drawn by `seaborn.histplot` on exactly its bins:
+    each bin's centre weighted by its count, as one filled step outline (the edges go in as a list:
+    seaborn 0.13 compares `bins` with "auto", which an array cannot answer)."""
+    edges = np.asarray(gradients["edges"], dtype=float)
+    bins = pd.DataFrame({"gradient": (edges[:-1] + edges[1:]) / 2, "counts": gradients["counts"]})
+    sns.histplot(bins, x="gradient", weights="counts", bins=edges.tolist(), element="step", fill=True,
+                 color="C0", alpha=1, linewidth=0, ax=ax)
+
+
 def plot_histogram(ax, gradients: dict, title: str) -> None:
     """One network's stored gradient histogram."""
-    ax.stairs(gradients["counts"], np.array(gradients["edges"]), fill=True)
+    draw_histogram(ax, gradients)
     ax.set(title=title, xlabel="gradient", ylabel="counts")
 
 
@@ -78,10 +89,11 @@ def plot_histograms(axes, result: dict) -> None:
 def plot_inits(axes, results: dict[str, dict]) -> None:
     """A column per scheme ({init: result}): the histogram with BN above, without below."""
     for col, (scheme, result) in enumerate(results.items()):
-        for row, name in enumerate(NETWORKS):
+        for row, (name, title) in enumerate(NETWORKS.items()):
             ax = axes[row, col]
-            ax.stairs(result[name]["counts"], np.array(result[name]["edges"]), fill=True)
-            ax.set_title(f"{scheme}\n{'with BN' if name == 'bn' else 'w/o BN'}", fontsize=9)
+            draw_histogram(ax, result[name])
+            ax.set(xlabel="", ylabel="")
+            ax.set_title(f"{scheme}\n{title}", fontsize=9)
             ax.tick_params(labelsize=7)
 
 

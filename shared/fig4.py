@@ -14,6 +14,8 @@ reach the paper's scale, the claims and the plots.
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from .claims import NO, YES, Claim, at_least, holds, judged, unjudged_reason
 from .paper import FIG4_AT_100
@@ -123,20 +125,27 @@ def rows_until(fractions, fraction: float) -> int:
     return int(np.searchsorted(fractions, fraction)) + 1
 
 
+def nice_ticks(low: float, high: float) -> np.ndarray:
+    """About five round values from `low` to `high` (a heatmap's channels or % of the step)."""
+    ticks = MaxNLocator(nbins=5, integer=True, steps=[1, 2, 5, 10]).tick_values(low, high)
+    return ticks[(ticks >= low) & (ticks <= high)]
+
+
 def heatmaps(result: dict, layers, rows: int, title: str) -> plt.Figure:
-    """The paper's layout: channel means (top) and variances (bottom) of each layer, one colour bar
-    each, the first `rows` fractions of the update from 0 % (top) to 100 % (bottom); grey where the
-    forward pass overflowed."""
+    """The paper's layout: channel means (top) and variances (bottom) of each layer by
+    `seaborn.heatmap`, one colour bar each, the first `rows` fractions of the update from 0 % (top)
+    to 100 % (bottom); grey where the forward pass overflowed."""
     percent = 100 * np.array(result["fractions"][:rows]) / result["fractions"][rows - 1]
-    half = (percent[1] - percent[0]) / 2
     fig, axes = plt.subplots(2, len(layers), figsize=(4.2 * len(layers), 7.2))
     for col, k in enumerate(layers):
         for row, key in enumerate(("means", "variances")):
             ax = axes[row, col]
             values = moments(result, k, key)[:rows]
-            image = ax.imshow(values, aspect="auto", cmap=CMAP, interpolation="nearest",
-                              extent=(-0.5, values.shape[1] - 0.5, 100 + half, -half))
-            fig.colorbar(image, ax=ax)
+            sns.heatmap(values, ax=ax, cmap=CMAP, xticklabels=False, yticklabels=False,
+                        rasterized=True)  # the SVG embeds the cells as an image, as imshow did
+            channels, steps = nice_ticks(0, values.shape[1] - 1), nice_ticks(0, 100)
+            ax.set_xticks(channels + 0.5, channels.astype(int))  # seaborn's cell i spans [i, i + 1]
+            ax.set_yticks(np.interp(steps, percent, np.arange(rows)) + 0.5, steps.astype(int), rotation=0)
             ax.grid(False)
             if row == 0:
                 ax.set_title(f"Layer {k}", fontsize=13)

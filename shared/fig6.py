@@ -18,6 +18,7 @@ of the averaged batches have their largest gradient there), the "epoch_dominant_
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from .claims import Claim, holds, judged, unjudged_reason
 
@@ -84,18 +85,22 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_heatmaps(fig, axes, result: dict, vmax: float) -> None:
-    """A 2 x 2 grid of one run's heatmaps on the colour range ±`vmax`: rows the first mini-batch and
-    the mean over the averaged batches, columns without BN and with BN; a colour bar each."""
+    """A 2 x 2 grid of one run's heatmaps (`seaborn.heatmap`) on a diverging colour map centred at 0,
+    range ±`vmax`: rows the first mini-batch and the mean over the averaged batches, columns without
+    BN and with BN; a colour bar each (`fig` is the figure the axes belong to)."""
     for row, (key, what) in enumerate((("first_batch", "first mini-batch"),
                                        ("epoch_mean", f"mean over {result['bn']['epoch_batches']} mini-batches"))):
         for col, (name, title) in enumerate(NETWORKS.items()):
             ax = axes[row, col]
-            image = ax.imshow(np.array(result[name][key]), cmap="RdBu_r", vmin=-vmax, vmax=vmax,
-                              aspect="auto", interpolation="nearest")
-            ax.set(title=f"{title}, {what}", xlabel="Class activation", ylabel="Image in batch",
-                   xticks=range(10))
+            grads = np.array(result[name][key])
+            sns.heatmap(grads, ax=ax, cmap="RdBu_r", vmin=-vmax, vmax=vmax,  # symmetric: white at 0
+                        xticklabels=False, yticklabels=False, cbar_kws={"label": "Gradient"},
+                        rasterized=True)  # the SVG embeds the cells as an image, as imshow did
+            images = np.arange(0, len(grads), 20)
+            ax.set_xticks(np.arange(grads.shape[1]) + 0.5, range(grads.shape[1]))  # cell i spans [i, i + 1]
+            ax.set_yticks(images + 0.5, images, rotation=0)
+            ax.set(title=f"{title}, {what}", xlabel="Class activation", ylabel="Image in batch")
             ax.grid(False)
-            fig.colorbar(image, ax=ax, label="Gradient")
 
 
 def plot_column_shares(axes, runs: list[dict]) -> None:

@@ -77,13 +77,25 @@ def test_comparison_configs_cover_every_scheme_of_each_architecture_once():
 
 
 def test_plots_draw_a_histogram_per_network_and_scheme():
+    result = run(0, 0.01, 1.0)["result"]
     fig, axes = plt.subplots(1, 2)
-    fig2.plot_histograms(axes, run(0, 0.01, 1.0)["result"])
+    fig2.plot_histograms(axes, result)
     assert [ax.get_title() for ax in axes] == ["with BN", "w/o BN"]
-    assert all(len(ax.patches) == 1 for ax in axes)
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in axes] == [("gradient", "counts")] * 2
+    for ax, name in zip(axes, ("bn", "no_bn")):
+        assert len(ax.collections) == 1 and not ax.patches  # seaborn's one filled step outline
+        outline = ax.collections[0].get_paths()[0]
+        edges, counts = result[name]["edges"], result[name]["counts"]
+        assert outline.vertices[:, 0].min() == pytest.approx(edges[0])
+        assert outline.vertices[:, 0].max() == pytest.approx(edges[-1])
+        # the stored bins exactly: over each bin's centre the filled area reaches its stored count
+        for a, b, count in zip(edges, edges[1:], counts):
+            assert outline.contains_point(((a + b) / 2, 0.98 * count))
+            assert not outline.contains_point(((a + b) / 2, 1.02 * count))
     fig, axes = plt.subplots(2, 2)
-    fig2.plot_inits(axes, {"x": run(0, 0.01, 1.0)["result"], "y": run(0, 0.01, 1.0)["result"]})
-    assert axes[1, 1].get_title() == "y\nw/o BN"
+    fig2.plot_inits(axes, {"x": result, "y": result})
+    assert [ax.get_title() for ax in axes.flat] == ["x\nwith BN", "y\nwith BN", "x\nw/o BN", "y\nw/o BN"]
+    assert all(len(ax.collections) == 1 and ax.get_ylabel() == "" for ax in axes.flat)
     plt.close("all")
 
 

@@ -2,6 +2,10 @@
 
 import math
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -99,6 +103,33 @@ def test_matching_fraction_rate_and_the_other_layers_there():
 
 def test_rows_until():
     assert fig4.rows_until(FRACTIONS, 0.5) == 3 and fig4.rows_until(FRACTIONS, 1.0) == 5
+
+
+def test_heatmaps_a_panel_per_layer_and_moment_with_its_colour_bar_and_grey_overflow():
+    result = run(0, paper_like())["result"]
+    result["layers"]["80"]["means"][-1] = [None, 1.0]  # the forward pass overflowed at 100 %
+    fig = fig4.heatmaps(result, LAYERS, len(FRACTIONS), "title")
+    fig.canvas.draw()
+    panels, bars = fig.axes[:6], fig.axes[6:]
+    assert len(bars) == 6  # a colour bar each
+    assert [ax.get_title() for ax in panels] == ["Layer 8", "Layer 44", "Layer 80", "", "", ""]
+    assert [ax.get_ylabel() for ax in panels] == ["% of step", "", ""] * 2
+    assert [ax.get_xlabel() for ax in panels] == ["", "", "", "channel", "channel", "channel"]
+    assert "overflowed" in fig.get_suptitle()
+    variances = panels[4].collections[0]  # layer 44's variances: seaborn's mesh, colours over its range
+    assert variances.get_array().shape == (5, 2) and variances.get_clim() == (0.1, 5e6)
+    means = panels[2].collections[0]  # layer 80's means, the overflowed cell masked and grey
+    assert means.get_clim() == (-0.5, 1.0)
+    assert np.ma.getmaskarray(means.get_array()).tolist() == [[False, False]] * 4 + [[True, False]]
+    assert tuple(means.get_facecolors()[-2]) == (0.75, 0.75, 0.75, 1.0)
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["0", "20", "40", "60", "80", "100"]
+    assert panels[0].get_yticks()[[0, -1]].tolist() == [0.5, 4.5]  # % of step on the rows' centres
+    assert [t.get_text() for t in panels[0].get_xticklabels()] == ["0", "1"]
+    matched = fig4.heatmaps(run(0, paper_like())["result"], LAYERS, 3, "title")  # up to 50 %: the new 100 %
+    assert matched.axes[0].collections[0].get_array().shape == (3, 2)
+    assert matched.axes[0].get_yticks()[[0, -1]].tolist() == [0.5, 2.5]
+    assert "overflowed" not in matched.get_suptitle()
+    plt.close("all")
 
 
 def test_same_scale_is_a_factor_10_for_yes_and_1000_for_partly():

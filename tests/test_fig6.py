@@ -109,7 +109,15 @@ def test_plots_draw_the_heatmaps_and_a_line_per_seed():
     assert [ax.get_title() for ax in axes.flat] == ["w/o BN, first mini-batch", "with BN, first mini-batch",
                                                     "w/o BN, mean over 3 mini-batches",
                                                     "with BN, mean over 3 mini-batches"]
-    assert axes[0, 0].images[0].get_clim() == (-0.004, 0.004)
+    assert [cbar.get_ylabel() for cbar in fig.axes[4:]] == ["Gradient"] * 4  # a colour bar each
+    for ax, key in zip(axes.flat, ("first_batch",) * 2 + ("epoch_mean",) * 2):
+        mesh = ax.collections[0]  # seaborn's heatmap: one mesh of [images, classes] cells
+        assert mesh.get_clim() == (-0.004, 0.004)
+        assert mesh.get_array().shape == np.shape(runs[0]["result"]["no_bn"][key])
+        assert mesh.norm(0.0) == 0.5 and mesh.cmap(0.0)[2] > mesh.cmap(0.0)[0]  # centred at 0, blue below
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("Class activation", "Image in batch")
+    assert np.array_equal(axes[1, 1].collections[0].get_array(), runs[0]["result"]["bn"]["epoch_mean"])
+    assert [t.get_text() for t in axes[0, 0].get_xticklabels()] == [str(c) for c in range(10)]
     fig, axes = plt.subplots(1, 2)
     fig6.plot_column_shares(axes, runs)
     assert [len(ax.lines) for ax in axes] == [2, 2]
