@@ -22,7 +22,7 @@ from .config import PROBE_PRESETS as PRESETS
 from .config import (DEFAULT_FC_INIT, DEFAULT_INIT, DEFAULT_SHORTCUT, added, check_fields,
                      check_network, network_fields)
 from .models import build_model, check_choice, weight_layers
-from .results import cached_run, stored_run
+from .results import Store, get_or_measure
 
 
 @dataclass(frozen=True)
@@ -261,14 +261,14 @@ def experiment_config(experiment: str, preset: str = "paper", **overrides):
 
 
 def run_experiment(experiment: str, cfg, seed: int = 0, data_dir=None, device=None,
-                   recompute: bool = False, root=None) -> dict:
+                   recompute: bool = False, store: Store | None = None) -> dict:
     """The stored run of `experiment` for (cfg, seed), computed (and stored) if missing."""
     measure = EXPERIMENTS[experiment][1]
     if isinstance(cfg, SingularValueConfig):  # needs no data: compute directly
-        return cached_run(experiment, cfg, seed, lambda: measure(cfg, seed), "cpu", None,
-                          recompute, root)
-    return stored_run(experiment, cfg, seed, lambda data: measure(cfg, data, seed), data_dir,
-                      device, recompute, root)
+        return (store or Store()).get_or_compute(experiment, cfg, seed, lambda: measure(cfg, seed), "cpu",
+                                    recompute=recompute)
+    return get_or_measure(experiment, cfg, seed, lambda data: measure(cfg, data, seed), data_dir,
+                          device, recompute, store)
 
 
 def seed_arg(text: str) -> int:

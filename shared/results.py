@@ -9,6 +9,10 @@ A run is identified by (experiment name, hash of its full config, seed) and live
 Both are written atomically, result last, so a directory with `result.json` is a completed run.
 Checkpoints and lock files live under `data/checkpoints/` (ignored by git). Different seeds are
 different directories, and a lock per run keeps two processes from computing the same one.
+
+`Store` holds both places once and is the whole API: `get`, `put`, `get_or_compute` and `runs`;
+`Store()` is the project's own (`shared.paths`: moved by $BN_RESULTS_DIR / $BN_CHECKPOINT_DIR). Loading data and
+choosing the device are the callers' (`load_data`, `default_device`).
 """
 
 import fcntl
@@ -18,7 +22,7 @@ import math
 import subprocess
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
@@ -28,8 +32,8 @@ import torch
 from .data import Cifar10, load_cifar10
 from .config import identity
 from .fileio import write_atomic
-from .paths import CHECKPOINT_ROOT, REPO_ROOT, RESULTS_ROOT
-
+from . import paths
+from .paths import REPO_ROOT
 
 
 def config_hash(config) -> str:
@@ -44,14 +48,6 @@ def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r} ({type(seed).__name__})")
     return seed
-
-
-def run_dir(experiment: str, config, seed: int, root: Path | None = None) -> Path:
-    return Path(root or RESULTS_ROOT) / experiment / config_hash(config) / f"seed{check_seed(seed)}"
-
-
-def checkpoint_path(experiment: str, config, seed: int, root: Path | None = None) -> Path:
-    return Path(root or CHECKPOINT_ROOT) / experiment / config_hash(config) / f"seed{check_seed(seed)}.pt"
 
 
 def json_safe(obj):
@@ -118,98 +114,108 @@ def read_json(path: Path):
                          f"its folder {path.parent} to compute it again") from None
 
 
-def load_run(experiment: str, config, seed: int, root: Path | None = None) -> dict | None:
-    """The stored run as {"result": ..., "provenance": ...}, or None if it is not complete."""
-    directory = run_dir(experiment, config, seed, root)
-    if not (directory / "result.json").exists():
-        return None
-    return {"result": read_json(directory / "result.json"), "provenance": read_json(directory / "provenance.json")}
+@dataclass(frozen=True)
+class Store:
+    """The results store under `root`, with its checkpoints and locks under `checkpoints`
+    (default: the project's, `shared.paths.RESULTS_ROOT` and `CHECKPOINT_ROOT`)."""
+    root: Path = field(default_factory=lambda: paths.RESULTS_ROOT)
+    checkpoints: Path = field(default_factory=lambda: paths.CHECKPOINT_ROOT)
+
+    def run_dir(self, experiment: str, config, seed: int) -> Path:
+        return Path(self.root) / experiment / config_hash(config) / f"seed{check_seed(seed)}"
+
+    def checkpoint(self, experiment: str, config, seed: int) -> Path:
+        """Where an interrupted computation of the run keeps its progress."""
+        return Path(self.checkpoints) / experiment / config_hash(config) / f"seed{check_seed(seed)}.pt"
+
+    def get(self, experiment: str, config, seed: int) -> dict | None:
+        """The completed run as {"result": ..., "provenance": ...}, or None."""
+        directory = self.run_dir(experiment, config, seed)
+        if not (directory / "result.json").exists():
+            return None
+        return {"result": read_json(directory / "result.json"),
+                "provenance": read_json(directory / "provenance.json")}
+
+    def put(self, experiment: str, config, seed: int, result: dict, device, duration_s: float,
+            data_source: str | None = None, commit: str | None = None) -> dict:
+        """Store `result` with its provenance (result last: a folder with result.json is a
+        completed run); return the run as `get` gives it back. `commit`: the code version the
+        computation started from (default: now's)."""
+        directory = self.run_dir(experiment, config, seed)
+        write_json(directory / "provenance.json",
+                   provenance(config, seed, device, duration_s, data_source, commit))
+        write_json(directory / "result.json", result)
+        return self.get(experiment, config, seed)
+
+    @contextmanager
+    def lock(self, experiment: str, config, seed: int):
+        """An exclusive lock on one run, so that concurrent processes do not compute it twice;
+        yields the lock file's path, which the holder deletes once the run is stored (a process
+        still waiting on it then finds the run stored, later ones load it without locking)."""
+        path = self.checkpoint(experiment, config, seed).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield path
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def get_or_compute(self, experiment: str, config, seed: int, compute: Callable[[], dict], device,
+                       data_source: str | None = None, recompute: bool = False) -> dict:
+        """The completed run, or `compute()` called under the run's lock and stored."""
+        if not recompute and (stored := self.get(experiment, config, seed)):
+            return stored
+        with self.lock(experiment, config, seed) as lock:
+            if not recompute and (stored := self.get(experiment, config, seed)):
+                return stored  # another process finished it while we waited
+            start, commit = time.perf_counter(), git_commit()
+            result = compute()
+            stored = self.put(experiment, config, seed, result, device, time.perf_counter() - start,
+                              data_source, commit)
+            lock.unlink(missing_ok=True)
+            return stored
+
+    def runs(self, experiment: str, config=None, seeds: Iterable[int] | None = None,
+             **config_filters) -> list[dict]:
+        """Completed runs of `experiment`, by (config hash, seed): those of exactly `config` if
+        given, else those whose config has the `config_filters` values; only `seeds` if given (a
+        notebook executed for the report shows the seeds it was executed with)."""
+        wanted = None if seeds is None else {check_seed(s) for s in seeds}
+        pattern = f"{config_hash(config) if config is not None else '*'}/seed*/result.json"
+        paths = sorted((Path(self.root) / experiment).glob(pattern),
+                       key=lambda p: (p.parent.parent.name, int(p.parent.name[4:])))
+        runs = []
+        for path in paths:
+            if wanted is not None and int(path.parent.name[4:]) not in wanted:
+                continue
+            prov = read_json(path.parent / "provenance.json")
+            if all(prov["config"].get(k) == v for k, v in config_filters.items()):
+                runs.append({"result": read_json(path), "provenance": prov})
+        return runs
 
 
-@contextmanager
-def run_lock(experiment: str, config, seed: int, root: Path | None = None):
-    """Hold an exclusive lock on one run, so that concurrent processes do not compute it twice;
-    yields the lock file's path, which the holder deletes once the run is stored (a process still
-    waiting on it then finds the run stored, and later ones load it without locking)."""
-    path = checkpoint_path(experiment, config, seed, root).with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield path
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def config_runs(experiment: str, config, seeds: Iterable[int] | None = None) -> list[dict]:
+    """The project store's completed runs of exactly `config` (only `seeds`, if given), by seed:
+    what the notebooks show."""
+    return Store().runs(experiment, config, seeds)
 
 
-def cached_run(experiment: str, config, seed: int, compute: Callable[[], dict], device,
-               data_source: str | None = None, recompute: bool = False,
-               root: Path | None = None, checkpoint_root: Path | None = None) -> dict:
-    """Load the completed run, or call `compute()` and store what it returns with provenance."""
-    if not recompute and (stored := load_run(experiment, config, seed, root)):
+def get_or_measure(experiment: str, config, seed: int, measure: Callable[[Cifar10], dict], data_dir=None,
+                   device=None, recompute: bool = False, store: Store | None = None) -> dict:
+    """The run from `store`, or `measure(data)` computed and stored: `data` is CIFAR-10 from
+    `data_dir` as the config asks (its train_subset / test_subset), on `device` (default: the GPU
+    if there is one), loaded only when the run is missing."""
+    store = store or Store()
+    if not recompute and (stored := store.get(experiment, config, seed)):
         return stored
-    with run_lock(experiment, config, seed, checkpoint_root) as lock:
-        if not recompute and (stored := load_run(experiment, config, seed, root)):
-            return stored  # another process finished it while we waited
-        start, commit = time.perf_counter(), git_commit()
-        result = compute()
-        stored = store_run(experiment, config, seed, result, device, time.perf_counter() - start,
-                           data_source, root, commit)
-        lock.unlink(missing_ok=True)
-        return stored
-
-
-def store_run(experiment: str, config, seed: int, result: dict, device, duration_s: float,
-              data_source: str | None = None, root: Path | None = None, commit: str | None = None) -> dict:
-    """Write `result` and its provenance to the store; return the run as a load gives it back.
-    `commit`: the code version the computation started from (default: now's)."""
-    directory = run_dir(experiment, config, seed, root)
-    write_json(directory / "provenance.json",
-               provenance(config, seed, device, duration_s, data_source, commit))
-    write_json(directory / "result.json", result)
-    return load_run(experiment, config, seed, root)
-
-
-def config_runs(experiment: str, config, root: Path | None = None,
-                seeds: Iterable[int] | None = None) -> list[dict]:
-    """Every completed run of `experiment` with exactly this config, one per seed, by seed; with
-    `seeds`, only those seeds' runs (a notebook executed for the report shows the seeds it was
-    executed with, so that seeds added to the store later do not change its outputs)."""
-    wanted = None if seeds is None else {check_seed(s) for s in seeds}
-    runs = [load_run(experiment, config, int(d.name[4:]), root)
-            for d in run_dir(experiment, config, 0, root).parent.glob("seed*")
-            if wanted is None or int(d.name[4:]) in wanted]
-    return sorted((r for r in runs if r), key=lambda r: r["provenance"]["seed"])
-
-
-def stored_runs(experiment: str, root: Path | None = None, **config_filters) -> list[dict]:
-    """Every completed run of `experiment` whose config matches the filters, by (hash, seed)."""
-    runs = []
-    paths = (Path(root or RESULTS_ROOT) / experiment).glob("*/seed*/result.json")
-    for path in sorted(paths, key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]))):
-        prov = read_json(path.parent / "provenance.json")
-        if all(prov["config"].get(k) == v for k, v in config_filters.items()):
-            runs.append({"result": read_json(path), "provenance": prov})
-    return runs
+    device = torch.device(device or default_device())
+    data = load_data(config, data_dir, device)
+    return store.get_or_compute(experiment, config, seed, lambda: measure(data), device, data.source, recompute)
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def stored_run(experiment: str, config, seed: int, measure: Callable[[Cifar10], dict],
-               data_dir=None, device=None, recompute: bool = False, root: Path | None = None,
-               checkpoint_root: Path | None = None) -> dict:
-    """The run (experiment, config, seed) from the store, or `measure(data)` computed and stored.
-
-    `data` is CIFAR-10 from `data_dir` as the config asks (its train_subset / test_subset, if it
-    has them), on `device` (default: the GPU if there is one). Data is loaded only when needed.
-    """
-    if not recompute and (stored := load_run(experiment, config, seed, root)):
-        return stored
-    device = torch.device(device or default_device())
-    data = load_data(config, data_dir, device)
-    return cached_run(experiment, config, seed, lambda: measure(data), device, data.source,
-                      recompute, root, checkpoint_root)
 
 
 def load_data(config, data_dir=None, device=None) -> Cifar10:

@@ -48,8 +48,7 @@ from .config import TrainConfig, network_fields
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import CIFAR_DEPTHS, build_model, stack_models
 from .fileio import save_torch_atomic
-from .results import (checkpoint_path, config_hash, default_device, git_commit, load_data, load_run,
-                      store_run, stored_run)
+from .results import Store, config_hash, default_device, get_or_measure, git_commit, load_data
 
 
 DIVERGENCE_FACTOR = 10.0    # diverged: loss > max(divergence_loss, this x the initial loss), or non-finite
@@ -408,40 +407,39 @@ def load_checkpoint(path: Path, cfgs: list[TrainConfig], seeds: list[int], runs:
     return [RunState(**s) for s in saved["runs"]]
 
 
-def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", data_dir=None,
-                 device=None, recompute: bool = False, progress: bool = True,
-                 root: Path | None = None, checkpoint_root: Path | None = None,
-                 compile: bool = False) -> dict:
-    """One stored training run: loaded from the results store if complete, else trained (resuming
-    from its checkpoint if a previous attempt was interrupted) and stored."""
-    checkpoint = checkpoint_path(experiment, cfg, seed, checkpoint_root)
+def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", data_dir=None, *,
+                 device=None, recompute: bool = False, progress: bool = True, compile: bool = False,
+                 store: Store | None = None) -> dict:
+    """One stored training run: loaded from the store if complete, else trained (resuming from its
+    checkpoint if a previous attempt was interrupted) and stored."""
+    store = store or Store()
+    checkpoint = store.checkpoint(experiment, cfg, seed)
     if recompute:
         checkpoint.unlink(missing_ok=True)
-    run = stored_run(experiment, cfg, seed,
-                     lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile),
-                     data_dir, device, recompute, root, checkpoint_root)
+    run = get_or_measure(experiment, cfg, seed,
+                         lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile),
+                         data_dir, device, recompute, store)
     checkpoint.unlink(missing_ok=True)  # a stored run's checkpoint is never resumed again
     return run
 
 
-def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=None, device=None,
-                 progress: bool = True, root: Path | None = None,
-                 checkpoint_root: Path | None = None, compile: bool = False) -> None:
+def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=None, *, device=None,
+                 progress: bool = True, compile: bool = False, store: Store | None = None) -> None:
     """Train the runs of `cfgs` (one seed) missing from the store together (`train_together`), with
     one checkpoint for the batch, and store each run with the batch's provenance."""
-    missing = [cfg for cfg in cfgs if load_run(experiment, cfg, seed, root) is None]
+    store = store or Store()
+    missing = [cfg for cfg in cfgs if store.get(experiment, cfg, seed) is None]
     if not missing:
         return
     device = torch.device(device or default_device())
     data = load_data(missing[0], data_dir, device)
     key = hashlib.sha256(" ".join(config_hash(c) for c in missing).encode()).hexdigest()[:12]
-    checkpoint = checkpoint_path(experiment, missing[0], seed, checkpoint_root).parent.with_name(f"together-{key}")
+    checkpoint = store.checkpoint(experiment, missing[0], seed).parent.with_name(f"together-{key}")
     checkpoint = checkpoint / f"seed{seed}.pt"
     start, commit = time.perf_counter(), git_commit()
     results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
     for cfg, result in zip(missing, results):
-        store_run(experiment, cfg, seed, result, device, time.perf_counter() - start, data.source, root,
-                  commit)
+        store.put(experiment, cfg, seed, result, device, time.perf_counter() - start, data.source, commit)
     checkpoint.unlink(missing_ok=True)
 
 
@@ -457,18 +455,17 @@ def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig
     return batches
 
 
-def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=None, device=None,
-             progress: bool = True, root: Path | None = None,
-             checkpoint_root: Path | None = None, together: int = 1, compile: bool = False) -> list[dict]:
+def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=None, *, device=None,
+             progress: bool = True, together: int = 1, compile: bool = False,
+             store: Store | None = None) -> list[dict]:
     """Every config's stored run for `seed`, training what is missing, `together` runs at a time
     where they can share one model (`train_together`); an interrupted grid resumes where it stopped
     (stored runs are loaded, interrupted ones continue from their checkpoint)."""
-    kwargs = dict(data_dir=data_dir, device=device, progress=progress, root=root,
-                  checkpoint_root=checkpoint_root, compile=compile)
+    kwargs = dict(device=device, progress=progress, compile=compile, store=store or Store())
     if together > 1:
         for group in together_groups(configs, together):
-            run_together(group, seed, experiment, **kwargs)
-    return [run_training(cfg, seed, experiment, **kwargs) for cfg in configs]
+            run_together(group, seed, experiment, data_dir, **kwargs)
+    return [run_training(cfg, seed, experiment, data_dir, **kwargs) for cfg in configs]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -495,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
             extra = {"rates_per_decade": args.rates_per_decade} if name == "sweep" else {}
             grid = GRIDS[name](args.preset, **extra)
             start = time.perf_counter()
-            runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, args.device,
+            runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, device=args.device,
                             together=args.together, compile=args.compile)
             statuses = ", ".join(f"{c.lr:g}{'' if c.bn else ' no BN'}: {r['result']['status']}"
                                  for c, r in zip(grid, runs))

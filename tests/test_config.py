@@ -83,7 +83,7 @@ def test_a_field_added_with_its_neutral_value_keeps_every_stored_key():
 def test_the_committed_store_keys_are_the_configs_identities():
     """Every stored run sits under the hash of its stored config, as it is read back today."""
     from shared.experiments import EXPERIMENTS
-    from shared.results import RESULTS_ROOT
+    from shared.paths import RESULTS_ROOT
     checked = 0
     for path in RESULTS_ROOT.glob("*/*/seed*/provenance.json"):
         prov = json.loads(path.read_text())

@@ -3,7 +3,7 @@ import torch
 
 from shared import experiments as X
 from shared.models import weight_layers
-from shared.results import config_runs
+from shared.results import Store
 
 from test_train import random_cifar
 
@@ -51,10 +51,10 @@ def test_fig2_no_bn_gradients_are_larger_and_heavier_tailed():
 
 
 def test_command_line_stores_one_run_per_seed(tmp_path, monkeypatch):
-    monkeypatch.setattr("shared.results.RESULTS_ROOT", tmp_path)
+    monkeypatch.setattr("shared.paths.RESULTS_ROOT", tmp_path)
     X.main(["fig7_singular_values", "--preset", "smoke", "--seeds", "0", "1", "--set", "n=32"])
     cfg = X.experiment_config("fig7_singular_values", "smoke", n=32)
-    runs = config_runs("fig7_singular_values", cfg, tmp_path)
+    runs = Store(tmp_path).runs("fig7_singular_values", cfg)
     assert [r["provenance"]["seed"] for r in runs] == [0, 1]
     assert runs[0]["result"]["1"]["max"] != runs[1]["result"]["1"]["max"]
 

@@ -13,7 +13,7 @@ import pytest
 
 from shared.config import train_config
 from shared.fileio import remove_stale_temps, write_atomic
-from shared.results import cached_run, checkpoint_path, load_run, run_dir
+from shared.results import Store
 
 # Run in a subprocess: one smoke training run into the store at argv[1]; it SIGKILLs itself just
 # before the argv[3]-th atomic rename onto a file named argv[2] ("-": never).
@@ -21,6 +21,7 @@ TRAIN = """
 import os, signal, sys
 from pathlib import Path
 from shared.config import train_config
+from shared.results import Store
 from shared.train import run_training
 
 root, target, nth = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -35,8 +36,8 @@ def replace(src, dst):
 
 os.replace = replace
 cfg = train_config("smoke", epochs=3, max_epochs=3, steps_per_epoch=4)
-run_training(cfg, 1, "fault", data_dir=sys.argv[4], device="cpu", progress=False,
-             root=root / "results", checkpoint_root=root / "checkpoints")
+run_training(cfg, 1, "fault", sys.argv[4], device="cpu", progress=False,
+             store=Store(root / "results", root / "checkpoints"))
 """
 
 
@@ -48,7 +49,7 @@ def train_process(root, data, target="-", nth=0) -> subprocess.CompletedProcess:
 
 def stored_result(root) -> dict:
     cfg = train_config("smoke", epochs=3, max_epochs=3, steps_per_epoch=4)
-    run = load_run("fault", cfg, 1, root / "results")
+    run = Store(root / "results").get("fault", cfg, 1)
     assert run is not None, "the run was not stored"
     return {**run["result"], "metrics": [{k: v for k, v in m.items() if k != "wall_s"} for m in run["result"]["metrics"]]}
 
@@ -77,11 +78,12 @@ def test_a_killed_training_process_resumes_to_the_uninterrupted_result(tmp_path,
 
 def test_a_damaged_result_names_its_file_and_the_way_out(tmp_path):
     cfg = train_config("smoke")
-    cached_run("unit", cfg, 0, lambda: {"x": 1}, "cpu", root=tmp_path, checkpoint_root=tmp_path / "ck")
-    path = run_dir("unit", cfg, 0, tmp_path) / "result.json"
+    store = Store(tmp_path, tmp_path / "ck")
+    store.get_or_compute("unit", cfg, 0, lambda: {"x": 1}, "cpu")
+    path = store.run_dir("unit", cfg, 0) / "result.json"
     path.write_text(path.read_text()[:5])
     with pytest.raises(ValueError, match=r"result.json .*delete its folder .*seed0 to compute it again"):
-        load_run("unit", cfg, 0, tmp_path)
+        store.get("unit", cfg, 0)
 
 
 @pytest.mark.parametrize("content", [b"PK\x03\x04 truncated zip", os.urandom(2000)], ids=["truncated", "random"])
@@ -89,12 +91,12 @@ def test_a_damaged_checkpoint_names_its_file_and_the_way_out(tmp_path, tiny_imag
     from shared.train import run_training
 
     cfg = train_config("smoke", epochs=1, max_epochs=1, steps_per_epoch=2)
-    path = checkpoint_path("unit", cfg, 0, tmp_path / "ck")
+    store = Store(tmp_path / "results", tmp_path / "ck")
+    path = store.checkpoint("unit", cfg, 0)
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
     with pytest.raises(ValueError, match=r"seed0.pt .*delete it to start these runs afresh") as error:
-        run_training(cfg, 0, "unit", data_dir=tiny_image_folder, device="cpu", progress=False,
-                     root=tmp_path / "results", checkpoint_root=tmp_path / "ck")
+        run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
     assert "weights_only" not in str(error.value)
 
 
@@ -111,6 +113,7 @@ def test_stale_temp_files_are_removed_by_the_next_write_and_fresh_ones_kept(tmp_
 
 def test_a_stored_run_leaves_no_lock_file(tmp_path):
     cfg = train_config("smoke")
-    cached_run("unit", cfg, 0, lambda: {"x": 1}, "cpu", root=tmp_path, checkpoint_root=tmp_path / "ck")
+    store = Store(tmp_path, tmp_path / "ck")
+    store.get_or_compute("unit", cfg, 0, lambda: {"x": 1}, "cpu")
     assert not list((tmp_path / "ck").rglob("*.lock"))
-    assert json.loads((run_dir("unit", cfg, 0, tmp_path) / "result.json").read_text()) == {"x": 1}
+    assert json.loads((store.run_dir("unit", cfg, 0) / "result.json").read_text()) == {"x": 1}

@@ -4,17 +4,17 @@ on the real dataset (the JPEG copy of CIFAR-10 the results were computed on)."""
 import pytest
 
 from shared.experiments import experiment_config, run_experiment
-from shared.results import load_run
+from shared.results import Store
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["fig2_gradients", "fig5_depth_profile"])
 def test_stored_result_is_reproduced(experiment, real_archive, tmp_path):
     cfg = experiment_config(experiment, "paper")
-    stored = load_run(experiment, cfg, 0)
+    stored = Store().get(experiment, cfg, 0)
     assert stored is not None, f"no committed {experiment} result for seed 0"
     assert real_archive.name in stored["provenance"]["data"]
-    fresh = run_experiment(experiment, cfg, 0, real_archive, device="cpu", root=tmp_path)
+    fresh = run_experiment(experiment, cfg, 0, real_archive, device="cpu", store=Store(tmp_path, tmp_path / "ck"))
     assert fresh["provenance"]["data"] == stored["provenance"]["data"]  # the same pixels
     compare(fresh["result"], stored["result"])
 

@@ -6,7 +6,7 @@ import pytest
 
 from shared.config import train_config
 from shared.plotting import runs_summary, training_title
-from shared.results import (cached_run, config_hash, load_run, run_dir, stored_runs, write_json)
+from shared.results import Store, config_hash, write_json
 
 
 def test_config_hash_is_stable_and_sensitive():
@@ -22,40 +22,40 @@ def test_cached_run_stores_provenance_and_does_not_recompute(tmp_path):
         calls.append(1)
         return {"value": 42}
 
-    first = cached_run("exp", cfg, 3, compute, "cpu", "test data", root=tmp_path, checkpoint_root=tmp_path / "ck")
-    again = cached_run("exp", cfg, 3, compute, "cpu", root=tmp_path, checkpoint_root=tmp_path / "ck")
+    first = Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 3, compute, "cpu", "test data")
+    again = Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 3, compute, "cpu")
     assert calls == [1] and again == first and first["result"] == {"value": 42}
     prov = first["provenance"]
     assert prov["seed"] == 3 and prov["config"]["arch"] == "resnet20" and prov["data"] == "test data"
     assert prov["config_hash"] == config_hash(cfg) and prov["precision"] == "fp32"
     for key in ("git_commit", "torch_version", "device", "date", "duration_s"):
         assert prov[key] not in (None, "")
-    assert run_dir("exp", cfg, 3, tmp_path) == tmp_path / "exp" / config_hash(cfg) / "seed3"
-    cached_run("exp", cfg, 3, compute, "cpu", recompute=True, root=tmp_path, checkpoint_root=tmp_path / "ck")
+    assert Store(tmp_path).run_dir("exp", cfg, 3) == tmp_path / "exp" / config_hash(cfg) / "seed3"
+    Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 3, compute, "cpu", recompute=True)
     assert calls == [1, 1]
 
 
 def test_incomplete_run_is_not_loaded(tmp_path):
     cfg = train_config("smoke")
-    write_json(run_dir("exp", cfg, 0, tmp_path) / "provenance.json", {"seed": 0})
-    assert load_run("exp", cfg, 0, tmp_path) is None
+    write_json(Store(tmp_path).run_dir("exp", cfg, 0) / "provenance.json", {"seed": 0})
+    assert Store(tmp_path).get("exp", cfg, 0) is None
 
 
 def test_failed_compute_leaves_no_result(tmp_path):
     cfg = train_config("smoke")
     with pytest.raises(RuntimeError):
-        cached_run("exp", cfg, 0, lambda: (_ for _ in ()).throw(RuntimeError("boom")), "cpu",
-                   root=tmp_path, checkpoint_root=tmp_path / "ck")
-    assert load_run("exp", cfg, 0, tmp_path) is None
+        Store(tmp_path, tmp_path / "ck").get_or_compute(
+            "exp", cfg, 0, lambda: (_ for _ in ()).throw(RuntimeError("boom")), "cpu")
+    assert Store(tmp_path).get("exp", cfg, 0) is None
 
 
 def test_stored_runs_filters_on_config(tmp_path):
     for lr in (0.1, 0.01):
         for seed in (0, 1):
-            cached_run("exp", train_config("smoke", lr=lr), seed, lambda: {"ok": True}, "cpu",
-                       root=tmp_path, checkpoint_root=tmp_path / "ck")
-    assert len(stored_runs("exp", tmp_path)) == 4
-    runs = stored_runs("exp", tmp_path, lr=0.01)
+            Store(tmp_path, tmp_path / "ck").get_or_compute("exp", train_config("smoke", lr=lr), seed,
+                                                            lambda: {"ok": True}, "cpu")
+    assert len(Store(tmp_path).runs("exp")) == 4
+    runs = Store(tmp_path).runs("exp", lr=0.01)
     assert sorted(r["provenance"]["seed"] for r in runs) == [0, 1]
 
 
@@ -63,8 +63,8 @@ def _store_many(args):
     root, seed = args
     cfg = train_config("smoke")
     for i in range(20):
-        cached_run("exp", cfg, seed, lambda: {"seed": seed, "payload": list(range(2000)), "i": i}, "cpu",
-                   recompute=True, root=root, checkpoint_root=root / "ck")
+        Store(root, root / "ck").get_or_compute(
+            "exp", cfg, seed, lambda: {"seed": seed, "payload": list(range(2000)), "i": i}, "cpu", recompute=True)
     return seed
 
 
@@ -72,17 +72,18 @@ def test_two_processes_with_different_seeds_do_not_corrupt_each_other(tmp_path):
     with mp.get_context("spawn").Pool(2) as pool:
         assert sorted(pool.map(_store_many, [(tmp_path, 0), (tmp_path, 1)])) == [0, 1]
     for seed in (0, 1):
-        run = load_run("exp", train_config("smoke"), seed, tmp_path)
+        run = Store(tmp_path).get("exp", train_config("smoke"), seed)
         assert run["result"]["seed"] == seed and run["result"]["i"] == 19
         assert run["provenance"]["seed"] == seed
     leftovers = [p for p in tmp_path.rglob(".*") if p.is_file()]
     assert leftovers == []  # no temporary files left behind
-    json.loads((run_dir("exp", train_config("smoke"), 0, tmp_path) / "result.json").read_text())
+    json.loads((Store(tmp_path).run_dir("exp", train_config("smoke"), 0) / "result.json").read_text())
 
 
 def test_runs_summary_counts_runs_and_distinct_seeds(tmp_path):
-    runs = [cached_run("exp", train_config("smoke", lr=lr), seed, lambda: {}, "cpu", "test data",
-                       root=tmp_path, checkpoint_root=tmp_path / "ck") for lr, seed in ((0.1, 0), (0.01, 0), (0.1, 1))]
+    store = Store(tmp_path, tmp_path / "ck")
+    runs = [store.get_or_compute("exp", train_config("smoke", lr=lr), seed, lambda: {}, "cpu", "test data")
+            for lr, seed in ((0.1, 0), (0.01, 0), (0.1, 1))]
     assert "preset smoke; 2 seed(s) [0, 1];" in runs_summary(runs[::2], "smoke")
     assert "preset smoke; 3 runs, seed(s) [0, 1];" in runs_summary(runs, "smoke")
     assert "data test data;" in runs_summary(runs, "smoke")
@@ -91,7 +92,7 @@ def test_runs_summary_counts_runs_and_distinct_seeds(tmp_path):
 
 def test_training_title_says_how_a_preset_is_reduced(tmp_path):
     cfg = train_config("cpu")
-    run = cached_run("exp", cfg, 0, lambda: {}, "cpu", root=tmp_path, checkpoint_root=tmp_path / "ck")
+    run = Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 0, lambda: {}, "cpu")
     title = training_title(cfg, "cpu", [run, run])
     assert title.startswith("resnet110, cpu preset (reduced: 5,000-image training subset, "
                             "2,000-image test subset, 10 epochs); 1 seed(s); cpu")
@@ -101,7 +102,7 @@ def test_training_title_says_how_a_preset_is_reduced(tmp_path):
 @pytest.mark.parametrize("seed", [True, -1, "3", 1.0, None])
 def test_a_seed_must_be_a_non_negative_int(seed, tmp_path):
     with pytest.raises(ValueError, match=rf"seed must be a non-negative int, got {re.escape(repr(seed))}"):
-        run_dir("exp", train_config("smoke"), seed, tmp_path)
+        Store(tmp_path).run_dir("exp", train_config("smoke"), seed)
 
 
 def test_the_command_line_names_a_bad_seed_or_setting(capsys):

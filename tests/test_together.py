@@ -6,7 +6,7 @@ from helpers import TINY, random_cifar
 
 from shared.config import network_fields, train_config
 from shared.models import build_model, count_parameters, stack_models, unstack_state
-from shared.results import load_run
+from shared.results import Store
 from shared.train import StackedSGD, check_stackable, run_grid, together_groups, train, train_together
 
 
@@ -126,8 +126,8 @@ def test_a_diverging_run_leaves_the_others_untouched(tmp_path):
 
 def test_grid_trained_together_stores_each_run(tmp_path, monkeypatch, tiny_image_folder):
     grid = [train_config("smoke", lr=lr, epochs=1, max_epochs=1, **TINY) for lr in (0.1, 0.01, 0.001)]
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False, root=tmp_path / "results",
-                  checkpoint_root=tmp_path / "ck")
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
+                  store=Store(tmp_path / "results", tmp_path / "ck"))
     runs = run_grid(grid, 4, "grid", together=2, **kwargs)
     assert [r["result"]["engine"]["runs_together"] for r in runs] == [2, 2, 1]
     assert all(r["provenance"]["seed"] == 4 and r["provenance"]["config"]["lr"] == c.lr
@@ -135,7 +135,7 @@ def test_grid_trained_together_stores_each_run(tmp_path, monkeypatch, tiny_image
     assert not list((tmp_path / "ck").rglob("*.pt"))  # finished batches leave no checkpoint
     monkeypatch.setattr("shared.train.train_together", lambda *a, **k: pytest.fail("retrained"))
     assert run_grid(grid, 4, "grid", together=2, **kwargs) == runs
-    assert load_run("grid", grid[1], 4, tmp_path / "results") == runs[1]
+    assert Store(tmp_path / "results").get("grid", grid[1], 4) == runs[1]
 
 
 def test_compiled_training_equals_eager(tmp_path):
@@ -159,8 +159,8 @@ def test_together_groups_share_everything_but_rate_and_length():
 def test_interrupted_batch_trained_together_resumes(tmp_path, monkeypatch, tiny_image_folder):
     import shared.train as T
     grid = [train_config("smoke", lr=lr, epochs=2, max_epochs=2, **TINY) for lr in (0.1, 0.01)]
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False, root=tmp_path / "results",
-                  checkpoint_root=tmp_path / "ck")
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
+                  store=Store(tmp_path / "results", tmp_path / "ck"))
     real_run_epoch, epochs_trained = T.run_epoch, []
 
     def killed_in_second_epoch(cfgs, runs, loaders, data, states, steps):

@@ -3,7 +3,7 @@ import torch
 from helpers import TINY, random_cifar
 
 from shared.config import divergence_grid, fig1_grid, sweep_grid, train_config
-from shared.results import load_run
+from shared.results import Store
 from shared.data import load_cifar10
 from shared.train import (DIVERGENCE_CHECK_EVERY, divergence_thresholds, divergent,
                           first_step, learning_failure, lr_at, next_total_epochs, plateaued,
@@ -162,15 +162,15 @@ def test_small_rate_does_not_diverge_and_learns():
 
 def test_run_training_stores_and_then_loads(tmp_path, monkeypatch, tiny_image_folder):
     cfg = train_config("smoke", epochs=1, max_epochs=1, **TINY)
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False, root=tmp_path / "results",
-                  checkpoint_root=tmp_path / "ck")
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
+                  store=Store(tmp_path / "results", tmp_path / "ck"))
     first = run_training(cfg, 2, "unit", **kwargs)
     assert first["result"]["status"] == "completed"
     assert first["provenance"]["seed"] == 2 and "cpu" in first["provenance"]["device"]
     assert first["provenance"]["data"].startswith(f"image-folder tree {tiny_image_folder.name}")
     monkeypatch.setattr("shared.train.train", lambda *a, **k: pytest.fail("retrained"))
     assert run_training(cfg, 2, "unit", **kwargs) == first
-    assert load_run("unit", cfg, 2, tmp_path / "results") == first
+    assert Store(tmp_path / "results").get("unit", cfg, 2) == first
 
 
 def test_fig1_grid_and_sweep_cover_the_papers_settings():
@@ -189,8 +189,8 @@ def test_fig1_grid_and_sweep_cover_the_papers_settings():
 def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_image_folder):
     import shared.train as T
     grid = fig1_grid("smoke", epochs=2, max_epochs=2, **TINY)[:2]
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False, root=tmp_path / "results",
-                  checkpoint_root=tmp_path / "ck")
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
+                  store=Store(tmp_path / "results", tmp_path / "ck"))
     real_run_epoch, calls = T.run_epoch, []
 
     def killed_in_second_run(cfgs, runs, loaders, data, states, steps):
@@ -201,8 +201,8 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_i
     monkeypatch.setattr(T, "run_epoch", killed_in_second_run)
     with pytest.raises(KeyboardInterrupt):
         run_grid(grid, 0, "grid", **kwargs)
-    assert load_run("grid", grid[0], 0, tmp_path / "results") is not None
-    assert load_run("grid", grid[1], 0, tmp_path / "results") is None
+    assert Store(tmp_path / "results").get("grid", grid[0], 0) is not None
+    assert Store(tmp_path / "results").get("grid", grid[1], 0) is None
 
     def counting(cfgs, *args):
         calls.append(cfgs[0])
@@ -216,8 +216,8 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_i
 
 def test_the_training_command_runs_grids_into_the_store_and_resumes(tmp_path, monkeypatch, capsys,
                                                                     tiny_image_folder):
-    monkeypatch.setattr("shared.results.RESULTS_ROOT", tmp_path / "results")
-    monkeypatch.setattr("shared.results.CHECKPOINT_ROOT", tmp_path / "ck")
+    monkeypatch.setattr("shared.paths.RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr("shared.paths.CHECKPOINT_ROOT", tmp_path / "ck")
     argv = ["fig1", "divergence", "--preset", "smoke", "--seeds", "0", "--data-dir", str(tiny_image_folder),
             "--device", "cpu"]
     main(argv)
@@ -225,7 +225,7 @@ def test_the_training_command_runs_grids_into_the_store_and_resumes(tmp_path, mo
     assert "fig1 preset smoke seed 0: 6 runs" in out and "divergence preset smoke seed 0: 4 runs" in out
     stored = list((tmp_path / "results" / "training").glob("*/seed0/result.json"))
     assert len(stored) == 10 and not list((tmp_path / "ck").rglob("*.pt"))  # no checkpoint left
-    divergence = [load_run("training", c, 0, tmp_path / "results") for c in divergence_grid("smoke")]
+    divergence = [Store(tmp_path / "results").get("training", c, 0) for c in divergence_grid("smoke")]
     assert all(len(r["result"]["metrics"][0]["step_losses"]) == r["result"]["metrics"][0]["steps"]
                for r in divergence)
     monkeypatch.setattr("shared.train.train", lambda *a, **k: pytest.fail("retrained"))
