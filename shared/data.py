@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -288,11 +289,15 @@ def _find_source(path: Path, download: bool) -> tuple[str, Path]:
 
 
 def _download(path: Path) -> None:
-    """Fetch the official python release into `path` with torchvision."""
+    """Fetch the official python release into `path` with torchvision; a failed download leaves
+    no folder behind that it created."""
+    created = not path.exists()
     try:
         for train in (True, False):
             torchvision.datasets.CIFAR10(root=str(path), train=train, download=True)
     except Exception as e:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
         raise _error(f"CIFAR-10 not found in {path} ({_layouts_tried(path)}), and downloading it "
                      f"there with torchvision failed: {type(e).__name__}: {e}") from e
 

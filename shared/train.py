@@ -57,6 +57,24 @@ CHANCE_ACCURACY = 0.15       # a final test accuracy at or below this is "at cha
 
 
 @dataclass
+class RunEnd:
+    """How a run ended: "completed" (`failure` says if it still failed to learn) or "diverged" at
+    `diverged_step` (in `diverged_epoch`), with the step losses up to it."""
+    status: str
+    failure: str | None
+    diverged_step: int | None = None
+    diverged_epoch: int | None = None
+    diverged_trace: list[float] = field(default_factory=list)
+
+    def stored(self) -> dict:
+        """The fields as a stored result holds them (a completed run has no diverged_epoch)."""
+        values = asdict(self)
+        if self.diverged_epoch is None:
+            del values["diverged_epoch"]
+        return values
+
+
+@dataclass
 class RunState:
     """One run's training state, saved in its checkpoint after every epoch."""
     total_epochs: int                   # the schedule's current length (the doubling rule may grow it)
@@ -64,7 +82,11 @@ class RunState:
     metrics: list[dict] = field(default_factory=list)  # one row per epoch trained
     initial_loss: float | None = None   # the first mini-batch's loss, before any update
     first_above_step: int | None = None  # first step with loss > divergence_loss or non-finite
-    result: dict | None = None          # set when the run ends: status, diverged_step, ...
+    result: RunEnd | None = None        # set when the run ends
+
+    def __post_init__(self):
+        if isinstance(self.result, dict):  # read back from a checkpoint
+            self.result = RunEnd(**self.result)
 
     @property
     def active(self) -> bool:
@@ -316,7 +338,7 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
                 on_epoch_end(states[0].epoch)
     bar.close()
     engine = {"runs_together": len(cfgs), "compiled": compile, "memory_format": "channels_last"}
-    return [{**s.result, "epochs": s.total_epochs, "initial_loss": s.initial_loss,
+    return [{**s.result.stored(), "epochs": s.total_epochs, "initial_loss": s.initial_loss,
              "first_above_step": s.first_above_step, "metrics": s.metrics, "engine": engine}
             for s in states]
 
@@ -370,15 +392,13 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
         if epoch < cfg.record_step_losses:
             state.metrics[-1]["step_losses"] = step_losses[:, k].tolist()
         if not ok:
-            state.result = {"status": "diverged", "diverged_step": epoch * steps + bad_step,
-                            "diverged_epoch": epoch + 1, "failure": "diverged",
-                            "diverged_trace": step_losses[:bad_step + 1, k].tolist()}
+            state.result = RunEnd("diverged", "diverged", epoch * steps + bad_step, epoch + 1,
+                                  step_losses[:bad_step + 1, k].tolist())
             continue
         losses = [m["train_loss"] for m in state.metrics]
         state.total_epochs = next_total_epochs(cfg, state.epoch, state.total_epochs, losses)
         if state.epoch >= state.total_epochs:
-            state.result = {"status": "completed", "diverged_step": None, "diverged_trace": [],
-                            "failure": learning_failure(state.initial_loss, state.metrics)}
+            state.result = RunEnd("completed", learning_failure(state.initial_loss, state.metrics))
 
 
 def learning_failure(initial_loss: float, metrics: list[dict]) -> str | None:

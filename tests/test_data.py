@@ -162,7 +162,8 @@ def test_empty_dir_without_download_names_the_layouts(tmp_path):
 
 
 def test_failed_download_is_explained(tmp_path, monkeypatch):
-    def offline(**kwargs):
+    def offline(root, **kwargs):
+        Path(root).mkdir(parents=True, exist_ok=True)  # as torchvision does before it downloads
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(D.torchvision.datasets, "CIFAR10", offline)
@@ -170,6 +171,7 @@ def test_failed_download_is_explained(tmp_path, monkeypatch):
         load_cifar10(tmp_path / "new", cache_dir=tmp_path / "cache")
     assert isinstance(e.value.__cause__, urllib.error.URLError)
     assert str(tmp_path / "new") in str(e.value) and DATA_DIR_ENV in str(e.value)
+    assert not (tmp_path / "new").exists(), "a failed download leaves the folder it created"
 
 
 def test_wrong_class_folders(tmp_path):

@@ -230,3 +230,16 @@ def test_the_training_command_runs_grids_into_the_store_and_resumes(tmp_path, mo
                for r in divergence)
     monkeypatch.setattr("shared.train.train", lambda *a, **k: pytest.fail("retrained"))
     main(argv)  # everything is stored: nothing is trained again
+
+
+def test_a_runs_end_is_stored_as_before_and_read_back_from_a_checkpoint():
+    from dataclasses import asdict
+
+    from shared.train import RunEnd, RunState
+
+    assert RunEnd("completed", None).stored() == {"status": "completed", "failure": None,
+                                                  "diverged_step": None, "diverged_trace": []}
+    diverged = RunEnd("diverged", "diverged", 12, 1, [2.3, 1e9])
+    assert diverged.stored()["diverged_epoch"] == 1
+    state = RunState(total_epochs=3, epoch=1, result=diverged)
+    assert RunState(**asdict(state)) == state and not state.active
