@@ -225,8 +225,10 @@ def claims(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, lay
     out.append(judged(f"One rate gives the paper's scale in every layer: where layer {layers[-1]}'s variance "
                       "reaches the paper's, the other layers' match it too",
                       ", ".join(f"layer {k}: variances ≤ {paper[k][2]:.2g}" for k in layers[:-1]),
-                      f"at rate ≈ {there['rate']:.2g}: "
-                      + ", ".join(f"layer {k}: ≤ {there[f'layer {k} var there']:.2g}" for k in layers[:-1]),
+                      (f"at rate ≈ {there['rate']:.2g}: "
+                       + ", ".join(f"layer {k}: ≤ {there[f'layer {k} var there']:.2g}" for k in layers[:-1]))
+                      if np.isfinite(there["rate"]) else
+                      f"no rate: layer {layers[-1]} does not reach the paper's variance within the update",
                       all_of(verdicts), unless))
     late = summary.loc[layers[-1], "visible from %"]
     out.append(judged(f"The blow-up happens late in the step: layer {layers[-1]}'s variances are flat on the "

@@ -160,7 +160,8 @@ def test_claims_partly_and_no():
     partly = claims_of([run(0, paper_like(var80_end=5.5e14))])
     assert partly["Layer 80 at 100 % of the step"].verdict == PARTLY
     assert partly["One rate gives the paper's scale in every layer"].verdict == NO
-    assert "nan" in partly["One rate gives the paper's scale in every layer"].ours
+    assert partly["One rate gives the paper's scale in every layer"].ours == (
+        "no rate: layer 80 does not reach the paper's variance within the update")
     no = claims_of([run(0, paper_like(var8_end=2e7, var80_path=[0.5, 0.5, 1e15, 1e16, 2e16]))])
     assert no["Layer 8 at 100 % of the step"].verdict == NO
     assert no["Deeper layers blow up more"].verdict == NO
