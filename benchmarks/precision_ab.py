@@ -42,7 +42,7 @@ def precision_ab(preset: str, seeds: list[int], precisions: list[str], data_dir=
     rows = []
     for precision in precisions:
         grid = fig1_grid(preset, precision=precision)[:settings]
-        by_seed = [run_grid(grid, seed, TRAINING_EXPERIMENT, data_dir, device, progress=False,
+        by_seed = [run_grid(grid, seed, TRAINING_EXPERIMENT, data_dir, device=device, progress=False,
                             together=together) for seed in seeds]
         for i, cfg in enumerate(grid):
             runs = [seed_runs[i] for seed_runs in by_seed]
