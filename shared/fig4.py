@@ -17,6 +17,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from .plotting import seed_result  # noqa: F401 (the notebooks call them here)
 from .claims import NO, YES, Claim, at_least, holds, judged, unjudged_reason
 from .paper import FIG4_AT_100
 
@@ -49,11 +50,6 @@ def high(values: np.ndarray, axis=None):
 def low(values: np.ndarray) -> float:
     """The smallest value, -inf if any value is non-finite (an overflow)."""
     return -np.inf if np.isnan(values).any() else values.min()
-
-
-def seed_result(runs: list[dict], seed: int) -> dict:
-    """The stored result of `seed`'s run."""
-    return next(r["result"] for r in runs if r["provenance"]["seed"] == seed)
 
 
 def layer_row(result: dict, k) -> dict:

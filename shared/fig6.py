@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .plotting import seed_result  # noqa: F401 (the notebooks call them here)
 from .claims import Claim, holds, judged, unjudged_reason
 
 NETWORKS = {"no_bn": "w/o BN", "bn": "with BN"}
@@ -29,11 +30,6 @@ PAPER_COLOUR_RANGE = 0.5  # the paper's colour bar, about ±0.004 for 128 images
 def colour_limit(batch_size: int) -> float:
     """The heatmaps' colour range ±0.5 / batch size (±0.0039 for the paper's 128 images)."""
     return PAPER_COLOUR_RANGE / batch_size
-
-
-def seed_result(runs: list[dict], seed: int) -> dict:
-    """The stored result of `seed`'s run."""
-    return next(r["result"] for r in runs if r["provenance"]["seed"] == seed)
 
 
 def effective_columns(counts) -> float:

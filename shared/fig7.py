@@ -12,6 +12,7 @@ The notebook `07_fig7_singular_values` calls these.
 import numpy as np
 import pandas as pd
 
+from .plotting import seed_count, seed_result  # noqa: F401 (the notebooks call them here)
 from .claims import Claim, holds, judged, unjudged_reason
 from .probes import product_singular_value_law
 
@@ -30,11 +31,6 @@ def depths(runs: list[dict]) -> list[int]:
     return [int(m) for m in runs[0]["result"]]
 
 
-def shown_run(runs: list[dict], seed: int) -> dict:
-    """The result of the run of `seed` (the one whose histograms are drawn)."""
-    return next(r["result"] for r in runs if r["provenance"]["seed"] == seed)
-
-
 def law(m: int) -> dict:
     """The large-N law of a product of `m` matrices: singular values `s`, their `density`, and the
     `median` and `fraction_below_0.1` of its cumulative distribution."""
@@ -51,11 +47,6 @@ def seed_table(runs: list[dict]) -> pd.DataFrame:
              "fraction < 0.1": v["fraction_below_0.1"], "max / median": v["max"] / v["median"]}
             for r in runs for m, v in r["result"].items()]
     return pd.DataFrame(rows).set_index(["M", "seed"]).sort_index()
-
-
-def seed_count(table: pd.DataFrame) -> int:
-    """How many seeds `seed_table`'s table holds."""
-    return table.index.get_level_values("seed").nunique()
 
 
 def depth_table(table: pd.DataFrame, theory: dict[int, dict]) -> pd.DataFrame:
@@ -134,3 +125,6 @@ def claims(by_depth: pd.DataFrame, n_seeds: int, preset: str) -> list[Claim]:
                f"largest gap: {gap:.2g} (fraction below 0.1, absolute; median, relative)",
                holds(gap < 0.02, partly=gap < 0.1), unless),
     ]
+
+
+shown_run = seed_result  # the seed whose histograms are drawn

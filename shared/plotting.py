@@ -29,6 +29,16 @@ def save_figure(fig: plt.Figure, name: str, preset: str) -> Path | None:
     return directory / f"{stem}.png"
 
 
+def seed_result(runs: list[dict], seed: int) -> dict:
+    """The stored result of `seed`'s run among `runs` (the one a figure draws)."""
+    return next(r["result"] for r in runs if r["provenance"]["seed"] == seed)
+
+
+def seed_count(table: pd.DataFrame) -> int:
+    """How many seeds a per-seed table (a "seed" index level) holds."""
+    return table.index.get_level_values("seed").nunique()
+
+
 def runs_summary(runs: list[dict], preset: str) -> str:
     """One line of provenance for a figure: preset, seeds, devices, data, code versions."""
     provs = [r["provenance"] for r in runs]

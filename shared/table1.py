@@ -13,6 +13,7 @@ The notebook `08_table1_contributions` calls these.
 import numpy as np
 import pandas as pd
 
+from .plotting import seed_count  # noqa: F401 (the notebooks call them here)
 from .claims import Claim, holds, judged, unjudged_reason
 from .paper import TABLE1_RATIO
 
@@ -29,11 +30,6 @@ def contribution_table(runs: list[dict]) -> pd.DataFrame:
                          for r in runs for k in r["result"]["bn"]]).set_index(["layer", "seed"]).sort_index()
     long.columns = pd.MultiIndex.from_tuples(long.columns)
     return long
-
-
-def seed_count(long: pd.DataFrame) -> int:
-    """How many seeds `contribution_table`'s table holds."""
-    return long.index.get_level_values("seed").nunique()
 
 
 def layer_means(long: pd.DataFrame) -> pd.DataFrame:
