@@ -34,7 +34,6 @@ killed run resumed from its checkpoint continues exactly as if it had not been i
 
 import contextlib
 import hashlib
-import pickle
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -414,7 +413,7 @@ def load_checkpoint(path: Path, cfgs: list[TrainConfig], seeds: list[int], runs:
     """Restore the model and optimizer from `path`; return the runs' saved training states."""
     try:
         saved = torch.load(path, map_location=next(runs.model.parameters()).device, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+    except Exception as error:  # torch raises many kinds on a damaged file (even IndexError)
         raise ValueError(f"cannot read the checkpoint {path} ({type(error).__name__}): it is damaged or "
                          "not a checkpoint of this project; delete it to start these runs afresh") from None
     expected = [config_hash(c) for c in cfgs]
