@@ -291,17 +291,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def value(text: str):
+        """A Python literal (0.1, True, None, (1, 2)), a float's nan/inf spelling, or the text."""
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            return text
+            return float(text) if text.lower().lstrip("+-") in ("nan", "inf", "infinity") else text
 
     malformed = [item for item in args.set if "=" not in item]
     if malformed:
         parser.error(f"--set takes FIELD=VALUE pairs, got {' '.join(malformed)!r} "
                      f"(for example --set arch=resnet101 init=xavier_normal)")
     overrides = {k: value(v) for k, v in (item.split("=", 1) for item in args.set)}
-    cfg = experiment_config(args.experiment, args.preset, **overrides)
+    try:
+        cfg = experiment_config(args.experiment, args.preset, **overrides)
+    except ValueError as error:  # a bad field or value: one line naming it, not a traceback
+        parser.error(str(error))
     for seed in args.seeds:
         start = time.perf_counter()
         run_experiment(args.experiment, cfg, seed, args.data_dir, recompute=args.recompute)

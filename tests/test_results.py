@@ -113,9 +113,12 @@ def test_the_command_line_names_a_bad_seed_or_setting(capsys):
     with pytest.raises(SystemExit):
         main(["fig7_singular_values", "--set", "arch"])
     assert "--set takes FIELD=VALUE pairs, got 'arch'" in capsys.readouterr().err
-    with pytest.raises(ValueError, match=r"SingularValueConfig.n must be positive, got 0"):
-        main(["fig7_singular_values", "--set", "n=0"])
-    with pytest.raises(ValueError, match=r"DivergingUpdateConfig.lr must be a finite number, got 'nan'"):
-        main(["fig4_diverging_update", "--preset", "smoke", "--set", "lr=nan"])
-    with pytest.raises(ValueError, match=r"DivergingUpdateConfig.lr must be positive, got -1"):
-        main(["fig4_diverging_update", "--preset", "smoke", "--set", "lr=-1"])
+    for setting, message in (("n=0", "SingularValueConfig.n must be positive, got 0"),
+                             ("lr=nan", "DivergingUpdateConfig.lr must be a finite number, got nan (float)"),
+                             ("lr=abc", "DivergingUpdateConfig.lr must be a finite number, got 'abc' (str)"),
+                             ("lr=-1", "DivergingUpdateConfig.lr must be positive, got -1"),
+                             ("m=1", "unknown DivergingUpdateConfig field 'm'; valid: arch")):
+        experiment = "fig7_singular_values" if setting == "n=0" else "fig4_diverging_update"
+        with pytest.raises(SystemExit):
+            main([experiment, "--preset", "smoke", "--set", setting])
+        assert message in capsys.readouterr().err
