@@ -87,6 +87,21 @@ class RelativeLossConfig(ProbeConfig):
     sizes: int = 80                               # step sizes 10^-5.5 .. 10^0.5
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # Two choices the paper leaves open (issue: Fig 3 ablation). The step: "gradient", a plain step
+    # along the mini-batch gradient, or "update", along the optimiser's step per unit rate (momentum
+    # buffer and weight decay included). The network probed at mini-batch k: "trained" after the
+    # k - 1 preceding steps at the normal rate, or "init", every mini-batch at initialisation.
+    direction: str = added("gradient")
+    state: str = added("trained")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("direction", self.direction, FIG3_DIRECTIONS)
+        check_choice("state", self.state, FIG3_STATES)
+
+
+FIG3_DIRECTIONS = ("gradient", "update")
+FIG3_STATES = ("trained", "init")
 
 
 @dataclass(frozen=True)
@@ -163,8 +178,9 @@ def measure_contributions(cfg: ContributionConfig, data: Cifar10, seed: int) -> 
 
 
 def measure_relative_loss(cfg: RelativeLossConfig, data: Cifar10, seed: int) -> dict:
-    """Train each network of the pair at its normal rate for max(probe_batches) steps; before the
-    step on each probed mini-batch, measure the relative loss along that batch's gradient."""
+    """Train each network of the pair at its normal rate for max(probe_batches) steps (or, with
+    state "init", keep it at initialisation); before the step on each probed mini-batch, measure
+    the relative loss along that batch's gradient (or the optimiser's step: `cfg.direction`)."""
     loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfg.batch_size, seed)
     sizes = probes.step_sizes(cfg.sizes)
     result = {"sizes": sizes.tolist()}
@@ -172,15 +188,23 @@ def measure_relative_loss(cfg: RelativeLossConfig, data: Cifar10, seed: int) -> 
         lr = cfg.lr_bn if name == "bn" else cfg.lr_no_bn
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay)
+
+        def update(params, grads, optimizer=optimizer):
+            buffers = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+            return probes.sgd_direction(params, grads, buffers, cfg.momentum, cfg.weight_decay)
+
+        direction = update if cfg.direction == "update" else None
         curves = {}
         for step, (x, y) in zip(range(1, max(cfg.probe_batches) + 1), loader.epoch(0)):
             if step in cfg.probe_batches:
-                ratios = probes.relative_loss_along_gradient(model, x, y, sizes)
+                ratios = probes.relative_loss_along_gradient(model, x, y, sizes, direction)
                 best = int(torch.nan_to_num(ratios, nan=float("inf")).argmin())
                 curves[str(step)] = {
                     "relative_loss": ratios.tolist(),
                     "first_above_1e3": probes.first_exceeding(sizes, ratios, 1e3),
                     "best_relative_loss": ratios[best].item(), "best_size": sizes[best].item()}
+            if cfg.state == "init":
+                continue
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             optimizer.step()

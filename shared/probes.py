@@ -8,6 +8,7 @@ store. Section and figure numbers refer to Bjorck et al. (2018).
 import copy
 import math
 from contextlib import contextmanager
+from typing import Callable
 
 import numpy as np
 import torch
@@ -140,11 +141,28 @@ def step_sizes(n: int = 80, low: float = -5.5, high: float = 0.5) -> torch.Tenso
     return torch.logspace(low, high, n, dtype=torch.float64)
 
 
+# A step direction from the weights and their mini-batch gradients: d = direction(params, grads)
+Direction = Callable[[list[torch.Tensor], list[torch.Tensor]], list[torch.Tensor]]
+
+
+def sgd_direction(params: list[torch.Tensor], grads: list[torch.Tensor],
+                  buffers: list[torch.Tensor | None], momentum: float, weight_decay: float) -> list[torch.Tensor]:
+    """The direction d in which `torch.optim.SGD` (no dampening, no Nesterov) moves the weights
+    per unit rate, theta <- theta - lr * d: d = momentum * b + (g + weight_decay * theta) with b the
+    parameter's momentum buffer, or g + weight_decay * theta before the first step (b is None)."""
+    directions = []
+    for p, g, b in zip(params, grads, buffers):
+        d = g + weight_decay * p.detach()
+        directions.append(d if b is None or momentum == 0 else momentum * b + d)
+    return directions
+
+
 @contextmanager
-def gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    """Compute the mini-batch loss and gradient at the current weights theta; yield
-    (loss, move), where move(t) sets the weights to theta - t * g. On exit the model is restored
-    exactly, BN running statistics included (forward passes in train mode update them)."""
+def gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: Direction | None = None):
+    """Compute the mini-batch loss and gradient g at the current weights theta; yield
+    (loss, move), where move(t) sets the weights to theta - t * d, with d = g or, if given,
+    `direction(params, grads)`. On exit the model is restored exactly, BN running statistics
+    included (forward passes in train mode update them)."""
     state = copy.deepcopy(model.state_dict())
     model.zero_grad(set_to_none=True)
     loss = F.cross_entropy(model(x), y)
@@ -152,10 +170,11 @@ def gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     params = [p for p in model.parameters() if p.grad is not None]
     start = [p.detach().clone() for p in params]
     grads = [p.grad.detach().clone() for p in params]
+    steps = grads if direction is None else direction(params, grads)
 
     def move(t: float) -> None:
-        for p, p0, g in zip(params, start, grads):
-            p.copy_(p0 - t * g)
+        for p, p0, d in zip(params, start, steps):
+            p.copy_(p0 - t * d)
 
     try:
         with torch.no_grad():
@@ -166,15 +185,16 @@ def gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
 
 
 def relative_loss_along_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                                 sizes: torch.Tensor) -> torch.Tensor:
+                                 sizes: torch.Tensor, direction: Direction | None = None) -> torch.Tensor:
     """Fig 3: L(theta - s g) / L(theta) on one mini-batch, for each step size s.
 
     The step is a plain gradient step along g = grad L(theta) of the same mini-batch (no
-    momentum, no weight decay), and the loss is measured as training sees it (train mode: BN
+    momentum, no weight decay) or, with `direction`, along that direction (e.g. `sgd_direction`:
+    the optimiser's step per unit rate); the loss is measured as training sees it (train mode: BN
     uses the batch's statistics). The model is left exactly as it was.
     """
     ratios = []
-    with gradient_direction(model, x, y) as (loss0, move):
+    with gradient_direction(model, x, y, direction) as (loss0, move):
         for s in sizes.tolist():
             move(s)
             ratios.append(F.cross_entropy(model(x), y) / loss0)

@@ -63,3 +63,28 @@ def test_none_means_the_presets_value_only_where_none_is_not_a_value():
     assert X.experiment_config("fig2_gradients", "smoke", arch=None).arch == "resnet20"
     assert X.experiment_config("fig2_gradients", "paper", arch=None, init=None) == X.experiment_config("fig2_gradients")
     assert X.experiment_config("fig6_logit_gradients", epoch_batches=None).epoch_batches is None
+
+
+def test_fig3_options_change_only_what_they_say():
+    """state "init" probes every mini-batch at initialisation: the first (no step before it) is
+    the trained run's, the later ones differ; direction "update" differs from the plain gradient
+    step from the first mini-batch on (weight decay), and bad values are named."""
+    data = random_cifar(n_train=64, n_test=16)
+    base = X.experiment_config("fig3_relative_loss", "smoke", train_subset=None, probe_batches=(1, 3))
+    runs = {name: X.measure_relative_loss(X.replace(base, **change), data, 0) for name, change in
+            {"trained": {}, "init": {"state": "init"}, "update": {"direction": "update"}}.items()}
+
+    def curve(run, batch):
+        return run["no_bn"]["batches"][batch]["relative_loss"]
+
+    assert curve(runs["init"], "1") == curve(runs["trained"], "1")
+    assert curve(runs["init"], "3") != curve(runs["trained"], "3")
+    assert curve(runs["update"], "1") != curve(runs["trained"], "1")
+    with pytest.raises(ValueError, match="unknown direction 'sgd'; valid: gradient, update"):
+        X.replace(base, direction="sgd")
+    with pytest.raises(ValueError, match="unknown state 'warm'; valid: trained, init"):
+        X.replace(base, state="warm")
+    # the added fields keep the stored runs' identity while they hold the defaults
+    from shared.config import identity
+    assert "direction" not in identity(base) and "state" not in identity(base)
+    assert identity(X.replace(base, state="init"))["state"] == "init"

@@ -175,3 +175,48 @@ def test_recorded_outputs_survive_in_place_operations():
     assert expected.min() < 0 and torch.equal(outputs[1], expected)
     means, _ = probes.channel_moments(outputs[1])
     assert torch.allclose(means, expected.double().mean((0, 2, 3)))
+
+
+def test_sgd_direction_is_the_optimiser_step_per_unit_rate(batch):
+    """theta - lr * sgd_direction(...) is exactly where torch.optim.SGD moves the weights, on the
+    first step (no momentum buffer yet) and after two (momentum and weight decay both at work)."""
+    x, y = batch
+    model = model_pair()[0]
+    lr, momentum, weight_decay = 0.05, 0.9, 5e-4
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    for _ in range(3):
+        params = list(model.parameters())
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+        buffers = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+        expected = [p.detach() - lr * d
+                    for p, d in zip(params, probes.sgd_direction(params, grads, buffers, momentum, weight_decay))]
+        for p, g in zip(params, grads):
+            p.grad = g
+        optimizer.step()
+        for p, e in zip(params, expected):
+            torch.testing.assert_close(p.detach(), e, rtol=1e-6, atol=1e-7)
+
+
+def test_relative_loss_along_the_optimiser_step_is_the_loss_after_that_step(batch):
+    """With the optimiser's direction, the relative loss at s = lr is the loss after the real
+    step divided by the loss before it (train mode, same mini-batch)."""
+    x, y = batch
+    model = model_pair()[0]
+    lr, momentum, weight_decay = 0.05, 0.9, 5e-4
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def update(params, grads):
+        buffers = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+        return probes.sgd_direction(params, grads, buffers, momentum, weight_decay)
+
+    for step in range(2):  # a momentum buffer to include
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    ratio = probes.relative_loss_along_gradient(model, x, y, torch.tensor([lr], dtype=torch.float64), update)
+    optimizer.zero_grad()
+    loss0 = F.cross_entropy(model(x), y)
+    loss0.backward()
+    optimizer.step()
+    with torch.no_grad():
+        assert ratio.item() == pytest.approx((F.cross_entropy(model(x), y) / loss0).item(), rel=1e-4)
