@@ -64,6 +64,14 @@ class GradientConfig(ProbeConfig):
 @dataclass(frozen=True)
 class DepthConfig(ProbeConfig):
     """Fig 5: channel means and stds of layers 6, 18, ..., at initialisation."""
+    channels: str = added("all")  # "all": averaged over the layer's channels; "first": channel 0 (the blog's)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("channels", self.channels, FIG5_CHANNELS)
+
+
+FIG5_CHANNELS = ("all", "first")
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,7 @@ def measure_depth_profile(cfg: DepthConfig, data: Cifar10, seed: int) -> dict:
     x, _ = first_batch(cfg, data, seed)
     result = {}
     for name, model in network_pair(cfg, seed, x.device).items():
-        profile = probes.depth_profile(model, x, probes.layers_to_profile(model))
+        profile = probes.depth_profile(model, x, probes.layers_to_profile(model), cfg.channels)
         result[name] = {str(k): v for k, v in profile.items()}
     return result
 

@@ -12,11 +12,13 @@ plots.
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from .claims import Claim, at_least, holds, judged, unjudged_reason, within_range
+from .paper import FIG5_LAYERS, FIG5_LOG, fig5_curve_distances
 
 # the four curves of the figure: (network, stored statistic) -> label
 SERIES = {("bn", "abs_mean"): "channel means, with BN", ("bn", "std"): "channel stds, with BN",
@@ -28,11 +30,18 @@ ARCHS = ("resnet110", "resnet101")  # the architectures compared besides the cur
 PAPER_MEANS_DECADES = 5
 PAPER_STDS_SLOPE_12 = 0.5
 
+# The paper's axis reads "Log [magnitude]" without a base: our logs under each reading, in the
+# units the paper's numbers would then be in (log10: decades; ln: e-folds)
+READINGS = {"log10": 1.0, "ln": math.log(10)}  # reading -> factor on log10
+UNITS = {"log10": "decades", "ln": "ln units"}
 
-def log_profile(runs: list[dict]) -> pd.DataFrame:
-    """Rows (layer, seed), columns the four SERIES: log10 of the stored magnitudes."""
+
+def log_profile(runs: list[dict], reading: str = "log10") -> pd.DataFrame:
+    """Rows (layer, seed), columns the four SERIES: the log of the stored magnitudes under
+    `reading` (READINGS: log10 or the natural log)."""
+    factor = READINGS[reading]
     rows = [{"layer": int(k), "seed": r["provenance"]["seed"],
-             **{label: np.log10(r["result"][name][k][stat]) for (name, stat), label in SERIES.items()}}
+             **{label: factor * np.log10(r["result"][name][k][stat]) for (name, stat), label in SERIES.items()}}
             for r in runs for k in r["result"]["bn"]]
     return pd.DataFrame(rows).set_index(["layer", "seed"]).sort_index()
 
@@ -48,7 +57,7 @@ def growth(logs: pd.DataFrame, label: str) -> dict:
     against the layer over the convolution layers (every profiled layer but the last, the
     classifier's), per layer and per 12 layers (mean over seeds) with its std over seeds, the R² of
     the line fitted to the mean over seeds, and the mean curve's first and last values, their
-    difference (decades first to last), its minimum and maximum."""
+    difference (first to last, in the log's units), its minimum and maximum."""
     layers = sorted(logs.index.get_level_values("layer").unique())
     conv = layers[:-1]
     per_seed = logs.loc[conv, label].unstack("seed")
@@ -59,9 +68,9 @@ def growth(logs: pd.DataFrame, label: str) -> dict:
     curve = logs[label].groupby("layer").mean()
     return {"slope / layer": np.mean(slopes), "slope / 12 layers": 12 * np.mean(slopes),
             "slope / 12 layers, std over seeds": 12 * np.std(slopes, ddof=1) if len(slopes) > 1 else np.nan,
-            "R2": r2, f"log10 at {layers[0]}": curve.iloc[0], f"log10 at {layers[-1]}": curve.iloc[-1],
-            "decades first to last": curve.iloc[-1] - curve.iloc[0],
-            "min log10": curve.min(), "max log10": curve.max()}
+            "R2": r2, f"log at {layers[0]}": curve.iloc[0], f"log at {layers[-1]}": curve.iloc[-1],
+            "first to last": curve.iloc[-1] - curve.iloc[0],
+            "min log": curve.min(), "max log": curve.max()}
 
 
 def growth_table(logs: pd.DataFrame) -> pd.DataFrame:
@@ -77,10 +86,10 @@ def comparison_row(runs: list[dict]) -> dict:
     means, stds = growth(logs, SERIES["no_bn", "abs_mean"]), growth(logs, SERIES["no_bn", "std"])
     bn = logs[[SERIES["bn", "abs_mean"], SERIES["bn", "std"]]].groupby("layer").mean()
     return {"seeds": len(runs),
-            "no_bn means: decades": means["decades first to last"],
-            "no_bn stds: decades": stds["decades first to last"],
+            "no_bn means: decades": means["first to last"],
+            "no_bn stds: decades": stds["first to last"],
             "no_bn stds: slope / 12 layers": stds["slope / 12 layers"],
-            "no_bn means: max log10": means["max log10"],
+            "no_bn means: max log10": means["max log"],
             "bn: min log10": bn.min().min(), "bn: max log10": bn.max().max()}
 
 
@@ -128,44 +137,107 @@ def plot_inits(axes, found: dict[tuple[str, str], list[dict]], arch: str, scheme
         ax.label_outer()
 
 
-def claims(growths: pd.DataFrame, profile: pd.DataFrame, n_seeds: int, preset: str) -> list[Claim]:
-    """Fig 5's claims from `growth_table` and `profile_stats`: linear growth in the log without BN,
-    its size (decades from the first to the last layer, slope per 12 layers), BN's range, the spread
-    between networks and the gap between the networks at the last convolution; not judged for the
-    smoke preset."""
+def claims(growths: pd.DataFrame, profile: pd.DataFrame, n_seeds: int, preset: str,
+           reading: str = "log10") -> list[Claim]:
+    """Fig 5's claims from `growth_table` and `profile_stats` of the logs under `reading`: linear
+    growth in the log without BN (log10 only: it does not depend on the base), its size (from the
+    first to the last layer, slope per 12 layers), BN's range, the spread between networks and
+    the gap between the networks at the last convolution; not judged for the smoke preset."""
     unless = unjudged_reason(preset)
+    unit = UNITS[reading]
+    tag = "" if reading == "log10" else f"({reading} reading) "
     layers = list(profile.index)
     g = growths
     means, stds = g.loc[SERIES["no_bn", "abs_mean"]], g.loc[SERIES["no_bn", "std"]]
-    bn_low = min(g.loc[SERIES["bn", "abs_mean"], "min log10"], g.loc[SERIES["bn", "std"], "min log10"])
-    bn_high = max(g.loc[SERIES["bn", "abs_mean"], "max log10"], g.loc[SERIES["bn", "std"], "max log10"])
-    spread = profile.xs("std", axis=1, level=1).to_numpy()
+    bn_low = min(g.loc[SERIES["bn", "abs_mean"], "min log"], g.loc[SERIES["bn", "std"], "min log"])
+    bn_high = max(g.loc[SERIES["bn", "abs_mean"], "max log"], g.loc[SERIES["bn", "std"], "max log"])
     last_conv = layers[-2]
     gap = (profile.loc[last_conv, (SERIES["no_bn", "abs_mean"], "mean")]
            - profile.loc[last_conv, (SERIES["bn", "abs_mean"], "mean")])
-    decades, slope = means["decades first to last"], stds["slope / 12 layers"]
-    return [
-        judged("Without BN, channel means and stds rise roughly linearly in log with depth",
-               "straight-ish rising lines",
-               f"R² of a line: means {means['R2']:.2f}, stds {stds['R2']:.2f}; slopes > 0",
-               holds(bool(min(means["R2"], stds["R2"]) >= 0.9
-                          and min(means["slope / layer"], stds["slope / layer"]) > 0)), unless),
-        judged(f"Without BN, channel means grow from layer {layers[0]} to {layers[-1]}",
-               "≈ -1.5 → 3.5 (≈ 5 decades)",
-               f"{means[f'log10 at {layers[0]}']:.2g} → {means[f'log10 at {layers[-1]}']:.2g} "
-               f"({decades:.2g} decades)",
-               within_range(decades, PAPER_MEANS_DECADES / 1.5, PAPER_MEANS_DECADES * 1.5,
+    growth, slope = means["first to last"], stds["slope / 12 layers"]
+    linear = [judged("Without BN, channel means and stds rise roughly linearly in log with depth",
+                     "straight-ish rising lines",
+                     f"R² of a line: means {means['R2']:.2f}, stds {stds['R2']:.2f}; slopes > 0",
+                     holds(bool(min(means["R2"], stds["R2"]) >= 0.9
+                                and min(means["slope / layer"], stds["slope / layer"]) > 0)), unless)]
+    return (linear if reading == "log10" else []) + [
+        judged(f"{tag}Without BN, channel means grow from layer {layers[0]} to {layers[-1]}",
+               f"≈ -1.5 → 3.5 (≈ 5 {unit})",
+               f"{means[f'log at {layers[0]}']:.2g} → {means[f'log at {layers[-1]}']:.2g} "
+               f"({growth:.2g} {unit})",
+               within_range(growth, PAPER_MEANS_DECADES / 1.5, PAPER_MEANS_DECADES * 1.5,
                             partly=(2, math.inf)), unless),
-        judged("Without BN, channel stds grow by a fixed factor per block", "≈ 0.5 decade per 12 layers",
-               f"{slope:.2g} decade per 12 layers ({stds['slope / layer']:.2g} per layer)",
+        judged(f"{tag}Without BN, channel stds grow by a fixed factor per block", f"≈ 0.5 {unit[:-1]} per 12 layers",
+               f"{slope:.2g} {unit[:-1]} per 12 layers ({stds['slope / layer']:.2g} per layer)",
                holds(bool(PAPER_STDS_SLOPE_12 / 1.5 <= slope <= PAPER_STDS_SLOPE_12 * 1.5),
                      partly=bool(slope > 0.1)), unless),
-        judged("With BN, channel means and stds stay within about -1..1 (log10)", "-1 .. 1",
+        judged(f"{tag}With BN, channel means and stds stay within about -1..1 ({reading})", "-1 .. 1",
                f"{bn_low:.2g} .. {bn_high:.2g}", holds(bool(-1 <= bn_low and bn_high <= 1)), unless),
-        judged("Networks differ a lot: error bars (std over networks of log10) of about a decade",
-               "≈ 0.5 .. 1.3 decades", f"{spread.min():.2g} .. {spread.max():.2g} decades "
-               f"(mean {spread.mean():.2g}, {n_seeds} networks)",
-               at_least(spread.mean(), 0.4, partly=0.2), unless),
-        judged(f"At the top (layer {last_conv}) the means without BN are orders of magnitude above those with BN",
-               "≈ 3 decades", f"{gap:.2g} decades", at_least(gap, 2, partly=1), unless),
+        spread_claim(profile, n_seeds, preset, reading),
+        judged(f"{tag}At the top (layer {last_conv}) the means without BN are orders of magnitude above those with BN",
+               f"≈ 3 {unit}", f"{gap:.2g} {unit}", at_least(gap, 2, partly=1), unless),
     ]
+
+
+def spread_claim(profile: pd.DataFrame, n_seeds: int, preset: str, reading: str = "log10",
+                 channels: str = "all") -> Claim:
+    """The paper's error bars (std over networks, about 0.5 to 1.3 in its units) against ours,
+    from `profile_stats` of logs under `reading`, measured over `channels` ("all" or "first")."""
+    spread = profile.xs("std", axis=1, level=1).to_numpy()
+    unit = UNITS[reading]
+    how = [] if reading == "log10" else [f"{reading} reading"]
+    how += [] if channels == "all" else ["channel 0 only, the blog's way"]
+    tag = f"({', '.join(how)}) " if how else ""
+    return judged(f"{tag}Networks differ a lot: error bars (std over networks of the log) of about 1",
+                  f"≈ 0.5 .. 1.3 {unit}", f"{spread.min():.2g} .. {spread.max():.2g} {unit} "
+                  f"(mean {spread.mean():.2g}, {n_seeds} networks)",
+                  at_least(spread.mean(), 0.4, partly=0.2), unjudged_reason(preset))
+
+
+def channel0_config(cfg):
+    """`cfg` measured the blog's way: channel 0 of each layer instead of the mean over channels."""
+    return replace(cfg, channels="first")
+
+
+def all_claims(runs: list[dict], channel0_runs: list[dict], preset: str) -> list[Claim]:
+    """Fig 5's claims under both readings of the paper's log (log10 first, then ln), and the
+    error-bar claim measured the blog's way (channel 0) under both, where it has runs."""
+    out = []
+    for reading in READINGS:
+        logs = log_profile(runs, reading)
+        n_seeds = logs.index.get_level_values("seed").nunique()
+        out += claims(growth_table(logs), profile_stats(logs), n_seeds, preset, reading)
+    for reading in READINGS if channel0_runs else ():
+        logs = log_profile(channel0_runs, reading)
+        out.append(spread_claim(profile_stats(logs), logs.index.get_level_values("seed").nunique(),
+                                preset, reading, "first"))
+    return out
+
+
+def readings_table(runs: list[dict]) -> pd.DataFrame:
+    """Per curve, the RMS gap between our curve (geometric mean over seeds) and the paper's
+    values, in the paper's units under each reading of its log."""
+    gaps = fig5_curve_distances([r["result"] for r in runs])
+    return pd.DataFrame({SERIES[curve]: values for curve, values in gaps.items()}).T
+
+
+def spread_table(runs: list[dict], channel0_runs: list[dict]) -> pd.DataFrame:
+    """Per curve, the mean over layers of the std over networks of log10 (the error bars), over
+    all channels (ours) and channel 0 only (the blog's way)."""
+    columns = {"all channels": runs, "channel 0": channel0_runs}
+    return pd.DataFrame({name: profile_stats(log_profile(rs)).xs("std", axis=1, level=1).mean()
+                         for name, rs in columns.items() if rs})
+
+
+def plot_readings(axes, runs: list[dict]) -> None:
+    """One panel per reading of the paper's log: our four curves (mean over seeds, lines) and the
+    paper's values read off its figure (markers, same colours)."""
+    for ax, reading in zip(axes, READINGS):
+        stats = profile_stats(log_profile(runs, reading))
+        layers = stats.index.to_numpy()
+        for i, (curve, label) in enumerate(SERIES.items()):
+            ax.plot(layers, stats[label, "mean"], color=f"C{i}", label=f"{label} (ours)")
+            ax.plot(FIG5_LAYERS, FIG5_LOG[curve], "o", color=f"C{i}", ms=4, mfc="none")
+        ax.set_xticks(layers)
+        ax.set(xlabel="Layer", ylabel=f"{reading} [magnitude]",
+               title=f"read as {reading} (circles: the paper's values)")

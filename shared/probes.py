@@ -66,8 +66,9 @@ def channel_moments(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return o.mean(1), o.std(1, correction=0)
 
 
-def depth_profile(model: nn.Module, x: torch.Tensor, ks: list[int]) -> dict[int, dict]:
-    """Fig 5: for each layer k, the channel means and stds of its output, averaged over channels.
+def depth_profile(model: nn.Module, x: torch.Tensor, ks: list[int], channels: str = "all") -> dict[int, dict]:
+    """Fig 5: for each layer k, the channel means and stds of its output, averaged over channels
+    (`channels` "all") or of channel 0 alone ("first", as the blog this project grew from logged).
 
     Returns {k: {"abs_mean": mean over channels of |channel mean|, "std": mean channel std}}.
     """
@@ -76,6 +77,8 @@ def depth_profile(model: nn.Module, x: torch.Tensor, ks: list[int]) -> dict[int,
     profile = {}
     for k in ks:
         means, stds = channel_moments(outputs[k])
+        if channels == "first":
+            means, stds = means[:1], stds[:1]
         profile[k] = {"abs_mean": means.abs().mean().item(), "std": stds.mean().item()}
     return profile
 

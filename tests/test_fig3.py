@@ -161,3 +161,45 @@ def test_plots_draw_every_network_and_mini_batch():
     assert [ax.get_title() for ax in axes] == ["with BN", "w/o BN"]
     assert axes[1].get_ylim()[0] == pytest.approx(min(1e-2, *floor.values()))
     plt.close("all")
+
+
+def batch47(no_bn):
+    """A run probed at mini-batches 4 and 7, the same no-BN curve on both."""
+    r = result(no_bn=no_bn)
+    for name in fig3.NETWORKS:
+        r[name]["batches"] = {b: r[name]["batches"]["1"] for b in ("4", "7")}
+    return r
+
+
+def test_ablation_configs_change_one_choice_each():
+    from shared.experiments import experiment_config
+    cfg = experiment_config("fig3_relative_loss")
+    configs = fig3.ablation_configs(cfg)
+    assert list(configs) == list(fig3.VARIANTS) and configs["gradient step, after the preceding steps (ours)"] is cfg
+    init, update = configs["gradient step, at initialisation"], configs["optimiser's step, after the preceding steps"]
+    assert (init.state, init.direction, init.probe_batches, init.sizes) == ("init", "gradient", (4, 7), 40)
+    assert (update.state, update.direction) == ("trained", "update")
+
+
+def test_ablation_table_and_claims():
+    ours, init, update = fig3.VARIANTS
+    explosive = (0.5, 2e3, 2e7, None, None)  # passes 1e3 at s = 1e-3 (within 2 of 2e-3), 1e6 at 1e-2
+    tame = (0.5, 0.6, 0.7, 2e3, None)        # passes 1e3 at s = 0.1
+    runs_by_variant = {ours: runs(result(no_bn=tame), result(no_bn=tame)),
+                       init: runs(batch47(explosive), batch47(explosive), batch47(tame)),
+                       update: []}
+    for name in fig3.NETWORKS:  # ours is probed at 1 and 4 in these synthetic runs: keep 4 and 7
+        for r in runs_by_variant[ours]:
+            r["result"][name]["batches"]["7"] = r["result"][name]["batches"]["4"]
+    table = fig3.ablation_table(runs_by_variant)
+    assert set(table.index.get_level_values("variant")) == {ours, init}  # no runs: no rows
+    assert table.loc[(init, "no_bn", 4), "first s > 1e3"] == 1e-3  # median of 1e-3, 1e-3, 0.1
+    assert table.loc[(init, "no_bn", 7), "seeds"] == 3
+    assert table.loc[(ours, "no_bn", 7), "first s > 1e3"] == 0.1
+    claims = fig3.ablation_claims(runs_by_variant, "paper")
+    assert len(claims) == 1 and init in claims[0].claim  # ours has its own claims; update has no runs
+    assert claims[0].verdict == PARTLY  # some seeds inside the paper's range, one far out
+    assert claims[0].ours == "mini-batch 4: 0.001..0.1, 7: 0.001..0.1 (3 seed(s))"
+    explosive_only = {init: runs(batch47(explosive))}
+    assert fig3.ablation_claims(explosive_only, "paper")[0].verdict == YES
+    assert fig3.ablation_claims(explosive_only, "smoke")[0].verdict == NOT_JUDGED

@@ -61,9 +61,9 @@ def test_growth_of_lines_per_seed():
     assert g["slope / 12 layers"] == pytest.approx(0.24)
     assert g["slope / 12 layers, std over seeds"] == pytest.approx(12 * 0.02 / math.sqrt(2))
     assert g["R2"] == pytest.approx(1)
-    assert g["log10 at 6"] == pytest.approx(0.12) and g["log10 at 110"] == pytest.approx(0)
-    assert g["decades first to last"] == pytest.approx(-0.12)
-    assert g["max log10"] == pytest.approx(0.02 * 102) and g["min log10"] == pytest.approx(0)
+    assert g["log at 6"] == pytest.approx(0.12) and g["log at 110"] == pytest.approx(0)
+    assert g["first to last"] == pytest.approx(-0.12)
+    assert g["max log"] == pytest.approx(0.02 * 102) and g["min log"] == pytest.approx(0)
     one = fig5.growth(fig5.log_profile(runs[:1]), MEANS)
     assert np.isnan(one["slope / 12 layers, std over seeds"])
 
@@ -118,3 +118,65 @@ def test_claims_no():
 def test_claims_are_not_judged_for_the_smoke_preset():
     claims = claims_of(two_seeds(line(-1.5, 5 / 104), line(-1.3, 0.5 / 12), spread=0.5), preset="smoke")
     assert all(c.verdict == NOT_JUDGED and "smoke" in c.note for c in claims)
+
+
+def test_the_ln_reading_scales_every_log_by_ln10():
+    runs = [run(3, line(-1, 0.01), line(0, 0.02), bn=lambda k: 0.5)]
+    log10, ln = fig5.log_profile(runs), fig5.log_profile(runs, "ln")
+    np.testing.assert_allclose(ln.to_numpy(), log10.to_numpy() * math.log(10))
+
+
+def test_claims_under_the_ln_reading():
+    # means grow 5 / ln(10) = 2.17 decades: 5 ln units, the paper's 5 under the ln reading
+    runs = two_seeds(line(-1.5 / math.log(10), 5 / math.log(10) / 104), line(-1.3, 0.5 / 12 / math.log(10)),
+                     spread=0.5 / math.log(10))
+    logs = fig5.log_profile(runs, "ln")
+    ln = fig5.claims(fig5.growth_table(logs), fig5.profile_stats(logs), 2, "paper", "ln")
+    assert len(ln) == 5 and all(c.claim.startswith("(ln reading) ") for c in ln)  # no R² claim
+    assert [c.verdict for c in ln] == [YES] * 5
+    assert ln[0].ours == "-1.5 → 3.5 (5 ln units)" and ln[0].paper == "≈ -1.5 → 3.5 (≈ 5 ln units)"
+    assert claims_of(runs)[1].verdict == PARTLY  # 2.2 decades under log10
+
+
+def test_all_claims_add_the_ln_reading_and_the_channel0_error_bars():
+    runs = two_seeds(line(-1.5, 5 / 104), line(-1.3, 0.5 / 12), spread=0.5)
+    channel0 = two_seeds(line(-1.5, 5 / 104), line(-1.3, 0.5 / 12), spread=0.1)
+    claims = fig5.all_claims(runs, channel0, "paper")
+    assert len(claims) == 6 + 5 + 2
+    assert [c.claim for c in claims[:6]] == [c.claim for c in claims_of(runs)]
+    assert claims[-2].claim.startswith("(channel 0 only, the blog's way) Networks differ")
+    assert claims[-1].claim.startswith("(ln reading, channel 0 only, the blog's way) Networks differ")
+    assert claims[-2].verdict == NO and claims[-2].ours.startswith("0.14 .. 0.14 decades")
+    assert len(fig5.all_claims(runs, [], "paper")) == 11
+
+
+def test_spread_and_readings_tables():
+    spread = fig5.spread_table(two_seeds(line(0, 0), line(0, 0), 0.5), two_seeds(line(0, 0), line(0, 0), 0.1))
+    assert spread.loc[MEANS, "all channels"] == pytest.approx(0.5 * math.sqrt(2))
+    assert spread.loc[MEANS, "channel 0"] == pytest.approx(0.1 * math.sqrt(2))
+    assert list(fig5.spread_table(two_seeds(line(0, 0), line(0, 0), 0.5), []).columns) == ["all channels"]
+    # a run on the paper's values read as log10: no gap under log10, a large one under ln
+    from shared.paper import FIG5_LAYERS, FIG5_LOG
+    on_paper = {"provenance": {"seed": 0}, "result": {
+        net: {str(k): {stat: 10.0 ** FIG5_LOG[net, stat][i] for (n, stat) in FIG5_LOG if n == net}
+              for i, k in enumerate(FIG5_LAYERS)} for net in ("bn", "no_bn")}}
+    table = fig5.readings_table([on_paper])
+    assert list(table.columns) == ["ln", "log10"] and list(table.index) == list(fig5.SERIES.values())
+    assert table["log10"].max() == pytest.approx(0, abs=1e-9) and table["ln"].min() > 0.1
+
+
+def test_plot_readings_draws_ours_and_the_papers_values():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2)
+    fig5.plot_readings(axes, two_seeds(line(0, 0.01), line(0, 0.01), 0.1))
+    assert [ax.get_ylabel() for ax in axes] == ["log10 [magnitude]", "ln [magnitude]"]
+    assert len(axes[0].lines) == 8  # 4 curves + 4 sets of the paper's markers
+    plt.close(fig)
+
+
+def test_channel0_config():
+    from shared.experiments import experiment_config
+    cfg = experiment_config("fig5_depth_profile")
+    assert fig5.channel0_config(cfg).channels == "first" and cfg.channels == "all"
