@@ -26,6 +26,10 @@ FC_INITS = ("same", *INITS)
 # (He et al. 2016, Sec. 3.3): "A" subsamples and zero-pads (parameter-free, the paper's CIFAR
 # ResNets); "B" is a 1x1 strided convolution followed by BN (a projection, like torchvision's).
 SHORTCUTS = ("A", "B")
+# The residual scheme of a CIFAR ResNet without BN: "plain" (He et al. 2016); "skipinit" (De & Smith
+# 2020): a learnable scalar, initialised to 0, at the end of each residual branch; "fixup" (Zhang,
+# Dauphin & Ma 2019): rescaled branch init, last layers at 0, scalar biases and multipliers.
+RESIDUALS = ("plain", "skipinit", "fixup")
 
 
 def check_choice(what: str, value, valid) -> None:

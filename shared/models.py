@@ -9,6 +9,10 @@ convolution weights with and without BN.
 counted from 1, as the paper numbers ResNet-110's layers 1..110 (Fig 2 uses layer 55, Fig 5
 layers 6, 18, ..., 110). Shortcut projections (ResNet-101's `downsample` convolutions) are not
 counted, so ResNet-101 has layers 1..101, matching the depth in its name.
+
+Two published ways to train the CIFAR ResNets without normalisation are here too (`build_model`'s
+`residual`, see RESIDUALS): SkipInit (De & Smith 2020, `SkipInitBlock`) and Fixup (Zhang, Dauphin &
+Ma 2019, `FixupResNet`). Their weight layers are numbered as the plain network's.
 """
 
 import torch
@@ -16,7 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .config import ARCHS, CIFAR_DEPTHS, FC_INITS, INITS, SHORTCUTS, check_choice  # noqa: F401 (re-exported)
+from .config import (ARCHS, CIFAR_DEPTHS, FC_INITS, INITS, RESIDUALS, SHORTCUTS,  # noqa: F401 (re-exported)
+                     check_choice)
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions and a shortcut: identity, or at a stage transition option A (zero-pad,
@@ -26,6 +31,7 @@ class BasicBlock(nn.Module):
     run by run ([B, K*C, H, W]) and each convolution has K groups, so no run sees another's
     channels, and BatchNorm's per-channel statistics are each run's own.
     """
+    residual = "plain"  # the scheme of RESIDUALS this block implements
 
     def __init__(self, in_planes: int, planes: int, stride: int, runs: int = 1, shortcut: str = "A"):
         super().__init__()
@@ -50,10 +56,67 @@ class BasicBlock(nn.Module):
         x = x[:, :, ::2, ::2].unflatten(1, (self.runs, -1))
         return F.pad(x, (0, 0, 0, 0, self.pad, self.pad)).flatten(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch: conv, BN, ReLU, conv, BN."""
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.bn2(self.conv2(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.branch(x) + self.shortcut(x))
+
+
+class SkipInitBlock(BasicBlock):
+    """SkipInit (De & Smith 2020, "Batch Normalization Biases Residual Blocks Towards the Identity
+    Function in Deep Networks", NeurIPS 2020, the section that introduces SkipInit): no BN, and a
+    learnable scalar `alpha`, initialised to 0, multiplies the residual branch at its end, before the
+    addition with the shortcut. At initialisation the block computes relu(shortcut(x)).
+
+    The convolutions keep the init the network is given (`build_model`'s `init`), so with alpha = 1
+    the block is the plain block without BN. At a stage transition the shortcut stays the network's
+    option: A (subsample and zero-pad) or B (the 1x1 strided convolution, its BN removed like every
+    other); alpha scales the branch only, so a transition block too starts as relu(shortcut(x)).
+    """
+    residual = "skipinit"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        remove_bn(self)
+        self.alpha = nn.Parameter(torch.zeros(1))
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha * super().branch(x)
+
+
+class FixupBlock(BasicBlock):
+    """A residual block of Fixup (Zhang, Dauphin & Ma 2019, "Fixup Initialization: Residual Learning
+    Without Normalization", ICLR 2019, Sec. 3, rule 3) as the authors' CIFAR code writes it
+    (github.com/hongyi-zhang/Fixup, cifar/models/fixup_resnet_cifar.py, FixupBasicBlock): no BN, a
+    scalar bias (init 0) before each convolution and activation, and a scalar multiplier (init 1):
+
+        branch(x) = conv2(relu(conv1(x + bias1a) + bias1b) + bias2a) * scale + bias2b,
+
+    output relu(branch(x) + shortcut(x)). At a stage transition the shortcut is option A as that code
+    has it: the biased input x + bias1a subsampled (its AvgPool2d(1, stride=2)) with as many zero
+    channels appended after it (the plain option A pads both sides); elsewhere the identity of the
+    unbiased x. The weights' init is the network's (`FixupResNet`).
+    """
+    residual = "fixup"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        remove_bn(self)
+        self.bias1a, self.bias1b, self.bias2a, self.bias2b = (nn.Parameter(torch.zeros(1)) for _ in range(4))
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.conv1(x + self.bias1a) + self.bias1b)
+        return self.conv2(out + self.bias2a) * self.scale + self.bias2b
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.subsample:
+            return x
+        x = (x + self.bias1a)[:, :, ::2, ::2]
+        return torch.cat((x, torch.zeros_like(x)), 1)
 
 
 class CifarResNet(nn.Module):
@@ -61,28 +124,38 @@ class CifarResNet(nn.Module):
 
     `runs` = K > 1 makes K independent networks in one (see `BasicBlock` and `stack_models`): the
     input is K images side by side, [B, K*3, 32, 32], and the output K logit rows, [B, K, classes].
+
+    `block`: BasicBlock, or SkipInitBlock for SkipInit (a network without any BN; runs = 1 only).
+    Fixup's network is `FixupResNet`.
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, runs: int = 1, shortcut: str = "A"):
+    def __init__(self, depth: int, num_classes: int = 10, runs: int = 1, shortcut: str = "A",
+                 block: type[BasicBlock] = BasicBlock):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         check_choice("shortcut", shortcut, SHORTCUTS)
+        if runs != 1 and block.residual != "plain":
+            raise ValueError(f"stacked runs (runs={runs}) support residual 'plain' only, got {block.residual!r}")
         n = (depth - 2) // 6
         self.runs = runs
         self.shortcut = shortcut
+        self.residual = block.residual
         self.conv1 = nn.Conv2d(3 * runs, 16 * runs, 3, 1, 1, bias=False, groups=runs)
         self.bn1 = nn.BatchNorm2d(16 * runs)
-        self.layer1 = self._stage(16, 16, n, 1, runs, shortcut)
-        self.layer2 = self._stage(16, 32, n, 2, runs, shortcut)
-        self.layer3 = self._stage(32, 64, n, 2, runs, shortcut)
+        self.layer1 = self._stage(block, 16, 16, n, 1, runs, shortcut)
+        self.layer2 = self._stage(block, 16, 32, n, 2, runs, shortcut)
+        self.layer3 = self._stage(block, 32, 64, n, 2, runs, shortcut)
         # K classifiers as one grouped 1x1 convolution; a single network keeps torchvision's Linear
         self.fc = nn.Linear(64, num_classes) if runs == 1 else nn.Conv2d(64 * runs, num_classes * runs, 1, groups=runs)
+        if self.residual != "plain":
+            remove_bn(self)  # the stem's; the blocks have none
 
     @staticmethod
-    def _stage(in_planes: int, planes: int, n: int, stride: int, runs: int, shortcut: str) -> nn.Sequential:
-        blocks = [BasicBlock(in_planes, planes, stride, runs, shortcut)]
-        blocks += [BasicBlock(planes, planes, 1, runs, shortcut) for _ in range(n - 1)]
+    def _stage(block: type[BasicBlock], in_planes: int, planes: int, n: int, stride: int, runs: int,
+               shortcut: str) -> nn.Sequential:
+        blocks = [block(in_planes, planes, stride, runs, shortcut)]
+        blocks += [block(planes, planes, 1, runs, shortcut) for _ in range(n - 1)]
         return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,12 +167,50 @@ class CifarResNet(nn.Module):
         return self.fc(out).unflatten(1, (self.runs, -1)).flatten(2)  # [B, K, classes]
 
 
+class FixupResNet(CifarResNet):
+    """A CIFAR ResNet with Fixup (Zhang, Dauphin & Ma 2019, ICLR 2019, Sec. 3) as the authors' CIFAR
+    code builds it (github.com/hongyi-zhang/Fixup, cifar/models/fixup_resnet_cifar.py, FixupResNet):
+    `FixupBlock`s, no BN, a scalar bias before the stem's ReLU (`bias1`) and one before the
+    classifier (`bias2`), and Fixup's own init:
+
+    - rule 2: each branch's first convolution ~ N(0, 2 / fan_out), He et al.'s normal init with
+      fan_out as that code writes it (std sqrt(2 / (out_channels * k * k))), rescaled by
+      L^(-1/(2m-2)) = L^(-1/2), L the number of residual branches, m = 2 weight layers per branch;
+    - rule 1: each branch's last convolution, and the classifier's weight and bias, are 0;
+    - the stem's convolution keeps PyTorch's default draw (kaiming_uniform_(a=sqrt(5))), as there.
+
+    With the same seed it holds the same weights as that code's model: the layers are constructed,
+    and the init drawn, in the same order.
+    """
+
+    def __init__(self, depth: int, num_classes: int = 10):
+        super().__init__(depth, num_classes, block=FixupBlock)
+        self.bias1 = nn.Parameter(torch.zeros(1))
+        self.bias2 = nn.Parameter(torch.zeros(1))
+        blocks = [*self.layer1, *self.layer2, *self.layer3]
+        m = 2  # weight layers per residual branch
+        for block in blocks:
+            w = block.conv1.weight
+            fan_out = w.shape[0] * w[0, 0].numel()
+            nn.init.normal_(w, 0, (2 / fan_out) ** 0.5 * len(blocks) ** (-1 / (2 * m - 2)))
+            nn.init.zeros_(block.conv2.weight)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.conv1(x) + self.bias1)
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1) + self.bias2)
+
+
 def stack_models(models: list[nn.Module]) -> CifarResNet:
     """K CIFAR ResNets of one architecture (with or without BN) as one `CifarResNet(runs=K)`
     holding copies of their weights, buffers and layout; `unstack_state` gives them back."""
     first = models[0]
     if not isinstance(first, CifarResNet) or first.runs != 1:
         raise ValueError(f"only single CIFAR ResNets can be stacked, got {type(first).__name__}")
+    if first.residual != "plain":
+        raise ValueError(f"only plain CIFAR ResNets can be stacked, got residual {first.residual!r}")
     depth = 2 + 2 * sum(len(s) for s in (first.layer1, first.layer2, first.layer3))
     stacked = CifarResNet(depth, first.fc.out_features, runs=len(models), shortcut=first.shortcut)
     if not any(isinstance(m, nn.BatchNorm2d) for m in first.modules()):
@@ -172,18 +283,34 @@ def remove_bn(model: nn.Module) -> int:
 
 
 def build_model(arch: str = "resnet110", bn: bool = True, init: str = "xavier_uniform",
-                num_classes: int = 10, fc_init: str = "same", shortcut: str | None = None) -> nn.Module:
+                num_classes: int = 10, fc_init: str = "same", shortcut: str | None = None, *,
+                residual: str = "plain") -> nn.Module:
     """The network `arch`, initialised with `init` (classifier: `fc_init`) from torch's global RNG,
     with or without BN. `shortcut` ("A" or "B", see SHORTCUTS; None: "A") applies to the CIFAR
-    ResNets; torchvision's ResNet-101 has its own projection shortcuts (None or "B")."""
+    ResNets; torchvision's ResNet-101 has its own projection shortcuts (None or "B").
+
+    `residual` (RESIDUALS) is the residual scheme; "skipinit" and "fixup" are for the CIFAR ResNets
+    without BN (bn=False). "skipinit" (`SkipInitBlock`): `init`, `fc_init` and `shortcut` apply as for
+    "plain", from the same draws, so a seed gives the plain network's weights. "fixup"
+    (`FixupResNet`): option-A shortcuts (None or "A") and Fixup's own init; `init` and `fc_init` are
+    not used."""
     check_choice("arch", arch, ARCHS)
     check_choice("init", init, INITS)
     check_choice("fc_init", fc_init, FC_INITS)
+    check_choice("residual", residual, RESIDUALS)
+    if residual != "plain" and arch == "resnet101":
+        check_choice("residual of resnet101", residual, ("plain",))
+    if residual != "plain" and bn:
+        check_choice("residual with BN (bn=True)", residual, ("plain",))
     if arch == "resnet101":
         check_choice("shortcut of resnet101 (torchvision's projections)", shortcut, (None, "B"))
         model = torchvision.models.resnet101(num_classes=num_classes)
+    elif residual == "fixup":
+        check_choice("shortcut of fixup (the authors' option A)", shortcut, (None, "A"))
+        return FixupResNet(CIFAR_DEPTHS[arch], num_classes)
     else:
-        model = CifarResNet(CIFAR_DEPTHS[arch], num_classes, shortcut=shortcut or "A")
+        block = SkipInitBlock if residual == "skipinit" else BasicBlock
+        model = CifarResNet(CIFAR_DEPTHS[arch], num_classes, shortcut=shortcut or "A", block=block)
     init_weights(model, init, fc_init)
     if not bn:
         remove_bn(model)
