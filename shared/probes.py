@@ -127,16 +127,23 @@ def per_example_contributions(model: nn.Module, x: torch.Tensor, y: torch.Tensor
 def contribution_agreement(per_example: torch.Tensor) -> dict:
     """Table 1's two numbers, averaged over the kernel's entries: sum_b |g_b| and |sum_b g_b|.
 
-    "ratio" is the ratio of those averages; "entry_ratio_median" the median over the entries of
-    each entry's own ratio (entries whose sum is exactly 0 left out): the paper does not say
-    which it reports, and with BN the two differ several-fold.
+    "ratio" is the ratio of those averages; "entry_ratio_median" and "entry_ratio_mean" the median
+    and the mean over the entries of each entry's own ratio (entries whose sum is exactly 0 left
+    out); "norm_ratio" treats the kernel as one vector: sum_b ||g_b|| / ||sum_b g_b|| (Euclidean);
+    "entries" is the kernel's size, to pool layers. The paper does not say which it reports, and
+    with BN they differ several-fold.
     """
     sum_abs = per_example.abs().sum(0).double().flatten()
     abs_sum = per_example.sum(0).abs().double().flatten()
     defined = abs_sum > 0
+    entry_ratios = sum_abs[defined] / abs_sum[defined]
+    flat = per_example.double().flatten(1)
     return {"sum_abs": sum_abs.mean().item(), "abs_sum": abs_sum.mean().item(),
             "ratio": (sum_abs.mean() / abs_sum.mean()).item(),
-            "entry_ratio_median": (sum_abs[defined] / abs_sum[defined]).median().item()}
+            "entry_ratio_median": entry_ratios.median().item(),
+            "entry_ratio_mean": entry_ratios.mean().item(),
+            "norm_ratio": (flat.norm(dim=1).sum() / flat.sum(0).norm()).item(),
+            "entries": sum_abs.numel()}
 
 
 def step_sizes(n: int = 80, low: float = -5.5, high: float = 0.5) -> torch.Tensor:

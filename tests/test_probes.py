@@ -80,6 +80,10 @@ def test_contribution_agreement_of_agreeing_and_cancelling_examples():
     uneven = probes.contribution_agreement(torch.tensor([[1.0, 10.0], [-0.9, 10.0]]))
     assert uneven["entry_ratio_median"] == pytest.approx(1.0)  # median of (19, 1) -> lower middle
     assert uneven["ratio"] == pytest.approx(21.9 / 20.1)
+    assert uneven["entry_ratio_mean"] == pytest.approx((19 + 1) / 2) and uneven["entries"] == 2
+    # as vectors: ||(1, 10)|| + ||(-0.9, 10)|| over ||(0.1, 20)||
+    assert uneven["norm_ratio"] == pytest.approx((101 ** 0.5 + 100.81 ** 0.5) / 400.01 ** 0.5)
+    assert agree["norm_ratio"] == pytest.approx(1.0) and agree["entry_ratio_mean"] == pytest.approx(1.0)
 
 
 def test_relative_loss_restores_the_model_and_starts_at_one(batch):
