@@ -132,10 +132,13 @@ class TrainConfig:
     divergence_loss: float = 1e3     # a mini-batch loss above this (or non-finite) = diverged
     eval_batch_size: int = 1000
     record_step_losses: int = added(0)  # store every step's loss for this many first epochs
+    residual: str = added("plain")   # RESIDUALS: "skipinit" / "fixup" (without BN) instead of the plain blocks
 
     def __post_init__(self):
         check_fields(self)
         check_network(self)
+        if self.residual != "plain" and self.bn:
+            raise ValueError(f"residual {self.residual!r} is a network without BN: set bn=False")
         check_choice("precision", self.precision, PRECISIONS)
         _check_positive(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
                         plateau_window=self.plateau_window, eval_batch_size=self.eval_batch_size,
@@ -161,6 +164,11 @@ def check_network(cfg) -> None:
     check_choice("fc_init", cfg.fc_init, FC_INITS)
     valid = (None, "B") if cfg.arch == "resnet101" else (None, *SHORTCUTS)
     check_choice(f"shortcut for {cfg.arch}", cfg.shortcut, valid)
+    check_choice("residual", cfg.residual, RESIDUALS)
+    if cfg.residual != "plain":
+        check_choice(f"arch for residual {cfg.residual!r}", cfg.arch, [a for a in ARCHS if a in CIFAR_DEPTHS])
+    if cfg.residual == "fixup":
+        check_choice("shortcut for fixup (the authors' option A)", cfg.shortcut, (None, "A"))
     # one spelling per network, so that a network has one identity: None is the architecture's
     # standard shortcut (option A for the CIFAR ResNets, torchvision's projections for ResNet-101)
     standard = "B" if cfg.arch == "resnet101" else "A"
@@ -170,7 +178,7 @@ def check_network(cfg) -> None:
 
 def network_fields(cfg) -> dict:
     """The keyword arguments of `shared.models.build_model` that `cfg` sets."""
-    return dict(arch=cfg.arch, init=cfg.init, fc_init=cfg.fc_init, shortcut=cfg.shortcut)
+    return dict(arch=cfg.arch, init=cfg.init, fc_init=cfg.fc_init, shortcut=cfg.shortcut, residual=cfg.residual)
 
 
 def _check_positive(**values) -> None:

@@ -33,6 +33,7 @@ class ProbeConfig:
     train_subset: int | None = None  # class-balanced subset of the training set (smoke only)
     fc_init: str = added(DEFAULT_FC_INIT, neutral="same")  # the classifier's: "same" as `init`, or one of INITS
     shortcut: str | None = added(DEFAULT_SHORTCUT, neutral=None)  # CIFAR ResNets: "A" or "B" (SHORTCUTS)
+    residual: str = added("plain")   # RESIDUALS: "skipinit" / "fixup" measure that network alone (no BN)
 
     def __post_init__(self):
         check_fields(self)
@@ -125,9 +126,11 @@ def middle_layer(model) -> int:
 
 
 def network_pair(cfg: ProbeConfig, seed: int, device) -> dict[str, torch.nn.Module]:
-    """{"bn": ..., "no_bn": ...}: the seed's network with BN and the same weights without."""
+    """{"bn": ..., "no_bn": ...}: the seed's network with BN and the same weights without; for a
+    normalisation-free residual scheme (`cfg.residual`), {"no_bn": that network} alone."""
     pair = {}
-    for name, bn in (("bn", True), ("no_bn", False)):
+    networks = {"bn": True, "no_bn": False} if cfg.residual == "plain" else {"no_bn": False}
+    for name, bn in networks.items():
         torch.manual_seed(seed)
         pair[name] = build_model(bn=bn, **network_fields(cfg)).to(device).train()
     return pair
@@ -287,7 +290,7 @@ def experiment_config(experiment: str, preset: str = "paper", **overrides):
     values = {k: v for k, v in {**PRESETS[preset], **overrides}.items() if k in names}
     cfg = cls(**values)
     if "layers" in names and "layers" not in overrides and cfg.arch != "resnet110":
-        depth = len(weight_layers(build_model(**network_fields(cfg))))
+        depth = len(weight_layers(build_model(bn=False, **network_fields(cfg))))
         cfg = replace(cfg, layers=tuple(min(depth - 1, max(2, round(k * depth / 110))) for k in cfg.layers))
     return cfg
 

@@ -18,7 +18,14 @@ from .claims import Claim, holds, judged, unjudged_reason
 from .paper import TABLE1_RATIO
 
 NETS = {"bn": "with BN", "no_bn": "w/o BN"}  # the run's keys -> the tables' names
-STATS = {"sum_abs": "Σ|g_b|", "abs_sum": "|Σ g_b|", "ratio": "ratio", "entry_ratio_median": "entry ratio (median)"}
+STATS = {"sum_abs": "Σ|g_b|", "abs_sum": "|Σ g_b|", "ratio": "ratio", "entry_ratio_median": "entry ratio (median)",
+         "entry_ratio_mean": "entry ratio (mean)", "norm_ratio": "norm ratio", "entries": "entries"}
+# The statistics the paper may have reported as "the" ratio (it does not say), as the ablation
+# compares them: per layer, averaged over layers and seeds; "pooled": one ratio of averages over
+# every entry of every layer shown
+STATISTICS = {"ratio of averages (ours)": "ratio", "median of entry ratios": "entry ratio (median)",
+              "mean of entry ratios": "entry ratio (mean)", "ratio of norms": "norm ratio"}
+POOLED = "ratio of averages, layers pooled"
 
 
 def contribution_table(runs: list[dict]) -> pd.DataFrame:
@@ -110,3 +117,39 @@ def claims(means: pd.DataFrame, n_seeds: int, batch_size: int, preset: str) -> l
                f"w/o BN {no_bn_entry.min():.3g}–{no_bn_entry.max():.3g}",
                holds(30 <= bn_entry.mean() <= 300, partly=True), unless),
     ]
+
+
+def pooled_ratio(long: pd.DataFrame, net: str) -> pd.Series:
+    """Per seed, one ratio of averages over every entry of every layer shown: Σ_layers n_l a_l /
+    Σ_layers n_l b_l, with a_l, b_l the layer's averages and n_l its number of entries."""
+    n = long[net, "entries"]
+    a, b = (long[net, "Σ|g_b|"] * n).groupby("seed").sum(), (long[net, "|Σ g_b|"] * n).groupby("seed").sum()
+    return a / b
+
+
+def statistics_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Rows: the candidate statistics (STATISTICS, then POOLED); columns: per network, the mean
+    over layers and seeds and the range over layers of the per-layer means (NaN where the stored
+    runs predate a statistic)."""
+    means = layer_means(long)
+    rows = {}
+    for name, column in STATISTICS.items():
+        rows[name] = {f"{net}: {key}": value for net in NETS.values()
+                      for key, value in (("mean", means[net, column].mean()), ("min", means[net, column].min()),
+                                         ("max", means[net, column].max()))}
+    if long.xs("entries", axis=1, level=1).notna().all().all():
+        rows[POOLED] = {f"{net}: {key}": pooled_ratio(long, net).mean() if key == "mean" else np.nan
+                        for net in NETS.values() for key in ("mean", "min", "max")}
+    return pd.DataFrame(rows).T
+
+
+def statistic_claim(stats: pd.DataFrame, preset: str) -> Claim:
+    """(ablation) Which statistic gives the paper's pair, ≈100x with BN (within [30, 300]) and
+    close without (below 2)? Yes naming the statistics that do; no if none does."""
+    fits = [name for name, row in stats.iterrows()
+            if 30 <= row["with BN: mean"] <= 300 and row["w/o BN: mean"] < 2]
+    shown = "; ".join(f"{name} {row['with BN: mean']:.3g} / {row['w/o BN: mean']:.3g}"
+                      for name, row in stats.iterrows() if not np.isnan(row["with BN: mean"]))
+    return judged("(ablation) Some way of averaging gives ≈100x with BN and ≈1 without",
+                  "≈ 100x / close", f"with BN / w/o BN: {shown}" + (f" — fits: {', '.join(fits)}" if fits else ""),
+                  holds(bool(fits)), unjudged_reason(preset))

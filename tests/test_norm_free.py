@@ -224,3 +224,22 @@ def test_plain_is_unchanged(kwargs):
     before = CifarResNet(int(kwargs["arch"][6:]), shortcut=kwargs.get("shortcut", "A"))
     init_weights(before, kwargs.get("init", "xavier_uniform"), kwargs.get("fc_init", "same"))
     assert all(torch.equal(before.state_dict()[k], v) for k, v in state.items())
+
+
+def test_configs_select_a_residual_scheme_and_keep_the_stored_identities():
+    from shared.config import identity, train_config
+    from shared.experiments import experiment_config, network_pair
+    assert "residual" not in identity(train_config("cpu")) and "residual" not in identity(experiment_config("fig5_depth_profile"))
+    cfg = train_config("smoke", bn=False, residual="skipinit")
+    assert identity(cfg)["residual"] == "skipinit"
+    with pytest.raises(ValueError, match="residual 'fixup' is a network without BN: set bn=False"):
+        train_config("smoke", residual="fixup", shortcut="A")
+    with pytest.raises(ValueError, match="unknown residual 'rezero'; valid: plain, skipinit, fixup"):
+        train_config("smoke", bn=False, residual="rezero")
+    with pytest.raises(ValueError, match="unknown shortcut for fixup"):
+        train_config("smoke", bn=False, residual="fixup", shortcut="B")
+    with pytest.raises(ValueError, match="unknown arch for residual 'skipinit' 'resnet101'"):
+        experiment_config("fig5_depth_profile", arch="resnet101", residual="skipinit", shortcut=None)
+    probe = experiment_config("fig5_depth_profile", "smoke", residual="fixup", shortcut="A")
+    pair = network_pair(probe, 0, "cpu")
+    assert list(pair) == ["no_bn"] and pair["no_bn"].residual == "fixup"

@@ -126,3 +126,40 @@ def test_smoke_preset_is_not_judged():
 def test_missing_ratios_are_no_not_an_error():
     nan = [np.nan, np.nan]
     assert verdicts(means_of(bn=nan, no_bn=nan, bn_entry=nan)) == [NO, NO, NO, NO, PARTLY]
+
+
+def full_run(seed: int, bn: dict, no_bn: dict) -> dict:
+    """A stored run with every statistic: per network, per layer a dict of the stored values."""
+    return {"provenance": {"seed": seed}, "result": {"bn": bn, "no_bn": no_bn}}
+
+
+def stats(sum_abs, abs_sum, entries, median=1.0, mean=1.0, norm=1.0):
+    return {"sum_abs": sum_abs, "abs_sum": abs_sum, "ratio": sum_abs / abs_sum, "entry_ratio_median": median,
+            "entry_ratio_mean": mean, "norm_ratio": norm, "entries": entries}
+
+
+def test_statistics_table_and_pooled_ratio():
+    # two layers: 10 entries with ratio 10 / 1, 30 entries with 30 / 2; pooled (100 + 900) / (10 + 60)
+    bn = {"2": stats(10.0, 1.0, 10, median=20, mean=120, norm=9), "20": stats(30.0, 2.0, 30, median=30, mean=80, norm=11)}
+    no_bn = {"2": stats(1.0, 1.0, 10), "20": stats(1.5, 1.0, 30)}
+    long = table1.contribution_table([full_run(0, bn, no_bn)])
+    t = table1.statistics_table(long)
+    assert list(t.index) == [*table1.STATISTICS, table1.POOLED]
+    assert t.loc["ratio of averages (ours)", "with BN: mean"] == pytest.approx((10 + 15) / 2)
+    assert t.loc["ratio of averages (ours)", "with BN: max"] == pytest.approx(15)
+    assert t.loc["mean of entry ratios", "with BN: mean"] == pytest.approx(100)
+    assert t.loc[table1.POOLED, "with BN: mean"] == pytest.approx(1000 / 70)
+    assert t.loc[table1.POOLED, "w/o BN: mean"] == pytest.approx((10 + 45) / 40)
+    claim = table1.statistic_claim(t, "paper")
+    assert claim.verdict == YES and claim.ours.endswith("fits: mean of entry ratios")
+    assert "median of entry ratios 25 / 1" in claim.ours
+    t.loc["mean of entry ratios", "with BN: mean"] = 20
+    assert table1.statistic_claim(t, "paper").verdict == NO
+    assert table1.statistic_claim(t, "smoke").verdict == NOT_JUDGED
+
+
+def test_statistics_table_of_runs_stored_before_the_new_statistics():
+    long = table1.contribution_table([run(0, {2: (10.0, 1.0)})])  # no mean, norm or entries stored
+    t = table1.statistics_table(long)
+    assert table1.POOLED not in t.index and np.isnan(t.loc["ratio of norms", "with BN: mean"])
+    assert t.loc["ratio of averages (ours)", "with BN: mean"] == pytest.approx(10)
