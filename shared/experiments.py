@@ -76,6 +76,11 @@ FIG5_CHANNELS = ("all", "first")
 
 
 @dataclass(frozen=True)
+class SignalConfig(ProbeConfig):
+    """Beyond the paper: Brock et al.'s (2021) signal propagation, per residual block, at initialisation."""
+
+
+@dataclass(frozen=True)
 class LogitGradientConfig(ProbeConfig):
     """Fig 6: gradients w.r.t. the logits at initialisation, one batch and an epoch's average."""
     epoch_batches: int | None = 50  # mini-batches averaged (6,400 images); None: a full epoch
@@ -158,6 +163,12 @@ def measure_depth_profile(cfg: DepthConfig, data: Cifar10, seed: int) -> dict:
         profile = probes.depth_profile(model, x, probes.layers_to_profile(model), cfg.channels)
         result[name] = {str(k): v for k, v in profile.items()}
     return result
+
+
+def measure_signal_propagation(cfg: SignalConfig, data: Cifar10, seed: int) -> dict:
+    x, _ = first_batch(cfg, data, seed)
+    return {name: {str(b): v for b, v in probes.signal_propagation(model, x).items()}
+            for name, model in network_pair(cfg, seed, x.device).items()}
 
 
 def measure_logit_gradients(cfg: LogitGradientConfig, data: Cifar10, seed: int) -> dict:
@@ -269,6 +280,7 @@ EXPERIMENTS = {
     "fig6_logit_gradients": (LogitGradientConfig, measure_logit_gradients),
     "fig7_singular_values": (SingularValueConfig, measure_singular_values),
     "table1_contributions": (ContributionConfig, measure_contributions),
+    "signal_propagation": (SignalConfig, measure_signal_propagation),
 }
 
 def experiment_config(experiment: str, preset: str = "paper", **overrides):

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import layer, weight_layers
+from .models import BasicBlock, layer, weight_layers
 
 
 def layer_weight_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
@@ -271,3 +271,37 @@ def layers_to_profile(model: nn.Module, step: int = 12, first: int = 6) -> list[
     """Fig 5's layers: 6, 18, 30, ... and the last layer (110 for ResNet-110)."""
     depth = len(weight_layers(model))
     return sorted(set(range(first, depth + 1, step)) | {depth})
+
+
+def signal_propagation(model: nn.Module, x: torch.Tensor) -> dict[int, dict]:
+    """Signal propagation at initialisation (Brock, De & Smith 2021, "Characterizing signal
+    propagation to close the performance gap in unnormalized ResNets", Sec. 3 and Fig. 1): for
+    each residual block b = 1, 2, ... of a CIFAR ResNet, of its output (the residual stream the
+    next block receives; ours are post-activation blocks, so after the block's ReLU) the mean over
+    channels of the squared channel mean ("mean_sq") and of the channel variance ("variance"), and
+    the mean channel variance of its residual branch's output before the addition
+    ("branch_variance"). Means and variances are over the batch and the spatial positions, as in
+    Fig 5. The model is left exactly as it was (BN running statistics included).
+    """
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    if not blocks:
+        raise ValueError(f"signal propagation needs a CIFAR ResNet's residual blocks, got {type(model).__name__}")
+    seen = {}
+    hooks = [b.register_forward_hook(lambda m, inputs, output, j=j: seen.__setitem__(j, (inputs[0], output)))
+             for j, b in enumerate(blocks)]
+    state = copy.deepcopy(model.state_dict())
+    try:
+        with torch.no_grad():
+            model(x)
+            rows = {}
+            for j, block in enumerate(blocks):
+                block_in, block_out = seen[j]
+                means, stds = channel_moments(block_out)
+                _, branch_stds = channel_moments(block.branch(block_in))
+                rows[j + 1] = {"mean_sq": means.square().mean().item(), "variance": stds.square().mean().item(),
+                               "branch_variance": branch_stds.square().mean().item()}
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.load_state_dict(state)
+    return rows

@@ -224,3 +224,39 @@ def test_relative_loss_along_the_optimiser_step_is_the_loss_after_that_step(batc
     optimizer.step()
     with torch.no_grad():
         assert ratio.item() == pytest.approx((F.cross_entropy(model(x), y) / loss0).item(), rel=1e-4)
+
+
+def test_signal_propagation_of_the_plain_network_and_restored_state(batch):
+    x, _ = batch
+    model = model_pair()[0]  # with BN, train mode: the running statistics must survive
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = probes.signal_propagation(model, x)
+    assert list(rows) == list(range(1, 10))  # ResNet-20: 9 blocks
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # block 1 by hand: relu(bn2(conv2(relu(bn1(conv1(h))))) + h), h the stem's output
+    with torch.no_grad():
+        h = F.relu(model.bn1(model.conv1(x)))
+        block = model.layer1[0]
+        branch = block.bn2(block.conv2(F.relu(block.bn1(block.conv1(h)))))
+        out = F.relu(branch + h)
+    means, stds = probes.channel_moments(out)
+    assert rows[1]["mean_sq"] == pytest.approx(means.square().mean().item(), rel=1e-5)
+    assert rows[1]["variance"] == pytest.approx(stds.square().mean().item(), rel=1e-5)
+    assert rows[1]["branch_variance"] == pytest.approx(probes.channel_moments(branch)[1].square().mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("residual", ["skipinit", "fixup"])
+def test_signal_propagation_of_zero_initialised_branches(batch, residual):
+    """SkipInit and Fixup start with every branch at 0: the stream passes stage 1's identity
+    shortcuts unchanged (the stem's output is non-negative, so the block's ReLU keeps it)."""
+    x, _ = batch
+    torch.manual_seed(0)
+    rows = probes.signal_propagation(build_model("resnet20", bn=False, residual=residual,
+                                                 shortcut="A" if residual == "fixup" else None), x)
+    assert all(r["branch_variance"] == 0 for r in rows.values())
+    assert rows[1]["variance"] == rows[2]["variance"] == rows[3]["variance"] > 0
+
+
+def test_signal_propagation_needs_residual_blocks(batch):
+    with pytest.raises(ValueError, match="needs a CIFAR ResNet's residual blocks, got Linear"):
+        probes.signal_propagation(nn.Linear(3, 3), batch[0])
