@@ -178,7 +178,8 @@ def claims(table: pd.DataFrame, largest_size: float, first_batch: int, preset: s
 # step's definition and the network's state, each changed alone. Probed at mini-batches 4 and 7
 # only (mini-batch 1 has no preceding step: there the variants are the default's curve, up to
 # weight decay) with 40 step sizes, 0.15 decade apart, a quarter of the default run's cost.
-ABLATION_FIELDS = dict(probe_batches=(4, 7), sizes=40)
+ABLATION_BATCHES = (4, 7)
+ABLATION_SIZES = 40
 VARIANTS = {
     "gradient step, after the preceding steps (ours)": {},
     "gradient step, at initialisation": {"state": "init"},
@@ -189,14 +190,14 @@ VARIANTS = {
 def ablation_configs(cfg) -> dict:
     """The config of each VARIANTS entry: `cfg` itself for ours, else `cfg` with the ablation's
     fields and the variant's change."""
-    return {name: replace(cfg, **ABLATION_FIELDS, **change) if change else cfg
-            for name, change in VARIANTS.items()}
+    fields = dict(probe_batches=ABLATION_BATCHES, sizes=min(cfg.sizes, ABLATION_SIZES))
+    return {name: replace(cfg, **fields, **change) if change else cfg for name, change in VARIANTS.items()}
 
 
 def ablation_table(runs: dict[str, list[dict]]) -> pd.DataFrame:
     """Per variant, network and mini-batch (4 and 7): the median over seeds of the first step
     sizes past 10^3 and 10^6 and of the best step, and the number of seeds."""
-    batches = [str(b) for b in ABLATION_FIELDS["probe_batches"]]
+    batches = [str(b) for b in ABLATION_BATCHES]
     columns = ["first s > 1e3", "first s > 1e6", "best s"]
     frames = []
     for name, variant_runs in runs.items():
@@ -211,7 +212,7 @@ def ablation_claims(runs: dict[str, list[dict]], preset: str) -> list[Claim]:
     """For each ablation variant with runs: does the network without BN pass 10^3 x at the
     paper's s ≈ 2e-3..3e-3 on mini-batches 4 and 7 (every seed, factor 2 for reading the axis)?"""
     unless = unjudged_reason(preset)
-    batches = [str(b) for b in ABLATION_FIELDS["probe_batches"]]
+    batches = [str(b) for b in ABLATION_BATCHES]
     claims = []
     for name, variant_runs in runs.items():
         if not VARIANTS[name] or not variant_runs:
@@ -222,3 +223,19 @@ def ablation_claims(runs: dict[str, list[dict]], preset: str) -> list[Claim]:
                              f"{by_batch(first)} ({len(variant_runs)} seed(s))",
                              within(first, 2e-3, 3e-3), unless))
     return claims
+
+
+def plot_ablation(axes, runs: dict[str, list[dict]]) -> None:
+    """One panel per ablation mini-batch (4, 7), the network without BN: every seed's curve under
+    each variant with runs (a colour per variant), the threshold 10^3 (dashed) and the paper's
+    step sizes where it passes it (shaded)."""
+    for ax, batch in zip(axes, [str(b) for b in ABLATION_BATCHES]):
+        for i, (name, variant_runs) in enumerate(runs.items()):
+            for j, r in enumerate(variant_runs):
+                ax.plot(r["result"]["sizes"], curve(r["result"], "no_bn", batch), color=f"C{i}", lw=1,
+                        alpha=0.7, label=name if j == 0 else None)
+        ax.axhline(1e3, color="C3", ls="--", lw=0.8)
+        ax.axvspan(2e-3, 3e-3, color="0.85", zorder=0)
+        ax.set(xscale="log", yscale="log", ylim=(PAPER_Y_MIN, Y_MAX), xlabel="step size",
+               title=f"w/o BN, mini-batch {batch}")
+    axes[0].set_ylabel("relative loss")

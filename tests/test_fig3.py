@@ -179,6 +179,8 @@ def test_ablation_configs_change_one_choice_each():
     init, update = configs["gradient step, at initialisation"], configs["optimiser's step, after the preceding steps"]
     assert (init.state, init.direction, init.probe_batches, init.sizes) == ("init", "gradient", (4, 7), 40)
     assert (update.state, update.direction) == ("trained", "update")
+    smoke = fig3.ablation_configs(experiment_config("fig3_relative_loss", "smoke"))
+    assert {c.sizes for c in smoke.values()} == {12}  # never more sizes than the preset's
 
 
 def test_ablation_table_and_claims():
@@ -203,3 +205,13 @@ def test_ablation_table_and_claims():
     explosive_only = {init: runs(batch47(explosive))}
     assert fig3.ablation_claims(explosive_only, "paper")[0].verdict == YES
     assert fig3.ablation_claims(explosive_only, "smoke")[0].verdict == NOT_JUDGED
+
+
+def test_plot_ablation_draws_every_seed_of_every_variant():
+    ours, init, update = fig3.VARIANTS
+    fig, axes = plt.subplots(1, 2)
+    fig3.plot_ablation(axes, {init: runs(batch47((1, 2, 3, 4, 5)), batch47((1, 2, 3, 4, 5))),
+                              update: runs(batch47((1, 2, 3, 4, 5)))})
+    assert len(axes[0].lines) == 3 + 1 and axes[1].get_title() == "w/o BN, mini-batch 7"
+    assert [t.get_text() for t in axes[0].legend().get_texts()] == [init, update]
+    plt.close(fig)
