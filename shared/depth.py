@@ -1,0 +1,155 @@
+"""Beyond the paper: how the explosion without BN, and the step it allows, depend on depth.
+
+The paper's explanation is causal (Sec. 3-4): without BN the activations grow with depth at
+initialisation (Fig 5), so the gradient is dominated by an input-independent direction and only
+tiny steps are safe (Fig 3). One depth (110) cannot test that; a ladder of depths can. From stored
+runs of two at-initialisation experiments of `shared.experiments`:
+
+- "fig3_relative_loss" on mini-batch 1 (no training step before it): the largest step along the
+  gradient before the loss passes 10^3 x its value, per depth (the "stable step");
+- "signal_propagation" (Brock, De & Smith 2021): per residual block, the mean squared channel
+  mean and the mean channel variance of the residual stream, and the variance of the branch.
+
+The notebook `11_depth_ladder` calls these.
+"""
+
+import numpy as np
+import pandas as pd
+
+from .claims import Claim, holds, judged, unjudged_reason
+from .fig3 import first_above
+
+DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
+# the preset's ladder: smoke keeps to the two smallest networks
+PRESET_DEPTHS = {"smoke": ("resnet20", "resnet32"), "paper": tuple(DEPTHS)}
+LADDER_FIELDS = dict(probe_batches=(1,), sizes=40)  # Fig 3 at initialisation, 0.15 decade apart
+NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
+STATS = {"mean_sq": "mean squared channel mean", "variance": "mean channel variance",
+         "branch_variance": "branch variance"}
+PAPER_RATES = {"bn": 0.1, "no_bn": 1e-4}  # the largest rates the paper trains ResNet-110 at (Fig 1)
+
+
+def ladder_config(cfg, arch: str):
+    """Fig 3's config `cfg` for the ladder: network `arch`, mini-batch 1 only, 40 step sizes
+    (never more than the preset's)."""
+    from dataclasses import replace
+    return replace(cfg, arch=arch, probe_batches=LADDER_FIELDS["probe_batches"],
+                   sizes=min(cfg.sizes, LADDER_FIELDS["sizes"]))
+
+
+def stable_steps(runs_by_arch: dict[str, list[dict]]) -> pd.DataFrame:
+    """Rows (depth, network, seed): the first step size whose relative loss on mini-batch 1
+    exceeds 10^3 (a non-finite loss counts; inf: never within the sweep)."""
+    rows = [{"depth": DEPTHS[arch], "network": NETWORKS[name], "seed": r["provenance"]["seed"],
+             "stable step": first_above(r["result"], name, "1", 1e3)}
+            for arch, runs in runs_by_arch.items() for r in runs for name in NETWORKS]
+    return pd.DataFrame(rows).set_index(["depth", "network", "seed"]).sort_index()
+
+
+def ladder_table(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per depth (rows) and network (columns): the median over seeds of the stable step, and how
+    many seeds."""
+    grouped = steps["stable step"].groupby(level=["depth", "network"])
+    table = pd.concat({"median": grouped.median(), "seeds": grouped.size()}, axis=1).unstack("network")
+    table.columns = [f"{net}: {stat}" for stat, net in table.columns]
+    return table
+
+
+def ladder_claims(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]:
+    """The explanation's prediction: without BN the stable step falls with depth (at every rung,
+    and by at least 3x from the shallowest to the deepest network); with BN it stays within 3x
+    (a step that never explodes counts at `largest_size`, the sweep's largest)."""
+    unless = unjudged_reason(preset)
+    no_bn = table["w/o BN: median"]
+    bn = table["with BN: median"].clip(upper=largest_size)
+    falls = bool((no_bn.diff().dropna() < 0).all()) and no_bn.iloc[0] / no_bn.iloc[-1] >= 3
+    ladder = ", ".join(f"{d}: {v:.2g}" for d, v in no_bn.items())
+    return [
+        judged("Without BN the largest stable step falls with depth", "(the explanation's prediction)",
+               f"depth {ladder}; {no_bn.iloc[0] / no_bn.iloc[-1]:.3g}x from {no_bn.index[0]} to {no_bn.index[-1]}",
+               holds(falls, partly=bool(no_bn.iloc[0] > no_bn.iloc[-1])), unless),
+        judged("With BN it does not", "(the explanation's prediction)",
+               ", ".join(f"{d}: {'≥ ' if v >= largest_size else ''}{v:.2g}" for d, v in bn.items()),
+               holds(bool(bn.max() / bn.min() <= 3)), unless),
+    ]
+
+
+def plot_ladder(ax, table: pd.DataFrame, largest_size: float) -> None:
+    """The stable step against depth on log axes, with BN and without (a step that never explodes
+    drawn at the sweep's largest, as an open marker), and the paper's training rates (dotted)."""
+    depths = table.index.to_numpy()
+    for i, (name, label) in enumerate(NETWORKS.items()):
+        values = table[f"{label}: median"].to_numpy(dtype=float)
+        never = ~np.isfinite(values)
+        shown = np.where(never, largest_size, values)
+        ax.plot(depths, shown, "o-", color=f"C{i}", label=label)
+        ax.plot(depths[never], shown[never], "o", color="white", mec=f"C{i}", ms=7)
+        ax.axhline(PAPER_RATES[name], color=f"C{i}", ls=":", lw=1, label=f"the paper's rate {label}")
+    ax.set(xscale="log", yscale="log", xticks=depths, xticklabels=[str(d) for d in depths],
+           xlabel="depth", ylabel="largest step before the loss passes 10^3 x")
+    ax.minorticks_off()
+
+
+def spp_frame(runs_by_label: dict[str, list[dict]], network: str | None = None) -> pd.DataFrame:
+    """Rows (network label, block, seed), columns STATS: the stored signal-propagation runs. A
+    run's networks are named by the label of the dict and, for a plain run holding both, "with
+    BN" / "w/o BN" after it (`network` keeps one of "bn", "no_bn")."""
+    rows = []
+    for label, runs in runs_by_label.items():
+        for r in runs:
+            for name, blocks in r["result"].items():
+                if network is not None and name != network:
+                    continue
+                full = label if len(r["result"]) == 1 or network else f"{label}, {NETWORKS[name]}"
+                rows += [{"network": full, "block": int(b), "seed": r["provenance"]["seed"],
+                          **{STATS[k]: v for k, v in stats.items()}} for b, stats in blocks.items()]
+    return pd.DataFrame(rows).set_index(["network", "block", "seed"]).sort_index()
+
+
+def spp_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per network: log10 of each statistic at the first and the last block (mean over seeds of
+    the log), and its growth per block (slope of a line through the mean curve)."""
+    logs = np.log10(frame.replace(0, np.nan)).groupby(level=["network", "block"]).mean()
+    rows = {}
+    for net, curve in logs.groupby(level="network"):
+        curve = curve.droplevel("network")
+        row = {}
+        for stat in STATS.values():
+            values = curve[stat].dropna()
+            row[f"{stat}: log10 first"] = values.iloc[0] if len(values) else np.nan
+            row[f"{stat}: log10 last"] = values.iloc[-1] if len(values) else np.nan
+            row[f"{stat}: per block"] = np.polyfit(values.index, values, 1)[0] if len(values) > 1 else np.nan
+        rows[net] = row
+    return pd.DataFrame(rows).T
+
+
+def plot_spp(axes, frame: pd.DataFrame) -> None:
+    """Brock et al.'s signal-propagation plot: per block, log10 of the mean squared channel mean
+    (left) and the mean channel variance (right) of the residual stream, a line per network (mean
+    over seeds of the log, band: range over seeds); a zero branch (SkipInit, Fixup) is left out."""
+    logs = np.log10(frame.replace(0, np.nan))
+    for ax, stat in zip(axes, ("mean squared channel mean", "mean channel variance")):
+        for i, (net, curve) in enumerate(logs[stat].groupby(level="network")):
+            by_block = curve.droplevel("network").groupby(level="block")
+            ax.plot(by_block.mean().index, by_block.mean(), color=f"C{i}", label=net)
+            ax.fill_between(by_block.min().index, by_block.min(), by_block.max(), color=f"C{i}", alpha=0.2, lw=0)
+        ax.set(xlabel="residual block", ylabel=f"log10 {stat}", title=stat)
+
+
+def fig5_relation(spp_runs: list[dict], fig5_runs: list[dict], network: str = "no_bn") -> pd.DataFrame:
+    """Fig 5's per-convolution view beside the residual stream, for `network`: Fig 5's layer
+    k = 2b is the first convolution of block b and reads the output of block b - 1, so with
+    Xavier weights (variance about 1 / fan-in) its output's std is about the root mean square of
+    that stream, sqrt(mean_sq + variance). Per Fig 5 convolution layer (mean over seeds of log10):
+    the stream's RMS, the convolution output's std (Fig 5) and their difference."""
+    rows = []
+    for k in sorted(int(k) for k in fig5_runs[0]["result"][network])[:-1]:  # the last is the classifier
+        if k % 2 or k < 4:
+            continue
+        block = str(k // 2 - 1)
+        stream = np.mean([0.5 * np.log10(r["result"][network][block]["mean_sq"] + r["result"][network][block]["variance"])
+                          for r in spp_runs])
+        conv = np.mean([np.log10(r["result"][network][str(k)]["std"]) for r in fig5_runs])
+        rows.append({"layer": k, "reads block": int(block), "log10 RMS of the stream": stream,
+                     "log10 std of the conv output (Fig 5)": conv, "difference": conv - stream})
+    return pd.DataFrame(rows).set_index("layer")

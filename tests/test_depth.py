@@ -1,0 +1,99 @@
+"""shared.depth (the depth ladder and signal propagation) on synthetic stored runs with known answers."""
+
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+
+from shared import depth
+from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SIZES = [1e-4, 1e-3, 1e-2, 0.1, 1.0]
+
+
+def fig3_run(seed: int, bn_first: int | None, no_bn_first: int) -> dict:
+    """Mini-batch 1's curves passing 10^3 first at SIZES[first] (never for None)."""
+    def curve(first):
+        return [2e3 if first is not None and i >= first else 1.0 for i in range(len(SIZES))]
+    return {"provenance": {"seed": seed}, "result": {"sizes": SIZES, **{
+        name: {"lr": 0.1, "batches": {"1": {"relative_loss": curve(first)}}}
+        for name, first in (("bn", bn_first), ("no_bn", no_bn_first))}}}
+
+
+def ladder(no_bn_firsts: dict, bn_first=None):
+    steps = depth.stable_steps({arch: [fig3_run(s, bn_first, f) for s, f in enumerate(firsts)]
+                                for arch, firsts in no_bn_firsts.items()})
+    return depth.ladder_table(steps)
+
+
+def test_ladder_table_medians_per_depth():
+    table = ladder({"resnet20": [3, 3, 2], "resnet56": [2, 1, 1], "resnet110": [0, 0, 0]})
+    assert list(table.index) == [20, 56, 110]
+    assert table.loc[20, "w/o BN: median"] == 0.1 and table.loc[56, "w/o BN: median"] == 1e-3
+    assert table.loc[110, "w/o BN: seeds"] == 3 and math.isinf(table.loc[110, "with BN: median"])
+
+
+def test_ladder_claims():
+    falling = ladder({"resnet20": [3], "resnet56": [2], "resnet110": [0]})
+    claims = depth.ladder_claims(falling, largest_size=1.0, preset="paper")
+    assert [c.verdict for c in claims] == [YES, YES]
+    assert claims[0].ours == "depth 20: 0.1, 56: 0.01, 110: 0.0001; 1e+03x from 20 to 110"
+    assert claims[1].ours == "20: ≥ 1, 56: ≥ 1, 110: ≥ 1"
+    assert depth.ladder_claims(ladder({"resnet20": [3], "resnet56": [3], "resnet110": [2]}), 1.0, "paper")[0].verdict == PARTLY
+    assert depth.ladder_claims(ladder({"resnet20": [1], "resnet110": [2]}), 1.0, "paper")[0].verdict == NO
+    bn_falls = ladder({"resnet20": [3], "resnet110": [0]}, bn_first=0)
+    assert depth.ladder_claims(bn_falls, 1.0, "paper")[1].verdict == YES  # 1e-4 at both depths
+    assert {c.verdict for c in depth.ladder_claims(falling, 1.0, "smoke")} == {NOT_JUDGED}
+
+
+def spp_run(seed: int, networks: dict) -> dict:
+    """networks: name -> per-block variance growth factor (mean_sq = variance / 4, branch 1)."""
+    return {"provenance": {"seed": seed}, "result": {
+        name: {str(b): {"mean_sq": g ** b / 4, "variance": g ** b, "branch_variance": 1.0} for b in range(1, 5)}
+        for name, g in networks.items()}}
+
+
+def test_spp_frame_labels_and_summary():
+    frame = depth.spp_frame({"ResNet-110": [spp_run(0, {"bn": 1.0, "no_bn": 10.0}), spp_run(1, {"bn": 1.0, "no_bn": 10.0})],
+                             "SkipInit": [spp_run(0, {"no_bn": 1.0})]})
+    assert set(frame.index.get_level_values("network")) == {"ResNet-110, with BN", "ResNet-110, w/o BN", "SkipInit"}
+    summary = depth.spp_summary(frame)
+    assert summary.loc["ResNet-110, w/o BN", "mean channel variance: per block"] == pytest.approx(1.0)
+    assert summary.loc["ResNet-110, w/o BN", "mean channel variance: log10 last"] == pytest.approx(4.0)
+    assert summary.loc["SkipInit", "mean squared channel mean: log10 first"] == pytest.approx(-np.log10(4))
+    only = depth.spp_frame({"ResNet-110": [spp_run(0, {"bn": 1.0, "no_bn": 10.0})]}, network="no_bn")
+    assert set(only.index.get_level_values("network")) == {"ResNet-110"}
+    fig, axes = plt.subplots(1, 2)
+    depth.plot_spp(axes, frame)
+    assert len(axes[0].lines) == 3 and axes[1].get_title() == "mean channel variance"
+    plt.close(fig)
+
+
+def test_plot_ladder_marks_steps_that_never_explode():
+    fig, ax = plt.subplots()
+    depth.plot_ladder(ax, ladder({"resnet20": [3], "resnet110": [0]}), largest_size=1.0)
+    assert len(ax.lines) == 2 * 3  # per network: the curve, the open markers, the paper's rate
+    assert ax.get_xlabel() == "depth"
+    plt.close(fig)
+
+
+def test_ladder_config():
+    from shared.experiments import experiment_config
+    cfg = depth.ladder_config(experiment_config("fig3_relative_loss"), "resnet56")
+    assert (cfg.arch, cfg.probe_batches, cfg.sizes) == ("resnet56", (1,), 40)
+
+
+def test_fig5_relation_pairs_each_convolution_with_the_block_it_reads():
+    spp = [{"provenance": {"seed": 0}, "result": {"no_bn": {str(b): {"mean_sq": 10.0 ** (2 * b) * 0.5,
+                                                                    "variance": 10.0 ** (2 * b) * 0.5}
+                                                             for b in range(1, 60)}}}]
+    fig5 = [{"provenance": {"seed": 0}, "result": {"no_bn": {str(k): {"std": 10.0 ** (k // 2 - 1) * 2, "abs_mean": 1.0}
+                                                             for k in (6, 18, 110)}}}]
+    table = depth.fig5_relation(spp, fig5)
+    assert list(table.index) == [6, 18] and list(table["reads block"]) == [2, 8]
+    assert table.loc[18, "log10 RMS of the stream"] == pytest.approx(8)  # sqrt(10^16)
+    assert table["difference"].to_numpy() == pytest.approx([np.log10(2)] * 2)
