@@ -145,11 +145,15 @@ def statistics_table(long: pd.DataFrame) -> pd.DataFrame:
 
 def statistic_claim(stats: pd.DataFrame, preset: str) -> Claim:
     """(ablation) Which statistic gives the paper's pair, ≈100x with BN (within [30, 300]) and
-    close without (below 2)? Yes naming the statistics that do; no if none does."""
-    fits = [name for name, row in stats.iterrows()
-            if 30 <= row["with BN: mean"] <= 300 and row["w/o BN: mean"] < 2]
+    close without (below 2)? Yes naming the statistics that do; partly if one gives ≈100x with BN
+    and at least 10x less without; no otherwise."""
+    hundred = [name for name, row in stats.iterrows() if 30 <= row["with BN: mean"] <= 300]
+    fits = [name for name in hundred if stats.loc[name, "w/o BN: mean"] < 2]
+    apart = [name for name in hundred if stats.loc[name, "with BN: mean"] >= 10 * stats.loc[name, "w/o BN: mean"]]
     shown = "; ".join(f"{name} {row['with BN: mean']:.3g} / {row['w/o BN: mean']:.3g}"
                       for name, row in stats.iterrows() if not np.isnan(row["with BN: mean"]))
+    named = fits or apart
     return judged("(ablation) Some way of averaging gives ≈100x with BN and ≈1 without",
-                  "≈ 100x / close", f"with BN / w/o BN: {shown}" + (f" — fits: {', '.join(fits)}" if fits else ""),
-                  holds(bool(fits)), unjudged_reason(preset))
+                  "≈ 100x / close", f"with BN / w/o BN: {shown}" + (f" — {'fits' if fits else '≈100x with BN'}: "
+                                                                    f"{', '.join(named)}" if named else ""),
+                  holds(bool(fits), partly=bool(apart)), unjudged_reason(preset))

@@ -153,6 +153,11 @@ def test_statistics_table_and_pooled_ratio():
     claim = table1.statistic_claim(t, "paper")
     assert claim.verdict == YES and claim.ours.endswith("fits: mean of entry ratios")
     assert "median of entry ratios 25 / 1" in claim.ours
+    t.loc["mean of entry ratios", "w/o BN: mean"] = 5  # 100x with BN, 20x apart: partly
+    partly = table1.statistic_claim(t, "paper")
+    assert partly.verdict == PARTLY and partly.ours.endswith("≈100x with BN: mean of entry ratios")
+    t.loc["mean of entry ratios", "w/o BN: mean"] = 20  # only 5x apart
+    assert table1.statistic_claim(t, "paper").verdict == NO
     t.loc["mean of entry ratios", "with BN: mean"] = 20
     assert table1.statistic_claim(t, "paper").verdict == NO
     assert table1.statistic_claim(t, "smoke").verdict == NOT_JUDGED
