@@ -239,3 +239,14 @@ def plot_ablation(axes, runs: dict[str, list[dict]]) -> None:
         ax.set(xscale="log", yscale="log", ylim=(PAPER_Y_MIN, Y_MAX), xlabel="step size",
                title=f"w/o BN, mini-batch {batch}")
     axes[0].set_ylabel("relative loss")
+
+
+def networks_table(found: dict[str, list[dict]], batches: list[str]) -> pd.DataFrame:
+    """Per network (`found`'s labels, those with runs), BN or not, and mini-batch: the median over
+    seeds of the first step sizes past 10^3 and of the best step, and the number of seeds."""
+    frames = []
+    for label, runs in found.items():
+        if runs:
+            grouped = probe_table(runs, batches).groupby(level=["network", "mini-batch"])
+            frames.append(grouped[["first s > 1e3", "best s"]].median().assign(seeds=grouped.size(), net=label))
+    return pd.concat(frames).reset_index().set_index(["net", "network", "mini-batch"])

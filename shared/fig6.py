@@ -146,3 +146,38 @@ def claims(table: pd.DataFrame, summary: pd.DataFrame, preset: str) -> list[Clai
                holds(bool(m["no_bn column gradient"] >= 0.003), partly=bool(m["no_bn column gradient"] > 0)),
                unless),
     ]
+
+
+# The ablation behind the "no" with BN: the same measures on other networks. ResNet-110's
+# candidates (`shared.candidates`: shortcut x conv init x classifier init) and ResNet-101 with
+# Xavier and with torchvision's own init (Kaiming fan_out convolutions, default classifier).
+COMPARED = ("bn top-class share", "bn top p", "no_bn top-class share", "no_bn top p")
+
+
+def comparison_table(found: dict[str, list[dict]]) -> pd.DataFrame:
+    """Per network (rows, `found`'s labels, those with runs): the number of seeds and the mean over
+    them of COMPARED (`network_row`'s share of images on the most common class and mean top
+    probability, with BN and without)."""
+    rows = {}
+    for label, runs in found.items():
+        if runs:
+            table = column_table(runs)
+            rows[label] = {"seeds": len(runs), **table[list(COMPARED)].mean().to_dict()}
+    return pd.DataFrame(rows).T
+
+
+def load_comparison(preset: str, seeds=None) -> dict[str, list[dict]]:
+    """The stored Fig 6 runs of every ResNet-110 candidate and of ResNet-101 under Xavier and
+    Kaiming fan_out (nothing is computed: the network-choice notebook and `python -m
+    shared.experiments` compute them)."""
+    from .candidates import candidate_config, candidates
+    from .experiments import experiment_config
+    from .results import config_runs
+
+    experiment = "fig6_logit_gradients"
+    found = {f"resnet110 {c.name}": config_runs(experiment, candidate_config(experiment, c, preset), seeds=seeds)
+             for c in candidates()}
+    for init in ("xavier_uniform", "kaiming_normal_fan_out"):
+        cfg = experiment_config(experiment, preset, arch="resnet101", init=init)
+        found[f"resnet101 conv {init} | fc pytorch_default"] = config_runs(experiment, cfg, seeds=seeds)
+    return found

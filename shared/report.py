@@ -45,8 +45,9 @@ QUARTO_CONFIG = REPO_ROOT / "_quarto.yml"
 # the paper's figures and table, in its order, then our extensions: the learning-rate sweep the
 # paper describes in words, and the choice of its network; a notebook shows one if its name holds the id
 PAPER_ITEMS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "table1", "lr_sweep",
-               "network_choice")
-EXTENSIONS = {"lr_sweep": "The learning-rate sweep", "network_choice": "The choice of network"}
+               "network_choice", "depth_ladder")
+EXTENSIONS = {"lr_sweep": "The learning-rate sweep", "network_choice": "The choice of network",
+              "depth_ladder": "Beyond the paper: depth"}
 PRESET_NAMES = sorted(set(TRAIN_PRESETS) | set(PROBE_PRESETS))
 QUARTO_MISSING = ("Quarto is not installed; writing an offline HTML report to _site/ instead "
                   "(install Quarto from https://quarto.org/docs/get-started/ for the full site)")
@@ -71,7 +72,7 @@ class Notebook:
 
 def paper_item(stem: str) -> str | None:
     """The paper item a notebook or figure name refers to: "02_fig2_gradients" -> "fig2"."""
-    match = re.search(r"(?:^|_)((?:fig|table)\d+|lr_sweep|network_choice)(?:_|$)", stem)
+    match = re.search(r"(?:^|_)((?:fig|table)\d+|lr_sweep|network_choice|depth_ladder)(?:_|$)", stem)
     return match[1] if match else None
 
 
@@ -155,8 +156,8 @@ def summary_markdown(notebooks: list[Notebook]) -> str:
         return "*No notebook has saved its claims yet.*\n"
     missing = [item_label(i) for i in PAPER_ITEMS if i not in EXTENSIONS
                and not any(nb.item == i and nb.claims for nb in notebooks)]
-    lead = (f"{len(everything)} claims of the paper, each with our number and a verdict by a written "
-            f"rule (`shared/claims.py`): {counts_text(everything)}."
+    lead = (f"{len(everything)} claims (the paper's, and the predictions our extensions test), each "
+            f"with our number and a verdict by a written rule (`shared/claims.py`): {counts_text(everything)}."
             + (f" Not yet reproduced: {', '.join(missing)}." if missing else ""))
     return lead + "\n\n" + markdown_table(["", "claim", "paper", "ours", "holds"], rows) + "\n"
 

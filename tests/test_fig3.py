@@ -215,3 +215,10 @@ def test_plot_ablation_draws_every_seed_of_every_variant():
     assert len(axes[0].lines) == 3 + 1 and axes[1].get_title() == "w/o BN, mini-batch 7"
     assert [t.get_text() for t in axes[0].legend().get_texts()] == [init, update]
     plt.close(fig)
+
+
+def test_networks_table_medians_per_network():
+    found = {"a": runs(result(), result(scale=3.0)), "b": []}
+    table = fig3.networks_table(found, BATCHES)
+    assert set(table.index.get_level_values("net")) == {"a"}
+    assert table.loc[("a", "no_bn", 1), "first s > 1e3"] == 1e-3 and table.loc[("a", "no_bn", 1), "seeds"] == 2

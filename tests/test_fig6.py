@@ -188,3 +188,18 @@ def test_claims_from_a_table_built_from_runs():
     # BN: uniform p (top p 0.1), 4 effective columns, top-class share 1 (argmax ties at column 0)
     assert [c.verdict for c in claims] == [YES, NO, YES, YES, YES]
     assert claims[4].ours == "0.19 (mean over the batch; with BN 0.025)"
+
+
+def test_comparison_table_means_over_seeds_and_skips_networks_without_runs():
+    table = fig6.comparison_table({"ours": two_runs(), "none": []})
+    assert list(table.index) == ["ours"] and table.loc["ours", "seeds"] == 2
+    assert table.loc["ours", "no_bn top p"] == pytest.approx((0.9 + 0.6) / 2)
+    assert table.loc["ours", "no_bn top-class share"] == pytest.approx(1.0)
+    assert table.loc["ours", "bn top p"] == pytest.approx(0.1)
+
+
+def test_load_comparison_names_every_candidate_and_both_resnet101s():
+    from shared.candidates import candidates
+    found = fig6.load_comparison("paper", seeds=[0])
+    assert len(found) == len(candidates()) + 2
+    assert "resnet101 conv kaiming_normal_fan_out | fc pytorch_default" in found
