@@ -1,0 +1,113 @@
+"""Beyond the paper: networks without BN that do not explode (SkipInit, Fixup), at initialisation.
+
+If the paper's explanation is right (Sec. 3-4: without BN the activations grow with depth, the
+gradient turns input-independent and only tiny steps are safe), then a network without BN whose
+activations do not grow should allow large steps too. SkipInit (De & Smith 2020) and Fixup (Zhang,
+Dauphin & Ma 2019) remove the growth at initialisation by zero-initialising each residual branch's
+contribution (`shared.models`). From stored runs of the at-initialisation experiments, with the
+plain ResNet-110 with BN and without it beside them: Fig 5's growth of the channel stds with
+depth, Fig 6's one-class prediction, Fig 3's stable step on the first mini-batch and the residual
+stream's growth per block (signal propagation). Fig 2 is left out: at initialisation both schemes
+give every weight inside a residual branch an exactly zero gradient (SkipInit's branch scalar and
+Fixup's last convolution and classifier are 0; `tests/test_norm_free.py`). The notebook
+`12_normfree` calls these.
+"""
+
+import numpy as np
+import pandas as pd
+
+from .claims import Claim, holds, judged, unjudged_reason
+from .fig3 import first_above
+from .fig6 import network_row
+
+# label -> (config fields, the network's key in a stored run)
+SCHEMES = {
+    "ResNet-110 with BN": ({}, "bn"),
+    "ResNet-110 w/o BN": ({}, "no_bn"),
+    "SkipInit": ({"residual": "skipinit"}, "no_bn"),
+    "Fixup": ({"residual": "fixup", "shortcut": "A"}, "no_bn"),
+}
+FIG3_FIELDS = dict(probe_batches=(1,), sizes=40)  # the depth ladder's: mini-batch 1, 0.15 decade apart
+
+
+def scheme_config(experiment: str, preset: str, label: str):
+    from .experiments import experiment_config
+    fields = dict(SCHEMES[label][0], **(FIG3_FIELDS if experiment == "fig3_relative_loss" else {}))
+    cfg = experiment_config(experiment, preset, **fields)
+    if experiment == "fig3_relative_loss":  # never more step sizes than the preset's
+        from dataclasses import replace
+        cfg = replace(cfg, sizes=min(experiment_config(experiment, preset).sizes, FIG3_FIELDS["sizes"]))
+    return cfg
+
+
+def load(experiment: str, preset: str, seeds=None) -> dict[str, list[dict]]:
+    """The stored runs of `experiment` for every scheme, {label: runs} (a plain run holds both
+    the BN and the no-BN network; `SCHEMES` says which one a label reads)."""
+    from .results import config_runs
+    return {label: config_runs(experiment, scheme_config(experiment, preset, label), seeds=seeds)
+            for label in SCHEMES}
+
+
+def at_init_table(fig5: dict, fig6: dict, fig3: dict, signal: dict) -> pd.DataFrame:
+    """Per scheme (rows): Fig 5's log10 channel std at the first and the last convolution shown
+    and the growth between them (mean over seeds), Fig 6's share of the first batch on the most
+    common class and mean top probability, Fig 3's stable step on mini-batch 1 (median; inf:
+    never within the sweep), and the residual stream's log10 variance after the last block and its
+    growth per block (NaN where a scheme has no runs)."""
+    rows = {}
+    for label, (_, name) in SCHEMES.items():
+        row = {}
+        if fig5[label]:
+            layers = sorted(int(k) for k in fig5[label][0]["result"][name])[:-1]  # the last is the classifier
+            logs = np.array([[np.log10(r["result"][name][str(k)]["std"]) for k in (layers[0], layers[-1])]
+                             for r in fig5[label]]).mean(0)
+            row.update({f"Fig 5: log10 std, layer {layers[0]}": logs[0],
+                        f"Fig 5: log10 std, layer {layers[-1]}": logs[1], "Fig 5: growth (decades)": logs[1] - logs[0]})
+        if fig6[label]:
+            stats = pd.DataFrame([network_row(r["result"], name) for r in fig6[label]]).mean()
+            row.update({"Fig 6: top-class share": stats[f"{name} top-class share"],
+                        "Fig 6: top p": stats[f"{name} top p"]})
+        if fig3[label]:
+            row["Fig 3: stable step"] = float(np.median([first_above(r["result"], name, "1", 1e3) for r in fig3[label]]))
+        if signal[label]:
+            variance = np.array([[r["result"][name][b]["variance"] for b in sorted(r["result"][name], key=int)]
+                                 for r in signal[label]])
+            curve = np.log10(variance).mean(0)
+            row.update({"stream: log10 variance, last block": curve[-1],
+                        "stream: growth per block (decades)": np.polyfit(np.arange(len(curve)), curve, 1)[0]})
+        row["seeds"] = max(len(found[label]) for found in (fig5, fig6, fig3, signal))
+        rows[label] = row
+    return pd.DataFrame(rows).T
+
+
+def claims(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]:
+    """The thesis's predictions for the schemes without BN and without the explosion: their
+    activations do not grow with depth (Fig 5's growth within 1 decade, where the plain network
+    without BN grows more); their stable step is at least 10x the plain network's without BN (as
+    BN's is); and their outputs are not confident at initialisation (mean top probability below
+    0.5; the top-class share is shown but not judged: Fixup's logits are exactly 0, so every class
+    ties and the "most likely class" is the first for every input)."""
+    unless = unjudged_reason(preset)
+    plain = table.loc["ResNet-110 w/o BN"]
+    out = []
+    for label in ("SkipInit", "Fixup"):
+        row = table.loc[label]
+        growth, step = row.get("Fig 5: growth (decades)", np.nan), row.get("Fig 3: stable step", np.nan)
+        share, top_p = row.get("Fig 6: top-class share", np.nan), row.get("Fig 6: top p", np.nan)
+        capped = min(step, largest_size)
+        ratio = capped / plain.get("Fig 3: stable step", np.nan)
+        out += [
+            judged(f"{label}: the activations do not grow with depth (Fig 5, layer 6 to 102)",
+                   "(the thesis: no explosion without BN)",
+                   f"{growth:+.2g} decades (plain w/o BN {plain.get('Fig 5: growth (decades)', np.nan):+.2g})",
+                   holds(bool(abs(growth) <= 1)), unless),
+            judged(f"{label}: large steps are safe (Fig 3's stable step ≥ 10x the plain network's w/o BN)",
+                   "(the thesis: no explosion, large steps)",
+                   f"{'never within the sweep' if np.isinf(step) else f'{step:.2g}'}; {ratio:.3g}x the plain network's",
+                   holds(bool(ratio >= 10), partly=bool(ratio > 1)), unless),
+            judged(f"{label}: no confident prediction at initialisation (Fig 6: mean top probability below 0.5)",
+                   "(the thesis: the output does not explode)",
+                   f"top probability {top_p:.2g} (plain w/o BN {plain.get('Fig 6: top p', np.nan):.2g}); "
+                   f"top-class share {share:.2g}", holds(bool(top_p < 0.5)), unless),
+        ]
+    return out

@@ -1,0 +1,84 @@
+"""shared.normfree (SkipInit and Fixup beside the plain ResNet-110, at initialisation) on synthetic runs."""
+
+import math
+
+import numpy as np
+import pytest
+
+from shared import normfree
+from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+from test_fig6 import LABELS, UNIFORM, confident, network
+
+SIZES = [1e-4, 1e-3, 1e-2, 0.1, 1.0]
+
+
+def fig5(stds: dict) -> dict:
+    """name -> (log10 std at layer 6, at layer 102)."""
+    return {"provenance": {"seed": 0}, "result": {
+        name: {"6": {"std": 10.0 ** a, "abs_mean": 1.0}, "102": {"std": 10.0 ** b, "abs_mean": 1.0},
+               "110": {"std": 1.0, "abs_mean": 1.0}} for name, (a, b) in stds.items()}}
+
+
+def fig3(firsts: dict) -> dict:
+    """name -> index into SIZES of the first step past 10^3 (None: never)."""
+    curve = lambda f: [2e3 if f is not None and i >= f else 1.0 for i in range(len(SIZES))]
+    return {"provenance": {"seed": 0}, "result": {"sizes": SIZES, **{
+        name: {"batches": {"1": {"relative_loss": curve(f)}}} for name, f in firsts.items()}}}
+
+
+def fig6(probs: dict) -> dict:
+    return {"provenance": {"seed": 0}, "result": {name: network(p, LABELS, [4] + [0] * 9) for name, p in probs.items()}}
+
+
+def signal(growth: dict) -> dict:
+    """name -> log10 variance growth per block, over 4 blocks from 10^0."""
+    return {"provenance": {"seed": 0}, "result": {
+        name: {str(b): {"variance": 10.0 ** (g * (b - 1)), "mean_sq": 1.0, "branch_variance": 0.0} for b in range(1, 5)}
+        for name, g in growth.items()}}
+
+
+def found(plain, skip, fix):
+    return {"ResNet-110 with BN": [plain], "ResNet-110 w/o BN": [plain], "SkipInit": [skip], "Fixup": [fix]}
+
+
+def table(skip_growth=0.1, fix_step=None, skip_probs=UNIFORM):
+    return normfree.at_init_table(
+        found(fig5({"bn": (0, 0.3), "no_bn": (-1, 3)}), fig5({"no_bn": (0, skip_growth)}), fig5({"no_bn": (0, 0)})),
+        found(fig6({"bn": UNIFORM, "no_bn": confident(0, LABELS)}), fig6({"no_bn": skip_probs}), fig6({"no_bn": UNIFORM})),
+        found(fig3({"bn": None, "no_bn": 1}), fig3({"no_bn": 3}), fig3({"no_bn": fix_step})),
+        found(signal({"bn": 0.01, "no_bn": 0.5}), signal({"no_bn": 0.0}), signal({"no_bn": 0.0})))
+
+
+def test_at_init_table():
+    t = table()
+    assert list(t.index) == list(normfree.SCHEMES)
+    assert t.loc["ResNet-110 w/o BN", "Fig 5: growth (decades)"] == pytest.approx(4)
+    assert t.loc["ResNet-110 with BN", "Fig 5: log10 std, layer 102"] == pytest.approx(0.3)
+    assert t.loc["ResNet-110 w/o BN", "Fig 3: stable step"] == 1e-3 and math.isinf(t.loc["Fixup", "Fig 3: stable step"])
+    assert t.loc["ResNet-110 w/o BN", "Fig 6: top p"] == pytest.approx(0.9)
+    assert t.loc["ResNet-110 w/o BN", "stream: growth per block (decades)"] == pytest.approx(0.5)
+    assert t.loc["SkipInit", "stream: log10 variance, last block"] == pytest.approx(0)
+
+
+def test_claims_of_the_schemes():
+    claims = normfree.claims(table(), largest_size=1.0, preset="paper")
+    assert [c.verdict for c in claims] == [YES] * 6
+    assert claims[1].ours == "0.1; 100x the plain network's" and claims[4].ours.startswith("never within the sweep; 1e+03x")
+    verdicts = [c.verdict for c in normfree.claims(table(skip_growth=2, skip_probs=confident(0, LABELS)), 1.0, "paper")]
+    assert verdicts[0] == NO and verdicts[2] == NO
+    assert normfree.claims(table(fix_step=2), 1.0, "paper")[4].verdict == YES  # 1e-2 / 1e-3 = 10x
+    assert {c.verdict for c in normfree.claims(table(), 1.0, "smoke")} == {NOT_JUDGED}
+
+
+def test_claims_partly_when_the_step_grows_less_than_tenfold():
+    t = table()
+    t.loc["SkipInit", "Fig 3: stable step"] = 3e-3
+    assert normfree.claims(t, 1.0, "paper")[1].verdict == PARTLY
+
+
+def test_scheme_configs():
+    cfg = normfree.scheme_config("fig3_relative_loss", "paper", "Fixup")
+    assert (cfg.residual, cfg.shortcut, cfg.probe_batches, cfg.sizes) == ("fixup", None, (1,), 40)
+    assert normfree.scheme_config("fig3_relative_loss", "smoke", "SkipInit").sizes == 12
+    assert normfree.scheme_config("fig5_depth_profile", "paper", "ResNet-110 w/o BN").residual == "plain"
+    assert list(normfree.load("signal_propagation", "paper", seeds=[0])) == list(normfree.SCHEMES)
