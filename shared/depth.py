@@ -123,12 +123,12 @@ def spp_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def plot_spp(axes, frame: pd.DataFrame) -> None:
-    """Brock et al.'s signal-propagation plot: per block, log10 of the mean squared channel mean
-    (left) and the mean channel variance (right) of the residual stream, a line per network (mean
-    over seeds of the log, band: range over seeds); a zero branch (SkipInit, Fixup) is left out."""
+def plot_spp(axes, frame: pd.DataFrame, stats=("mean squared channel mean", "mean channel variance")) -> None:
+    """Brock et al.'s signal-propagation plot: per block, log10 of each of `stats` of the residual
+    stream (by default the mean squared channel mean, left, and the mean channel variance, right),
+    a line per network (mean over seeds of the log, band: range over seeds)."""
     logs = np.log10(frame.replace(0, np.nan))
-    for ax, stat in zip(axes, ("mean squared channel mean", "mean channel variance")):
+    for ax, stat in zip(axes, stats):
         for i, (net, curve) in enumerate(logs[stat].groupby(level="network")):
             by_block = curve.droplevel("network").groupby(level="block")
             ax.plot(by_block.mean().index, by_block.mean(), color=f"C{i}", label=net)

@@ -111,3 +111,26 @@ def claims(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]
                    f"top-class share {share:.2g}", holds(bool(top_p < 0.5)), unless),
         ]
     return out
+
+
+def signal_frame(signal: dict[str, list[dict]]) -> pd.DataFrame:
+    """`shared.depth.spp_frame` of each scheme's own network, one frame for `depth.plot_spp`."""
+    from .depth import spp_frame
+    frames = [spp_frame({label: runs}, network=SCHEMES[label][1]) for label, runs in signal.items() if runs]
+    return pd.concat(frames)
+
+
+def plot_steps(ax, fig3: dict[str, list[dict]]) -> None:
+    """Fig 3 on mini-batch 1 for every scheme: the relative loss against the step size (the
+    median over seeds; band: the range), the threshold 10^3 dashed."""
+    for i, (label, runs) in enumerate(fig3.items()):
+        if not runs:
+            continue
+        name = SCHEMES[label][1]
+        sizes = np.array(runs[0]["result"]["sizes"])
+        curves = np.array([[np.nan if v is None else v for v in r["result"][name]["batches"]["1"]["relative_loss"]]
+                           for r in runs], dtype=float)
+        ax.plot(sizes, pd.DataFrame(curves).median(), color=f"C{i}", label=label)  # NaN-skipping, no warning
+        ax.fill_between(sizes, np.fmin.reduce(curves, 0), np.fmax.reduce(curves, 0), color=f"C{i}", alpha=0.2, lw=0)
+    ax.axhline(1e3, color="C3", ls="--", lw=0.8)
+    ax.set(xscale="log", yscale="log", ylim=(1e-2, 1e8), xlabel="step size", ylabel="relative loss (mini-batch 1)")

@@ -45,9 +45,10 @@ QUARTO_CONFIG = REPO_ROOT / "_quarto.yml"
 # the paper's figures and table, in its order, then our extensions: the learning-rate sweep the
 # paper describes in words, and the choice of its network; a notebook shows one if its name holds the id
 PAPER_ITEMS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "table1", "lr_sweep",
-               "network_choice", "depth_ladder")
+               "network_choice", "depth_ladder", "normfree")
 EXTENSIONS = {"lr_sweep": "The learning-rate sweep", "network_choice": "The choice of network",
-              "depth_ladder": "Beyond the paper: depth"}
+              "depth_ladder": "Beyond the paper: depth",
+              "normfree": "Beyond the paper: without BN, without the explosion"}
 PRESET_NAMES = sorted(set(TRAIN_PRESETS) | set(PROBE_PRESETS))
 QUARTO_MISSING = ("Quarto is not installed; writing an offline HTML report to _site/ instead "
                   "(install Quarto from https://quarto.org/docs/get-started/ for the full site)")
@@ -72,7 +73,7 @@ class Notebook:
 
 def paper_item(stem: str) -> str | None:
     """The paper item a notebook or figure name refers to: "02_fig2_gradients" -> "fig2"."""
-    match = re.search(r"(?:^|_)((?:fig|table)\d+|lr_sweep|network_choice|depth_ladder)(?:_|$)", stem)
+    match = re.search(r"(?:^|_)((?:fig|table)\d+|lr_sweep|network_choice|depth_ladder|normfree)(?:_|$)", stem)
     return match[1] if match else None
 
 

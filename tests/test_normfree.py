@@ -81,3 +81,17 @@ def test_scheme_configs():
     assert normfree.scheme_config("fig3_relative_loss", "smoke", "SkipInit").sizes == 12
     assert normfree.scheme_config("fig5_depth_profile", "paper", "ResNet-110 w/o BN").residual == "plain"
     assert list(normfree.load("signal_propagation", "paper", seeds=[0])) == list(normfree.SCHEMES)
+
+
+def test_signal_frame_and_plot_steps_draw_every_scheme():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plain, skip = signal({"bn": 0.01, "no_bn": 0.5}), signal({"no_bn": 0.0})
+    frame = normfree.signal_frame({"ResNet-110 with BN": [plain], "ResNet-110 w/o BN": [plain], "SkipInit": [skip], "Fixup": []})
+    assert sorted(set(frame.index.get_level_values("network"))) == ["ResNet-110 w/o BN", "ResNet-110 with BN", "SkipInit"]
+    assert frame.loc[("ResNet-110 w/o BN", 4, 0), "mean channel variance"] == pytest.approx(10 ** 1.5)
+    fig, ax = plt.subplots()
+    normfree.plot_steps(ax, found(fig3({"bn": None, "no_bn": 1}), fig3({"no_bn": 3}), fig3({"no_bn": None})))
+    assert len(ax.lines) == 4 + 1
+    plt.close(fig)
