@@ -60,16 +60,17 @@ def ladder_claims(table: pd.DataFrame, largest_size: float, preset: str) -> list
     and by at least 3x from the shallowest to the deepest network); with BN it stays within 3x
     (a step that never explodes counts at `largest_size`, the sweep's largest)."""
     unless = unjudged_reason(preset)
-    no_bn = table["w/o BN: median"]
+    no_bn = table["w/o BN: median"].clip(upper=largest_size)
     bn = table["with BN: median"].clip(upper=largest_size)
     falls = bool((no_bn.diff().dropna() < 0).all()) and no_bn.iloc[0] / no_bn.iloc[-1] >= 3
-    ladder = ", ".join(f"{d}: {v:.2g}" for d, v in no_bn.items())
+    steps = lambda values: ", ".join(f"{d}: {'≥ ' if v >= largest_size else ''}{v:.2g}" for d, v in values.items())
+    first, last = no_bn.index[0], no_bn.index[-1]
     return [
         judged("Without BN the largest stable step falls with depth", "(the explanation's prediction)",
-               f"depth {ladder}; {no_bn.iloc[0] / no_bn.iloc[-1]:.3g}x from {no_bn.index[0]} to {no_bn.index[-1]}",
+               f"depth {steps(no_bn)}; {'≥ ' if no_bn.iloc[0] >= largest_size else ''}"
+               f"{no_bn.iloc[0] / no_bn.iloc[-1]:.3g}x from {first} to {last}",
                holds(falls, partly=bool(no_bn.iloc[0] > no_bn.iloc[-1])), unless),
-        judged("With BN it does not", "(the explanation's prediction)",
-               ", ".join(f"{d}: {'≥ ' if v >= largest_size else ''}{v:.2g}" for d, v in bn.items()),
+        judged("With BN it does not", "(the explanation's prediction)", steps(bn),
                holds(bool(bn.max() / bn.min() <= 3)), unless),
     ]
 

@@ -42,6 +42,8 @@ def test_ladder_claims():
     claims = depth.ladder_claims(falling, largest_size=1.0, preset="paper")
     assert [c.verdict for c in claims] == [YES, YES]
     assert claims[0].ours == "depth 20: 0.1, 56: 0.01, 110: 0.0001; 1e+03x from 20 to 110"
+    never = depth.ladder_claims(ladder({"resnet20": [None], "resnet110": [0]}), 1.0, "paper")[0]
+    assert never.verdict == YES and never.ours == "depth 20: ≥ 1, 110: 0.0001; ≥ 1e+04x from 20 to 110"
     assert claims[1].ours == "20: ≥ 1, 56: ≥ 1, 110: ≥ 1"
     assert depth.ladder_claims(ladder({"resnet20": [3], "resnet56": [3], "resnet110": [2]}), 1.0, "paper")[0].verdict == PARTLY
     assert depth.ladder_claims(ladder({"resnet20": [1], "resnet110": [2]}), 1.0, "paper")[0].verdict == NO
