@@ -104,15 +104,16 @@ def spp_frame(runs_by_label: dict[str, list[dict]], network: str | None = None) 
                 full = label if len(r["result"]) == 1 or network else f"{label}, {NETWORKS[name]}"
                 rows += [{"network": full, "block": int(b), "seed": r["provenance"]["seed"],
                           **{STATS[k]: v for k, v in stats.items()}} for b, stats in blocks.items()]
-    return pd.DataFrame(rows).set_index(["network", "block", "seed"]).sort_index()
+    return pd.DataFrame(rows).set_index(["network", "block", "seed"])  # networks in the order given
 
 
 def spp_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Per network: log10 of each statistic at the first and the last block (mean over seeds of
     the log), and its growth per block (slope of a line through the mean curve)."""
-    logs = np.log10(frame.replace(0, np.nan)).groupby(level=["network", "block"]).mean()
+    logs = np.log10(frame.replace(0, np.nan)).groupby(level=["network", "block"], sort=False).mean()
     rows = {}
-    for net, curve in logs.groupby(level="network"):
+    for net, curve in logs.groupby(level="network", sort=False):
+        curve = curve.sort_index()
         curve = curve.droplevel("network")
         row = {}
         for stat in STATS.values():
@@ -130,7 +131,7 @@ def plot_spp(axes, frame: pd.DataFrame, stats=("mean squared channel mean", "mea
     a line per network (mean over seeds of the log, band: range over seeds)."""
     logs = np.log10(frame.replace(0, np.nan))
     for ax, stat in zip(axes, stats):
-        for i, (net, curve) in enumerate(logs[stat].groupby(level="network")):
+        for i, (net, curve) in enumerate(logs[stat].groupby(level="network", sort=False)):
             by_block = curve.droplevel("network").groupby(level="block")
             ax.plot(by_block.mean().index, by_block.mean(), color=f"C{i}", label=net)
             ax.fill_between(by_block.min().index, by_block.min(), by_block.max(), color=f"C{i}", alpha=0.2, lw=0)
