@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .claims import Claim, holds, judged, unjudged_reason
-from .fig3 import first_above
+from .fig3 import first_above, reduced_config
 
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 # the preset's ladder: smoke keeps to the two smallest networks
@@ -32,9 +32,7 @@ PAPER_RATES = {"bn": 0.1, "no_bn": 1e-4}  # the largest rates the paper trains R
 def ladder_config(cfg, arch: str):
     """Fig 3's config `cfg` for the ladder: network `arch`, mini-batch 1 only, 40 step sizes
     (never more than the preset's)."""
-    from dataclasses import replace
-    return replace(cfg, arch=arch, probe_batches=LADDER_FIELDS["probe_batches"],
-                   sizes=min(cfg.sizes, LADDER_FIELDS["sizes"]))
+    return reduced_config(cfg, LADDER_FIELDS["probe_batches"], LADDER_FIELDS["sizes"], arch=arch)
 
 
 def stable_steps(runs_by_arch: dict[str, list[dict]]) -> pd.DataFrame:

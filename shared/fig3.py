@@ -187,25 +187,35 @@ VARIANTS = {
 }
 
 
+def reduced_config(cfg, batches: tuple[int, ...], sizes: int, **change):
+    """`cfg` probing only `batches` with `sizes` step sizes (never more than `cfg`'s), and `change`:
+    the cheaper probes of the ablation, the depth ladder and the normalisation-free networks."""
+    return replace(cfg, probe_batches=batches, sizes=min(cfg.sizes, sizes), **change)
+
+
 def ablation_configs(cfg) -> dict:
     """The config of each VARIANTS entry: `cfg` itself for ours, else `cfg` with the ablation's
     fields and the variant's change."""
-    fields = dict(probe_batches=ABLATION_BATCHES, sizes=min(cfg.sizes, ABLATION_SIZES))
-    return {name: replace(cfg, **fields, **change) if change else cfg for name, change in VARIANTS.items()}
+    return {name: reduced_config(cfg, ABLATION_BATCHES, ABLATION_SIZES, **change) if change else cfg
+            for name, change in VARIANTS.items()}
+
+
+def median_table(found: dict[str, list[dict]], batches: list[str], columns: list[str], level: str) -> pd.DataFrame:
+    """Per entry of `found` with runs (index level `level`), network and mini-batch: the median
+    over seeds of `probe_table`'s `columns`, and the number of seeds."""
+    frames = []
+    for label, runs in found.items():
+        if runs:
+            grouped = probe_table(runs, batches).groupby(level=["network", "mini-batch"])
+            frames.append(grouped[columns].median().assign(seeds=grouped.size(), **{level: label}))
+    return pd.concat(frames).reset_index().set_index([level, "network", "mini-batch"])
 
 
 def ablation_table(runs: dict[str, list[dict]]) -> pd.DataFrame:
     """Per variant, network and mini-batch (4 and 7): the median over seeds of the first step
     sizes past 10^3 and 10^6 and of the best step, and the number of seeds."""
-    batches = [str(b) for b in ABLATION_BATCHES]
-    columns = ["first s > 1e3", "first s > 1e6", "best s"]
-    frames = []
-    for name, variant_runs in runs.items():
-        if not variant_runs:
-            continue
-        grouped = probe_table(variant_runs, batches).groupby(level=["network", "mini-batch"])
-        frames.append(grouped[columns].median().assign(seeds=grouped.size(), variant=name))
-    return pd.concat(frames).reset_index().set_index(["variant", "network", "mini-batch"])
+    return median_table(runs, [str(b) for b in ABLATION_BATCHES],
+                        ["first s > 1e3", "first s > 1e6", "best s"], "variant")
 
 
 def ablation_claims(runs: dict[str, list[dict]], preset: str) -> list[Claim]:
@@ -244,9 +254,4 @@ def plot_ablation(axes, runs: dict[str, list[dict]]) -> None:
 def networks_table(found: dict[str, list[dict]], batches: list[str]) -> pd.DataFrame:
     """Per network (`found`'s labels, those with runs), BN or not, and mini-batch: the median over
     seeds of the first step sizes past 10^3 and of the best step, and the number of seeds."""
-    frames = []
-    for label, runs in found.items():
-        if runs:
-            grouped = probe_table(runs, batches).groupby(level=["network", "mini-batch"])
-            frames.append(grouped[["first s > 1e3", "best s"]].median().assign(seeds=grouped.size(), net=label))
-    return pd.concat(frames).reset_index().set_index(["net", "network", "mini-batch"])
+    return median_table(found, batches, ["first s > 1e3", "best s"], "net")

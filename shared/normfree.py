@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .claims import Claim, holds, judged, unjudged_reason
-from .fig3 import first_above
+from .fig3 import first_above, reduced_config
 from .fig6 import network_row
 
 # label -> (config fields, the network's key in a stored run)
@@ -32,11 +32,9 @@ FIG3_FIELDS = dict(probe_batches=(1,), sizes=40)  # the depth ladder's: mini-bat
 
 def scheme_config(experiment: str, preset: str, label: str):
     from .experiments import experiment_config
-    fields = dict(SCHEMES[label][0], **(FIG3_FIELDS if experiment == "fig3_relative_loss" else {}))
-    cfg = experiment_config(experiment, preset, **fields)
+    cfg = experiment_config(experiment, preset, **SCHEMES[label][0])
     if experiment == "fig3_relative_loss":  # never more step sizes than the preset's
-        from dataclasses import replace
-        cfg = replace(cfg, sizes=min(experiment_config(experiment, preset).sizes, FIG3_FIELDS["sizes"]))
+        cfg = reduced_config(cfg, FIG3_FIELDS["probe_batches"], FIG3_FIELDS["sizes"])
     return cfg
 
 
