@@ -245,12 +245,18 @@ def fig1_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
     return [train_config(preset, bn=bn, lr=lr, **overrides) for bn, lr in FIG1_SETTINGS]
 
 
-def divergence_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
-    """The no-BN runs at DIVERGENCE_RATES, DIVERGENCE_STEPS steps on the full training set at a
-    constant rate, every step's loss recorded: where, and how, the network without BN diverges."""
-    fields = dict(bn=False, epochs=1, max_epochs=1, steps_per_epoch=DIVERGENCE_STEPS, lr_drops=(),
+def divergence_config(preset: str = "paper", **overrides) -> TrainConfig:
+    """A divergence probe: the first DIVERGENCE_STEPS steps on the full training set at a constant
+    rate, every step's loss recorded (the preset's network and rate unless `overrides` say)."""
+    fields = dict(epochs=1, max_epochs=1, steps_per_epoch=DIVERGENCE_STEPS, lr_drops=(),
                   train_subset=None, record_step_losses=1)
-    return [train_config(preset, lr=lr, **{**fields, **overrides}) for lr in DIVERGENCE_RATES]
+    return train_config(preset, **{**fields, **overrides})
+
+
+def divergence_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
+    """The no-BN runs at DIVERGENCE_RATES (`divergence_config`): where, and how, the network
+    without BN diverges."""
+    return [divergence_config(preset, lr=lr, **{"bn": False, **overrides}) for lr in DIVERGENCE_RATES]
 
 
 def sweep_grid(preset: str = "paper", rates_per_decade: int = 2, **overrides) -> list[TrainConfig]:

@@ -10,14 +10,25 @@ runs of two at-initialisation experiments of `shared.experiments`:
 - "signal_propagation" (Brock, De & Smith 2021): per residual block, the mean squared channel
   mean and the mean channel variance of the residual stream, and the variance of the branch.
 
+And in training: the largest learning rate of a half-decade grid that does not diverge (loss
+above 10^3 or not finite) in the first 200 steps on the full training set, found by bisection
+over the grid with early stop on divergence (`train_ladder`, `python -m shared.depth`).
+
 The notebook `11_depth_ladder` calls these.
 """
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from .claims import Claim, holds, judged, unjudged_reason
+from .config import TRAIN_PRESETS, TRAINING_EXPERIMENT, check_choice, divergence_config, sweep_rates
 from .fig3 import first_above, reduced_config
+from .results import Store
 
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 # the preset's ladder: smoke keeps to the two smallest networks
@@ -153,3 +164,95 @@ def fig5_relation(spp_runs: list[dict], fig5_runs: list[dict], network: str = "n
         rows.append({"layer": k, "reads block": int(block), "log10 RMS of the stream": stream,
                      "log10 std of the conv output (Fig 5)": conv, "difference": conv - stream})
     return pd.DataFrame(rows).set_index("layer")
+
+
+# ---- in training: the largest rate that does not diverge in the first 200 steps ----
+
+LADDER_RATES = sweep_rates(2)  # 1e-5, 3e-5, ..., 0.3, 1: half-decade steps
+
+
+@dataclass(frozen=True)
+class Bisection:
+    """The outcome of `bisect_stable`: `rate`, the largest stable rate of the grid (None: even the
+    smallest diverges); `tried`, each rate tried and whether it diverged; `complete`, False when
+    a run it needed is not (yet) in the store."""
+    rate: float | None
+    tried: dict[float, bool] = field(default_factory=dict)
+    complete: bool = True
+
+
+def bisect_stable(rates: tuple[float, ...], diverges: Callable[[float], bool | None]) -> Bisection:
+    """The largest of the ascending `rates` at which `diverges(rate)` is False, by bisection: it
+    assumes that a rate diverges if a smaller one does, and so tries about log2(len(rates) + 1)
+    rates. `diverges` returning None (not known) stops the search, incomplete."""
+    stable, diverging, tried = -1, len(rates), {}  # indices: largest known stable, smallest known diverging
+    while diverging - stable > 1:
+        mid = (stable + diverging) // 2
+        outcome = diverges(rates[mid])
+        if outcome is None:
+            return Bisection(None, tried, complete=False)
+        tried[rates[mid]] = outcome
+        stable, diverging = (stable, mid) if outcome else (mid, diverging)
+    return Bisection(rates[stable] if stable >= 0 else None, tried)
+
+
+def ladder_training_config(preset: str, arch: str, bn: bool, lr: float):
+    """The training probe of the ladder: `arch` at rate `lr` for its first 200 steps on the full
+    training set at a constant rate (`shared.config.divergence_config`)."""
+    return divergence_config(preset, arch=arch, bn=bn, lr=lr)
+
+
+def train_ladder(arch: str, bn: bool, seed: int, preset: str = "cpu", data_dir=None, compute: bool = True,
+                 store: Store | None = None, progress: bool = False) -> Bisection:
+    """`bisect_stable` over LADDER_RATES for one network and seed, each rate a stored training run
+    (`shared.train.run_training`, resumable); with compute=False only what the store holds."""
+    from .train import run_training  # the training loop is needed only to compute
+    store = store or Store()
+
+    def diverges(lr: float) -> bool | None:
+        cfg = ladder_training_config(preset, arch, bn, lr)
+        if compute:
+            run = run_training(cfg, seed, TRAINING_EXPERIMENT, data_dir, store=store, progress=progress)
+        else:
+            run = store.get(TRAINING_EXPERIMENT, cfg, seed)
+        return None if run is None else run["result"]["status"] == "diverged"
+
+    return bisect_stable(LADDER_RATES, diverges)
+
+
+def training_ladder(preset: str, seeds, archs=tuple(DEPTHS), store: Store | None = None) -> pd.DataFrame:
+    """Rows (depth, network, seed) of the stored bisections: the largest stable rate (0: below
+    the grid's smallest; NaN: incomplete) and the rates tried (rate: diverged?)."""
+    rows = []
+    for arch in archs:
+        for name, label in NETWORKS.items():
+            for seed in seeds:
+                b = train_ladder(arch, name == "bn", seed, preset, compute=False, store=store)
+                rows.append({"depth": DEPTHS[arch], "network": label, "seed": seed,
+                             "stable rate": np.nan if not b.complete else b.rate or 0.0,
+                             "tried": ", ".join(f"{r:g}{' x' if d else ''}" for r, d in sorted(b.tried.items()))})
+    return pd.DataFrame(rows).set_index(["depth", "network", "seed"]).sort_index()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train the ladder's bisections into the results store, shallowest network first, e.g.
+    `python -m shared.depth --preset cpu --seeds 0 --archs resnet20 resnet32 resnet56 resnet110`."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--preset", default="cpu", choices=list(TRAIN_PRESETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--archs", nargs="+", default=list(DEPTHS))
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+    for arch in args.archs:
+        check_choice("arch", arch, DEPTHS)
+    for seed in args.seeds:
+        for arch in args.archs:
+            for bn in (False, True):
+                start = time.perf_counter()
+                b = train_ladder(arch, bn, seed, args.preset, args.data_dir, progress=True)
+                print(f"{arch} {'BN' if bn else 'no BN'} seed {seed}: largest stable rate {b.rate} "
+                      f"(tried {b.tried}) in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

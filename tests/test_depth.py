@@ -99,3 +99,42 @@ def test_fig5_relation_pairs_each_convolution_with_the_block_it_reads():
     assert list(table.index) == [6, 18] and list(table["reads block"]) == [2, 8]
     assert table.loc[18, "log10 RMS of the stream"] == pytest.approx(8)  # sqrt(10^16)
     assert table["difference"].to_numpy() == pytest.approx([np.log10(2)] * 2)
+
+
+@pytest.mark.parametrize("boundary", [-1, 0, 3, 5, 9, 10])
+def test_bisection_finds_the_largest_stable_rate_in_few_tries(boundary):
+    """Rates above index `boundary` diverge (-1: all do; the last: none does); bisection finds the
+    boundary for every position in at most ceil(log2(len + 1)) tries, each tried rate's outcome kept."""
+    rates = depth.LADDER_RATES
+    calls = []
+
+    def diverges(rate):
+        calls.append(rate)
+        return rates.index(rate) > boundary
+
+    b = depth.bisect_stable(rates, diverges)
+    assert b.complete and b.rate == (rates[boundary] if boundary >= 0 else None)
+    assert len(calls) <= math.ceil(math.log2(len(rates) + 1)) and len(set(calls)) == len(calls)
+    assert b.tried == {r: rates.index(r) > boundary for r in calls}
+    missing = depth.bisect_stable(rates, lambda r: None if r == calls[-1] else rates.index(r) > boundary)
+    assert not missing.complete and missing.rate is None and calls[-1] not in missing.tried
+
+
+def test_the_training_ladder_stores_its_runs_and_reads_them_back(tmp_path, monkeypatch, tiny_image_folder):
+    """train_ladder trains each rate it tries as a stored run; training_ladder reads the same
+    bisection back from the store without training; a network not yet trained reads incomplete."""
+    from shared.results import Store
+
+    monkeypatch.setattr("shared.paths.CHECKPOINT_ROOT", tmp_path / "ck")
+    store = Store(tmp_path / "results")
+    trained = depth.train_ladder("resnet20", False, 0, "smoke", tiny_image_folder, store=store)
+    assert trained.complete and 1 <= len(trained.tried) <= 4
+    stored = list((tmp_path / "results" / "training").glob("*/seed0/result.json"))
+    assert len(stored) == len(trained.tried)
+    read = depth.train_ladder("resnet20", False, 0, "smoke", compute=False, store=store)
+    assert read == trained
+    table = depth.training_ladder("smoke", [0], ["resnet20"], store=store)
+    assert table.loc[(20, "w/o BN", 0), "stable rate"] == (trained.rate or 0.0)
+    assert math.isnan(table.loc[(20, "with BN", 0), "stable rate"])
+    cfg = depth.ladder_training_config("smoke", "resnet20", False, 0.1)
+    assert (cfg.steps_per_epoch, cfg.train_subset, cfg.lr_drops, cfg.lr) == (200, None, (), 0.1)
