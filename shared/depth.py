@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .claims import Claim, holds, judged, unjudged_reason
+from .claims import NOT_JUDGED, Claim, holds, judged, unjudged_reason
 from .config import TRAIN_PRESETS, TRAINING_EXPERIMENT, check_choice, divergence_config, sweep_rates
 from .fig3 import first_above, reduced_config
 from .results import Store
@@ -55,48 +55,58 @@ def stable_steps(runs_by_arch: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["depth", "network", "seed"]).sort_index()
 
 
-def ladder_table(steps: pd.DataFrame) -> pd.DataFrame:
-    """Per depth (rows) and network (columns): the median over seeds of the stable step, and how
-    many seeds."""
-    grouped = steps["stable step"].groupby(level=["depth", "network"])
+def ladder_table(steps: pd.DataFrame, column: str = "stable step") -> pd.DataFrame:
+    """Per depth (rows) and network (columns): the median over seeds of `column` (the stable step,
+    or `training_ladder`'s "stable rate"), and how many seeds (NaN rows, incomplete, left out)."""
+    grouped = steps[column].dropna().groupby(level=["depth", "network"])
+    columns = [f"{net}: {stat}" for stat in ("median", "seeds") for net in sorted(NETWORKS.values())]
+    if not grouped.ngroups:  # nothing complete yet
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="depth"), dtype=float)
     table = pd.concat({"median": grouped.median(), "seeds": grouped.size()}, axis=1).unstack("network")
     table.columns = [f"{net}: {stat}" for stat, net in table.columns]
-    return table
+    return table.reindex(columns=columns)
 
 
-def ladder_claims(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]:
-    """The explanation's prediction: without BN the stable step falls with depth (at every rung,
-    and by at least 3x from the shallowest to the deepest network); with BN it stays within 3x
-    (a step that never explodes counts at `largest_size`, the sweep's largest)."""
+def ladder_claims(table: pd.DataFrame, largest_size: float, preset: str, what: str = "step") -> list[Claim]:
+    """The explanation's prediction: without BN the stable step (`what`: or "rate in training")
+    falls with depth (at every rung, and by at least 3x from the shallowest to the deepest
+    network); with BN it stays within 3x (a step that never explodes counts at `largest_size`,
+    the sweep's largest)."""
     unless = unjudged_reason(preset)
+    claims = (f"Without BN the largest stable {what} falls with depth", f"With BN the largest stable {what} does not")
+    if len(table) < 2:
+        reason = unless or f"needs two depths or more, has {len(table)}"
+        return [judged(claim, "(the explanation's prediction)", "-", NOT_JUDGED, reason) for claim in claims]
     no_bn = table["w/o BN: median"].clip(upper=largest_size)
     bn = table["with BN: median"].clip(upper=largest_size)
     falls = bool((no_bn.diff().dropna() < 0).all()) and no_bn.iloc[0] / no_bn.iloc[-1] >= 3
     steps = lambda values: ", ".join(f"{d}: {'≥ ' if v >= largest_size else ''}{v:.2g}" for d, v in values.items())
     first, last = no_bn.index[0], no_bn.index[-1]
     return [
-        judged("Without BN the largest stable step falls with depth", "(the explanation's prediction)",
+        judged(claims[0], "(the explanation's prediction)",
                f"depth {steps(no_bn)}; {'≥ ' if no_bn.iloc[0] >= largest_size else ''}"
                f"{no_bn.iloc[0] / no_bn.iloc[-1]:.3g}x from {first} to {last}",
                holds(falls, partly=bool(no_bn.iloc[0] > no_bn.iloc[-1])), unless),
-        judged("With BN it does not", "(the explanation's prediction)", steps(bn),
+        judged(claims[1], "(the explanation's prediction)", steps(bn),
                holds(bool(bn.max() / bn.min() <= 3)), unless),
     ]
 
 
-def plot_ladder(ax, table: pd.DataFrame, largest_size: float) -> None:
-    """The stable step against depth on log axes, with BN and without (a step that never explodes
-    drawn at the sweep's largest, as an open marker), and the paper's training rates (dotted)."""
+def plot_ladder(ax, table: pd.DataFrame, largest_size: float,
+                ylabel: str = "largest step before the loss passes 10^3 x") -> None:
+    """The stable step (or rate) against depth on log axes, with BN and without (one that never
+    explodes within the sweep drawn at its largest, `largest_size`, as an open marker), and the
+    paper's training rates (dotted)."""
     depths = table.index.to_numpy()
     for i, (name, label) in enumerate(NETWORKS.items()):
         values = table[f"{label}: median"].to_numpy(dtype=float)
-        never = ~np.isfinite(values)
-        shown = np.where(never, largest_size, values)
+        never = ~np.isfinite(values) | (values >= largest_size)
+        shown = np.where(never, largest_size, np.where(values > 0, values, np.nan))  # 0: below the grid
         ax.plot(depths, shown, "o-", color=f"C{i}", label=label)
         ax.plot(depths[never], shown[never], "o", color="white", mec=f"C{i}", ms=7)
         ax.axhline(PAPER_RATES[name], color=f"C{i}", ls=":", lw=1, label=f"the paper's rate {label}")
     ax.set(xscale="log", yscale="log", xticks=depths, xticklabels=[str(d) for d in depths],
-           xlabel="depth", ylabel="largest step before the loss passes 10^3 x")
+           xlabel="depth", ylabel=ylabel)
     ax.minorticks_off()
 
 
@@ -220,9 +230,14 @@ def train_ladder(arch: str, bn: bool, seed: int, preset: str = "cpu", data_dir=N
     return bisect_stable(LADDER_RATES, diverges)
 
 
-def training_ladder(preset: str, seeds, archs=tuple(DEPTHS), store: Store | None = None) -> pd.DataFrame:
+def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store | None = None) -> pd.DataFrame:
     """Rows (depth, network, seed) of the stored bisections: the largest stable rate (0: below
-    the grid's smallest; NaN: incomplete) and the rates tried (rate: diverged?)."""
+    the grid's smallest; NaN: incomplete) and the rates tried ("x": diverged). `seeds`: None for
+    every seed with a stored run of the ladder."""
+    store = store or Store()
+    if seeds is None:
+        seeds = sorted({r["provenance"]["seed"] for arch in archs for bn in (False, True) for lr in LADDER_RATES
+                        for r in store.runs(TRAINING_EXPERIMENT, ladder_training_config(preset, arch, bn, lr))})
     rows = []
     for arch in archs:
         for name, label in NETWORKS.items():

@@ -132,3 +132,62 @@ def plot_steps(ax, fig3: dict[str, list[dict]]) -> None:
         ax.fill_between(sizes, np.fmin.reduce(curves, 0), np.fmax.reduce(curves, 0), color=f"C{i}", alpha=0.2, lw=0)
     ax.axhline(1e3, color="C3", ls="--", lw=0.8)
     ax.set(xscale="log", yscale="log", ylim=(1e-2, 1e8), xlabel="step size", ylabel="relative loss (mini-batch 1)")
+
+
+# ---- in training: do they train at the rates where the plain network without BN diverges? ----
+
+TRAINING_RATES = (0.1, 0.003)  # Fig 1's larger rates: the plain ResNet-110 w/o BN diverges at both
+
+
+def training_config(label: str, preset: str, lr: float):
+    """Fig 1's training run of `preset` (the `cpu` preview on a CPU) for scheme `label` at `lr`:
+    the plain ones are Fig 1's own runs."""
+    from .config import train_config
+    fields, name = SCHEMES[label]
+    return train_config(preset, lr=lr, bn=name == "bn", **fields)
+
+
+def load_training(preset: str, seeds=None) -> dict[tuple[str, float], list[dict]]:
+    """The stored training runs {(label, lr): runs} of every scheme at TRAINING_RATES."""
+    from .config import TRAINING_EXPERIMENT
+    from .results import config_runs
+    return {(label, lr): config_runs(TRAINING_EXPERIMENT, training_config(label, preset, lr), seeds=seeds)
+            for label in SCHEMES for lr in TRAINING_RATES}
+
+
+def training_table(runs: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
+    """Rows (scheme, rate): how many seeds, how many diverged (and at which step, the first seed's),
+    failed to learn or trained (`shared.fig1`'s definitions), and the final test accuracy of the
+    completed runs (mean; NaN where none completed)."""
+    from .fig1 import failure, trained
+    rows = []
+    for (label, lr), found in runs.items():
+        results = [r["result"] for r in found]
+        done = [r["metrics"][-1]["test_acc"] for r in results if r["status"] == "completed"]
+        steps = [r["diverged_step"] for r in results if r["status"] != "completed"]
+        rows.append({"scheme": label, "lr": lr, "seeds": len(results),
+                     "diverged": len(steps), "diverged at step": steps[0] if steps else np.nan,
+                     "failed to learn": sum(failure(r) not in (None, "diverged") for r in results),
+                     "trained": sum(trained(r) for r in results),
+                     "test acc": np.mean(done) if done else np.nan})
+    return pd.DataFrame(rows).set_index(["scheme", "lr"])
+
+
+def training_claims(table: pd.DataFrame, preset: str) -> list[Claim]:
+    """The hard half of the thesis's test: at each of TRAINING_RATES, where the plain network
+    without BN diverges, SkipInit and Fixup train (every stored seed; "partly" if they do not
+    diverge but fail to learn). Not judged without runs."""
+    out = []
+    for label in ("SkipInit", "Fixup"):
+        for lr in TRAINING_RATES:
+            row, plain = table.loc[(label, lr)], table.loc[("ResNet-110 w/o BN", lr)]
+            missing = 0 if row["seeds"] and plain["seeds"] else 1
+            accuracy = "" if np.isnan(row["test acc"]) else f"; test acc {row['test acc']:.3g}"
+            ours = (f"{row['trained']:.0f} of {row['seeds']:.0f} seed(s) train, {row['diverged']:.0f} diverge"
+                    f"{accuracy} (plain w/o BN: {plain['diverged']:.0f} of {plain['seeds']:.0f} diverge)")
+            verdict = holds(bool(row["seeds"] and row["trained"] == row["seeds"]),
+                            partly=bool(row["seeds"] and row["diverged"] == 0))
+            out.append(judged(f"{label} trains at lr {lr:g}, where plain ResNet-110 w/o BN diverges",
+                              "(the thesis: no explosion, large rates)", ours, verdict,
+                              unjudged_reason(preset, missing)))
+    return out

@@ -35,3 +35,12 @@ def test_precision_ab_compares_every_precision_with_fp32(tmp_path, tiny_image_fo
     assert all(r["vs_fp32"] == "within seed spread" for r in rows[:2])  # fp32 against itself
     stored = list((tmp_path / "results" / "training").glob("*/seed0/provenance.json"))
     assert sorted(json.loads(p.read_text())["precision"] for p in stored) == ["bf16", "bf16", "fp32", "fp32"]
+
+
+def test_fig3_probe_smoke_times_both_layouts_and_checks_they_agree(tmp_path):
+    run_script("fig3_probe.py", "--preset", "smoke", "--out", str(tmp_path / "fig3.json"))
+    report = json.loads((tmp_path / "fig3.json").read_text())
+    assert [r["layout"] for r in report["rows"]] == ["channels_last", "nchw"]
+    assert report["rows"][1]["speedup_vs_nchw"] == 1.0 and report["floor_per_default_seed_s"] > 0
+    assert report["agreement"]["same_first_above_1e3"]
+    assert report["agreement"]["max_rel_diff_first_batch_upto_0.1"] < 1e-3

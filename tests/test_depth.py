@@ -138,3 +138,24 @@ def test_the_training_ladder_stores_its_runs_and_reads_them_back(tmp_path, monke
     assert math.isnan(table.loc[(20, "with BN", 0), "stable rate"])
     cfg = depth.ladder_training_config("smoke", "resnet20", False, 0.1)
     assert (cfg.steps_per_epoch, cfg.train_subset, cfg.lr_drops, cfg.lr) == (200, None, (), 0.1)
+
+
+def test_the_training_ladder_feeds_the_same_table_claims_and_plot():
+    """training_ladder's rows ("stable rate"; NaN: incomplete, left out; 1: the grid's largest,
+    never diverged) go through ladder_table, ladder_claims(what=...) and plot_ladder."""
+    import pandas as pd
+    rows = [(20, "w/o BN", 0, 0.3), (20, "with BN", 0, 1.0), (56, "w/o BN", 0, 0.01), (56, "with BN", 0, 1.0),
+            (110, "w/o BN", 0, 3e-4), (110, "w/o BN", 1, 1e-4), (110, "with BN", 0, np.nan)]
+    frame = pd.DataFrame(rows, columns=["depth", "network", "seed", "stable rate"]).set_index(
+        ["depth", "network", "seed"])
+    table = depth.ladder_table(frame, "stable rate")
+    assert table.loc[110, "w/o BN: median"] == pytest.approx(2e-4) and table.loc[110, "w/o BN: seeds"] == 2
+    assert math.isnan(table.loc[110, "with BN: median"])
+    claims = depth.ladder_claims(table.dropna(), 1.0, "cpu", what="rate in training")
+    assert claims[0].claim == "Without BN the largest stable rate in training falls with depth"
+    assert [c.verdict for c in claims] == [YES, YES] and claims[1].ours == "20: ≥ 1, 56: ≥ 1"
+    assert depth.ladder_claims(table.loc[[20]], 1.0, "cpu")[0].verdict == NOT_JUDGED  # one depth
+    fig, ax = plt.subplots()
+    depth.plot_ladder(ax, table, 1.0, ylabel="largest stable rate")
+    assert ax.get_ylabel() == "largest stable rate"
+    plt.close(fig)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -63,6 +65,26 @@ def test_none_means_the_presets_value_only_where_none_is_not_a_value():
     assert X.experiment_config("fig2_gradients", "smoke", arch=None).arch == "resnet20"
     assert X.experiment_config("fig2_gradients", "paper", arch=None, init=None) == X.experiment_config("fig2_gradients")
     assert X.experiment_config("fig6_logit_gradients", epoch_batches=None).epoch_batches is None
+
+
+def test_fig3_layout_changes_speed_not_results():
+    """The probe runs channels-last (as training does). The default layout sums in another order,
+    so the curves differ by rounding: the same first step above 1e3 everywhere, and on the first
+    mini-batch (nothing trained yet) the same relative loss to 1e-3 up to step 0.1. (Larger steps,
+    and mini-batches after steps at rate 0.1, amplify rounding to a few percent, as any change of
+    summation order would, e.g. another device.)"""
+    data = random_cifar(n_train=64, n_test=16)
+    cfg = X.experiment_config("fig3_relative_loss", "smoke", train_subset=None, probe_batches=(1, 3))
+    fast = X.measure_relative_loss(cfg, data, 0)
+    plain = X.measure_relative_loss(cfg, data, 0, layout=torch.contiguous_format)
+    for name in ("bn", "no_bn"):
+        for batch in ("1", "3"):
+            a, b = fast[name]["batches"][batch], plain[name]["batches"][batch]
+            assert a["first_above_1e3"] == b["first_above_1e3"]
+        a, b = fast[name]["batches"]["1"]["relative_loss"], plain[name]["batches"]["1"]["relative_loss"]
+        small = [(u, v) for s, u, v in zip(fast["sizes"], a, b) if s <= 0.1]
+        assert len(small) >= 8 and all(math.isfinite(v) for _, v in small)
+        assert all(u == pytest.approx(v, rel=1e-3) for u, v in small)
 
 
 def test_fig3_options_change_only_what_they_say():

@@ -95,3 +95,25 @@ def test_signal_frame_and_plot_steps_draw_every_scheme():
     normfree.plot_steps(ax, found(fig3({"bn": None, "no_bn": 1}), fig3({"no_bn": 3}), fig3({"no_bn": None})))
     assert len(ax.lines) == 4 + 1
     plt.close(fig)
+
+
+def test_training_table_and_claims():
+    """Per (scheme, rate): diverged / failed to learn / trained by Fig 1's definitions; a scheme
+    trains (yes), does not diverge but fails to learn (partly), diverges (no), or has no run
+    (not judged)."""
+    from test_fig1 import run
+    runs = {(label, lr): [] for label in normfree.SCHEMES for lr in normfree.TRAINING_RATES}
+    runs.update({("ResNet-110 w/o BN", lr): [run(0, None), run(1, None)] for lr in normfree.TRAINING_RATES})
+    runs[("SkipInit", 0.1)] = [run(0, 0.4)]
+    runs[("SkipInit", 0.003)] = [run(0, 0.1)]  # completed, at chance: failed to learn
+    runs[("Fixup", 0.1)] = [run(0, None)]
+    table = normfree.training_table(runs)
+    assert table.loc[("SkipInit", 0.1), "trained"] == 1 and table.loc[("SkipInit", 0.1), "test acc"] == 0.4
+    assert table.loc[("SkipInit", 0.003), "failed to learn"] == 1
+    assert table.loc[("Fixup", 0.1), "diverged at step"] == 1 and table.loc[("Fixup", 0.003), "seeds"] == 0
+    claims = normfree.training_claims(table, "cpu")
+    assert [c.verdict for c in claims] == [YES, PARTLY, NO, NOT_JUDGED]
+    assert claims[0].ours == "1 of 1 seed(s) train, 0 diverge; test acc 0.4 (plain w/o BN: 2 of 2 diverge)"
+    assert {c.verdict for c in normfree.training_claims(table, "smoke")} == {NOT_JUDGED}
+    cfg = normfree.training_config("Fixup", "cpu", 0.1)
+    assert (cfg.residual, cfg.bn, cfg.lr, cfg.arch) == ("fixup", False, 0.1, "resnet110")
