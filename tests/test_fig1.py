@@ -59,13 +59,30 @@ def sweep(no_bn_trains: list[float], bn_trains: list[float], rates=(1e-5, 1e-4, 
     return fig1.sweep_table(runs)
 
 
-def test_sweep_claims_find_the_largest_rate_that_trains():
+def test_sweep_claims_find_the_largest_rate_that_trains_and_the_divergence_boundary():
     table = sweep(no_bn_trains=[1e-5, 1e-4], bn_trains=[1e-5, 1e-4, 1e-3, 1e-2, 0.1])
     assert fig1.largest_training_rate(table, False) == 1e-4 and fig1.largest_training_rate(table, True) == 0.1
-    assert [c.verdict for c in fig1.sweep_claims(table, "cpu")] == [YES, YES]
+    assert fig1.largest_surviving_rate(table, False) == 1e-4 and fig1.largest_surviving_rate(table, True) == 0.1
+    claims = fig1.sweep_claims(table, "paper")
+    assert [c.verdict for c in claims] == [YES, YES, YES]
+    assert claims[0].ours == "largest rate with no diverged run: 0.0001; above it 4 of 4 runs diverge"
+    assert claims[2].ours == "largest rate that trains: 0.1; without BN no run diverges up to 0.0001"
+    # a preview: the rate that trains without BN needs the full schedule; the rest is judged
+    assert [c.verdict for c in fig1.sweep_claims(table, "cpu")] == [YES, NOT_JUDGED, YES]
     table = sweep(no_bn_trains=[1e-5, 1e-4, 1e-3, 1e-2], bn_trains=[1e-5, 1e-4, 1e-3, 1e-2])
-    assert [c.verdict for c in fig1.sweep_claims(table, "cpu")] == [NO, NO]
-    assert [c.verdict for c in fig1.sweep_claims(table, "smoke")] == [NOT_JUDGED] * 2
+    assert [c.verdict for c in fig1.sweep_claims(table, "paper")] == [NO, NO, NO]
+    assert [c.verdict for c in fig1.sweep_claims(table, "smoke")] == [NOT_JUDGED] * 3
+
+
+def test_sweep_claims_count_runs_that_fail_to_learn_as_surviving():
+    """A run at chance has not diverged: nothing trains without BN, but nothing below 1e-3 diverges."""
+    runs = [(TrainConfig(bn=False, lr=lr), [run(0, 0.1 if lr < 1e-3 else None)]) for lr in (1e-5, 1e-4, 1e-3, 0.1)]
+    runs += [(TrainConfig(bn=True, lr=lr), [run(0, 0.1 if lr < 1e-3 else 0.4)]) for lr in (1e-5, 1e-4, 1e-3, 0.1)]
+    table = fig1.sweep_table(runs)
+    assert fig1.largest_training_rate(table, False) is None and fig1.largest_surviving_rate(table, False) == 1e-4
+    claims = fig1.sweep_claims(table, "cpu")
+    assert [c.verdict for c in claims] == [YES, NOT_JUDGED, YES] and claims[1].ours == "no rate trains"
+    assert [c.verdict for c in fig1.sweep_claims(table, "paper")] == [YES, PARTLY, YES]
 
 
 def test_sweep_claims_wait_for_missing_runs():
