@@ -231,9 +231,9 @@ def train_ladder(arch: str, bn: bool, seed: int, preset: str = "cpu", data_dir=N
 
 
 def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store | None = None) -> pd.DataFrame:
-    """Rows (depth, network, seed) of the stored bisections: the largest stable rate (0: below
-    the grid's smallest; NaN: incomplete) and the rates tried ("x": diverged). `seeds`: None for
-    every seed with a stored run of the ladder."""
+    """Rows (depth, network, seed) of the stored bisections that have begun: the largest stable
+    rate (0: below the grid's smallest; NaN: incomplete) and the rates tried ("x": diverged).
+    `seeds`: None for every seed with a stored run of the ladder."""
     store = store or Store()
     if seeds is None:
         seeds = sorted({r["provenance"]["seed"] for arch in archs for bn in (False, True) for lr in LADDER_RATES
@@ -243,10 +243,13 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
         for name, label in NETWORKS.items():
             for seed in seeds:
                 b = train_ladder(arch, name == "bn", seed, preset, compute=False, store=store)
+                if not b.tried:  # nothing stored for this network and seed
+                    continue
                 rows.append({"depth": DEPTHS[arch], "network": label, "seed": seed,
                              "stable rate": np.nan if not b.complete else b.rate or 0.0,
                              "tried": ", ".join(f"{r:g}{' x' if d else ''}" for r, d in sorted(b.tried.items()))})
-    return pd.DataFrame(rows).set_index(["depth", "network", "seed"]).sort_index()
+    columns = ["depth", "network", "seed", "stable rate", "tried"]
+    return pd.DataFrame(rows, columns=columns).set_index(columns[:3]).sort_index()
 
 
 def main(argv: list[str] | None = None) -> None:
