@@ -20,11 +20,14 @@ from .claims import Claim, holds, judged, unjudged_reason
 from .fig3 import first_above, reduced_config
 from .fig6 import network_row
 
-# label -> (config fields, the network's key in a stored run)
+# label -> (config fields, the network's key in a stored run). Both schemes use option-A shortcuts
+# (subsample and zero-pad: Fixup's authors' choice), so that no unnormalised convolution stays on
+# the residual stream outside the branches they scale, and at initialisation each network is its
+# shortcut path alone.
 SCHEMES = {
     "ResNet-110 with BN": ({}, "bn"),
     "ResNet-110 w/o BN": ({}, "no_bn"),
-    "SkipInit": ({"residual": "skipinit"}, "no_bn"),
+    "SkipInit": ({"residual": "skipinit", "shortcut": "A"}, "no_bn"),
     "Fixup": ({"residual": "fixup", "shortcut": "A"}, "no_bn"),
 }
 FIG3_FIELDS = dict(probe_batches=(1,), sizes=40)  # the depth ladder's: mini-batch 1, 0.15 decade apart

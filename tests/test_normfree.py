@@ -78,7 +78,8 @@ def test_claims_partly_when_the_step_grows_less_than_tenfold():
 def test_scheme_configs():
     cfg = normfree.scheme_config("fig3_relative_loss", "paper", "Fixup")
     assert (cfg.residual, cfg.shortcut, cfg.probe_batches, cfg.sizes) == ("fixup", None, (1,), 40)
-    assert normfree.scheme_config("fig3_relative_loss", "smoke", "SkipInit").sizes == 12
+    skip = normfree.scheme_config("fig3_relative_loss", "smoke", "SkipInit")
+    assert (skip.residual, skip.shortcut, skip.sizes) == ("skipinit", None, 12)  # option A, written None
     assert normfree.scheme_config("fig5_depth_profile", "paper", "ResNet-110 w/o BN").residual == "plain"
     assert list(normfree.load("signal_propagation", "paper", seeds=[0])) == list(normfree.SCHEMES)
 
