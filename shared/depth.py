@@ -71,25 +71,28 @@ def ladder_claims(table: pd.DataFrame, largest_size: float, preset: str, what: s
     """The explanation's prediction: without BN the stable step (`what`: or "rate in training")
     falls with depth (at every rung, and by at least 3x from the shallowest to the deepest
     network); with BN it stays within 3x (a step that never explodes counts at `largest_size`,
-    the sweep's largest)."""
+    the sweep's largest). Each claim is judged on the depths its network has (NaN: not yet), and
+    needs two of them."""
     unless = unjudged_reason(preset)
-    claims = (f"Without BN the largest stable {what} falls with depth", f"With BN the largest stable {what} does not")
-    if len(table) < 2:
-        reason = unless or f"needs two depths or more, has {len(table)}"
-        return [judged(claim, "(the explanation's prediction)", "-", NOT_JUDGED, reason) for claim in claims]
-    no_bn = table["w/o BN: median"].clip(upper=largest_size)
-    bn = table["with BN: median"].clip(upper=largest_size)
-    falls = bool((no_bn.diff().dropna() < 0).all()) and no_bn.iloc[0] / no_bn.iloc[-1] >= 3
+    paper = "(the explanation's prediction)"
     steps = lambda values: ", ".join(f"{d}: {'≥ ' if v >= largest_size else ''}{v:.2g}" for d, v in values.items())
-    first, last = no_bn.index[0], no_bn.index[-1]
-    return [
-        judged(claims[0], "(the explanation's prediction)",
-               f"depth {steps(no_bn)}; {'≥ ' if no_bn.iloc[0] >= largest_size else ''}"
-               f"{no_bn.iloc[0] / no_bn.iloc[-1]:.3g}x from {first} to {last}",
-               holds(falls, partly=bool(no_bn.iloc[0] > no_bn.iloc[-1])), unless),
-        judged(claims[1], "(the explanation's prediction)", steps(bn),
-               holds(bool(bn.max() / bn.min() <= 3)), unless),
-    ]
+    no_bn = table["w/o BN: median"].dropna().clip(upper=largest_size)
+    bn = table["with BN: median"].dropna().clip(upper=largest_size)
+    claims = []
+    for claim, values in ((f"Without BN the largest stable {what} falls with depth", no_bn),
+                          (f"With BN the largest stable {what} does not", bn)):
+        if len(values) < 2:
+            claims.append(judged(claim, paper, steps(values) or "-", NOT_JUDGED,
+                                 unless or f"needs two depths or more, has {len(values)}"))
+        elif values is no_bn:
+            first, last = values.iloc[0], values.iloc[-1]
+            falls = bool((values.diff().dropna() < 0).all()) and first / last >= 3
+            claims.append(judged(claim, paper, f"depth {steps(values)}; {'≥ ' if first >= largest_size else ''}"
+                                 f"{first / last:.3g}x from {values.index[0]} to {values.index[-1]}",
+                                 holds(falls, partly=bool(first > last)), unless))
+        else:
+            claims.append(judged(claim, paper, steps(values), holds(bool(values.max() / values.min() <= 3)), unless))
+    return claims
 
 
 def plot_ladder(ax, table: pd.DataFrame, largest_size: float,

@@ -151,10 +151,12 @@ def test_the_training_ladder_feeds_the_same_table_claims_and_plot():
     table = depth.ladder_table(frame, "stable rate")
     assert table.loc[110, "w/o BN: median"] == pytest.approx(2e-4) and table.loc[110, "w/o BN: seeds"] == 2
     assert math.isnan(table.loc[110, "with BN: median"])
-    claims = depth.ladder_claims(table.dropna(), 1.0, "cpu", what="rate in training")
+    claims = depth.ladder_claims(table, 1.0, "cpu", what="rate in training")  # each on its own depths
     assert claims[0].claim == "Without BN the largest stable rate in training falls with depth"
+    assert claims[0].ours == "depth 20: 0.3, 56: 0.01, 110: 0.0002; 1.5e+03x from 20 to 110"
     assert [c.verdict for c in claims] == [YES, YES] and claims[1].ours == "20: ≥ 1, 56: ≥ 1"
-    assert depth.ladder_claims(table.loc[[20]], 1.0, "cpu")[0].verdict == NOT_JUDGED  # one depth
+    one = depth.ladder_claims(table.loc[[20]], 1.0, "cpu")
+    assert [c.verdict for c in one] == [NOT_JUDGED] * 2 and one[0].note == "needs two depths or more, has 1"
     fig, ax = plt.subplots()
     depth.plot_ladder(ax, table, 1.0, ylabel="largest stable rate")
     assert ax.get_ylabel() == "largest stable rate"
