@@ -103,7 +103,7 @@ def plot_ladder(ax, table: pd.DataFrame, largest_size: float,
     depths = table.index.to_numpy()
     for i, (name, label) in enumerate(NETWORKS.items()):
         values = table[f"{label}: median"].to_numpy(dtype=float)
-        never = ~np.isfinite(values) | (values >= largest_size)
+        never = np.isinf(values) | (values >= largest_size)  # NaN: not measured, not drawn
         shown = np.where(never, largest_size, np.where(values > 0, values, np.nan))  # 0: below the grid
         ax.plot(depths, shown, "o-", color=f"C{i}", label=label)
         ax.plot(depths[never], shown[never], "o", color="white", mec=f"C{i}", ms=7)

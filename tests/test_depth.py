@@ -160,4 +160,6 @@ def test_the_training_ladder_feeds_the_same_table_claims_and_plot():
     fig, ax = plt.subplots()
     depth.plot_ladder(ax, table, 1.0, ylabel="largest stable rate")
     assert ax.get_ylabel() == "largest stable rate"
+    bn_open = ax.lines[1].get_xydata()  # the open markers of the BN curve: 20 and 56, not 110 (NaN)
+    assert list(bn_open[:, 0]) == [20, 56]
     plt.close(fig)
