@@ -22,34 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from shared.data import Cifar10, channel_stats, load_cifar10
+from shared.data import load_cifar10
 from shared.experiments import experiment_config, measure_relative_loss
 from shared.models import build_model
 from shared.results import device_name, git_commit
+from train_speed import matmul_flops_per_s, random_data  # this folder's, on sys.path when run as a script
 
 LAYOUTS = ("channels_last", "nchw")  # RelativeLossConfig.layout; ratios against the last
 # the default probe is 80 sizes x 3 mini-batches; the benchmark times fewer and scales by forwards
 BENCH = {"default": dict(preset="paper", sizes=16, probe_batches=(1, 4)),
          "smoke": dict(preset="smoke", sizes=8, probe_batches=(1, 2))}
-
-
-def random_data(n: int) -> Cifar10:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, 10, (n,), generator=g)
-    mean, std = channel_stats(x)
-    return Cifar10(x, y, x[:0], y[:0], mean, std, "random")
-
-
-def matmul_flops_per_s(device, n: int = 2048) -> float:
-    a = torch.randn(n, n, device=device)
-    a @ a
-    start = time.perf_counter()
-    for _ in range(3):
-        a @ a
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 3 * 2 * n ** 3 / (time.perf_counter() - start)
 
 
 def forward_flops(cfg, x: torch.Tensor) -> float:
@@ -87,8 +69,9 @@ def main(argv=None):
     bench = BENCH[args.preset]
     cfg = replace(experiment_config("fig3_relative_loss", bench["preset"], train_subset=None),
                   sizes=bench["sizes"], probe_batches=bench["probe_batches"])
-    data = load_cifar10(args.data_dir) if args.data_dir else random_data(cfg.batch_size * max(cfg.probe_batches))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = (load_cifar10(args.data_dir) if args.data_dir
+            else random_data(cfg.batch_size * max(cfg.probe_batches), 0, "cpu"))
     data = data.to(device)
     default = experiment_config("fig3_relative_loss", bench["preset"])
     forwards = cfg.sizes * len(cfg.probe_batches) * 2
@@ -107,7 +90,7 @@ def main(argv=None):
               "python": platform.python_version(), "git_commit": git_commit(), "config": asdict(cfg),
               "data": data.source, "rows": rows, "agreement": agreement(runs["channels_last"], runs["nchw"]),
               "runs": runs,
-              "floor_per_default_seed_s": flops / matmul_flops_per_s(device)}
+              "floor_per_default_seed_s": flops / matmul_flops_per_s(device, 2048, "fp32")}
     for row in rows:
         print(f"{row['layout']:>14}: {row['seconds']:.1f} s, a default seed ~{row['per_default_seed_s']:.0f} s, "
               f"{row['speedup_vs_nchw']:.2f}x vs nchw")
