@@ -187,17 +187,20 @@ def divergence_summary(divergence: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("lr")
 
 
+def outcomes(found: list[dict]) -> dict:
+    """The stored runs of one setting: how many seeds, diverged, failed to learn and trained, and
+    the final test accuracy of the completed ones (mean and std; NaN if none completed)."""
+    results = [r["result"] for r in found]
+    done = [r["metrics"][-1]["test_acc"] for r in results if r["status"] == "completed"]
+    return {"seeds": len(results), "diverged": len(results) - len(done),
+            "failed to learn": sum(r["status"] == "completed" and not trained(r) for r in results),
+            "trained": sum(trained(r) for r in results),
+            "test acc": np.mean(done) if done else np.nan, "test acc std": np.std(done) if done else np.nan}
+
+
 def sweep_table(runs: list[tuple[TrainConfig, list[dict]]]) -> pd.DataFrame:
     """Per (BN, rate): seeds, diverged, failed to learn, trained, and final test accuracy."""
-    rows = []
-    for cfg, found in runs:
-        results = [r["result"] for r in found]
-        done = [r["metrics"][-1]["test_acc"] for r in results if r["status"] == "completed"]
-        rows.append({"bn": cfg.bn, "lr": cfg.lr, "seeds": len(results), "diverged": len(results) - len(done),
-                     "failed to learn": sum(r["status"] == "completed" and not trained(r) for r in results),
-                     "trained": sum(trained(r) for r in results),
-                     "test acc": np.mean(done) if done else np.nan, "test acc std": np.std(done) if done else np.nan})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"bn": cfg.bn, "lr": cfg.lr, **outcomes(found)} for cfg, found in runs])
 
 
 def largest_training_rate(sweep: pd.DataFrame, bn: bool) -> float | None:

@@ -162,17 +162,14 @@ def training_table(runs: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
     """Rows (scheme, rate): how many seeds, how many diverged (and at which step, the first seed's),
     failed to learn or trained (`shared.fig1`'s definitions), and the final test accuracy of the
     completed runs (mean; NaN where none completed)."""
-    from .fig1 import failure, trained
+    from .fig1 import outcomes
     rows = []
     for (label, lr), found in runs.items():
-        results = [r["result"] for r in found]
-        done = [r["metrics"][-1]["test_acc"] for r in results if r["status"] == "completed"]
-        steps = [r["diverged_step"] for r in results if r["status"] != "completed"]
-        rows.append({"scheme": label, "lr": lr, "seeds": len(results),
-                     "diverged": len(steps), "diverged at step": steps[0] if steps else np.nan,
-                     "failed to learn": sum(failure(r) not in (None, "diverged") for r in results),
-                     "trained": sum(trained(r) for r in results),
-                     "test acc": np.mean(done) if done else np.nan})
+        row = outcomes(found)
+        steps = [r["result"]["diverged_step"] for r in found if r["result"]["status"] != "completed"]
+        rows.append({"scheme": label, "lr": lr, "seeds": row["seeds"], "diverged": row["diverged"],
+                     "diverged at step": steps[0] if steps else np.nan,
+                     **{k: row[k] for k in ("failed to learn", "trained", "test acc")}})
     return pd.DataFrame(rows).set_index(["scheme", "lr"])
 
 
