@@ -1,7 +1,6 @@
 """Training speed: the blog's pipeline against ours, on one device, in one process.
 
-Pipelines, each timed over the same number of training steps and evaluation images, and
-extrapolated to one CIFAR-10 epoch (50,000 training + 10,000 test images):
+Pipelines, each timed over the same training steps and the same evaluation:
 
   blog        the blog's loop rebuilt: torchvision-style dataset of HWC uint8 arrays turned into
               PIL images, RandomCrop(32, 4) + RandomHorizontalFlip + ToTensor + Normalize in a
@@ -9,18 +8,24 @@ extrapolated to one CIFAR-10 epoch (50,000 training + 10,000 test images):
               syncs per step (loss.item(), correct.item()), evaluation computing the forward pass
               twice (once for the accuracy, once for the loss), as in the blog's eval_model;
   blog-Nw     the same with N DataLoader worker processes;
-  ours        shared.train: data and augmentation on the device, channels-last, no per-step sync;
-  ours-nchw   the same in the default (NCHW) memory layout;
-  ours-compiled   the same with the model under torch.compile;
+  ours        shared.train (`train_epoch`, `evaluate`): data and augmentation on the device,
+              channels-last, no per-step sync, strict fp32;
+  ours-nchw   the same in the default (NCHW) memory layout: the baseline of `ratio_vs_fp32_nchw`;
+  ours-bf16   channels-last with bf16 autocast per step (shared.precision);
+  ours-bf16-compiled, ours-compiled   the same with the network under torch.compile;
   ours-xK     K runs trained together as one stacked network (aggregate images per second).
 
-Images are random uint8 (speed does not depend on the pixels). Ratios are against `blog` in the
-same process. The floor: each network's training FLOPs per image (forward and backward, counted by
-torch's FlopCounterMode) times the images per second, as a fraction of the device's fp32 rate
-measured on a large matrix product in the same process. Usage:
+Per pipeline: seconds per training step (`s_per_step`, the data path included: augmentation,
+normalisation, the step) and per full CIFAR-10 epoch with its evaluation (`s_per_epoch`: 50,000
+training images and the 10,000 test images). The pipelines named in `full_epoch` train one whole
+epoch and evaluate the whole test set; for the others the epoch is extrapolated from the timed steps
+and evaluation (`epoch_measured` says which). Images are random uint8 (speed does not depend on the
+pixels). The floor: each network's training FLOPs per image (forward and backward, counted by
+torch's FlopCounterMode) times the images per second, as a fraction of the device's rate on a large
+matrix product in the pipeline's precision, measured in the same process. Usage:
 
     python benchmarks/train_speed.py --out results.json                   # GPU, the full table
-    python benchmarks/train_speed.py --preset cpu --out cpu.json          # a CPU's view, batch 128
+    python benchmarks/train_speed.py --preset cpu --out benchmarks/results/train_speed_cpu.json
     python benchmarks/train_speed.py --preset smoke --out /tmp/speed.json # sanity check (CI)
 """
 
@@ -42,10 +47,26 @@ from torchvision import transforms
 from shared.config import train_config
 from shared.data import Cifar10, TrainLoader, channel_stats
 from shared.models import CIFAR_DEPTHS, build_model
+from shared.precision import cpu_capability, tf32_setting
 from shared.results import device_name, git_commit
-from shared.train import Runs, evaluate, precision_context, train_epoch
+from shared.train import Runs, evaluate, train_epoch
 
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How `shared.train` runs a pipeline named `ours...`."""
+    precision: str = "fp32"
+    memory_format: str = "channels_last"   # or "nchw"
+    compile: bool = False
+    together: int = 1
+
+
+ENGINES = {"ours": Engine(), "ours-nchw": Engine(memory_format="nchw"), "ours-bf16": Engine("bf16"),
+           "ours-compiled": Engine(compile=True), "ours-bf16-compiled": Engine("bf16", compile=True),
+           **{f"ours-x{k}": Engine(together=k) for k in (2, 4, 8)}}
+BASELINE = "ours-nchw"  # strict fp32 in the default layout
 
 
 @dataclass(frozen=True)
@@ -54,24 +75,33 @@ class BenchConfig:
     batch_size: int = 128
     steps: int = 60                 # timed training steps per pipeline (after `warmup_steps`)
     warmup_steps: int = 10
-    eval_images: int = 2000
+    eval_images: int = 2000         # timed evaluation images, extrapolated to the test set's 10,000
     workers: tuple[int, ...] = (8,)  # the blog-Nw variants
-    together: tuple[int, ...] = (4, 8)
-    compile: bool = True
-    precision: str = "fp32"
+    blog: bool = True               # time the blog's pipelines
+    ours: tuple[str, ...] = ("ours", "ours-nchw", "ours-compiled", "ours-x4", "ours-x8")  # ENGINES
+    full_epoch: tuple[str, ...] = ()  # pipelines timed over one whole epoch and test set
     matmul_size: int = 8192         # the matrix product that measures the device's rate
+    train_images: int = TRAIN_IMAGES  # the epoch that s_per_epoch describes
+    test_images: int = TEST_IMAGES
 
 
 BENCH_PRESETS = {
     "gpu": BenchConfig(),
-    # what a CPU can say: the paper's batch, a few steps, the small network and ResNet-110
-    "cpu": BenchConfig(archs=(("resnet20", True), ("resnet20", False), ("resnet110", True)), steps=10,
-                       warmup_steps=2, eval_images=1000, workers=(2,), together=(2,), compile=False,
-                       matmul_size=2048),
+    # the CPU engine on ResNet-110 at the paper's batch: strict fp32 (NCHW, the baseline, and
+    # channels-last) against bf16 channels-last, eager and compiled; the eager bf16 pipelines
+    # also over one whole epoch with evaluation
+    "cpu": BenchConfig(archs=(("resnet110", True), ("resnet110", False)), steps=20, warmup_steps=3,
+                       eval_images=1000, blog=False,
+                       ours=("ours-nchw", "ours", "ours-bf16", "ours-bf16-compiled"),
+                       full_epoch=("ours-bf16",), matmul_size=2048),
+    # the blog against ours on a CPU (strict fp32), the small network and ResNet-110
+    "cpu-blog": BenchConfig(archs=(("resnet20", True), ("resnet20", False), ("resnet110", True)), steps=10,
+                            warmup_steps=2, eval_images=1000, workers=(2,), ours=("ours", "ours-nchw", "ours-x2"),
+                            matmul_size=2048),
     # CI's sanity check on CPU: small network, few steps; its numbers are not claims
     "smoke": BenchConfig(archs=(("resnet20", True),), batch_size=32, steps=3, warmup_steps=1,
-                         eval_images=64, workers=(2,), together=(2,), compile=False,
-                         matmul_size=1024),
+                         eval_images=64, workers=(2,), ours=("ours", "ours-nchw", "ours-bf16", "ours-x2"),
+                         full_epoch=("ours-bf16",), matmul_size=1024, train_images=256, test_images=64),
 }
 
 
@@ -145,20 +175,23 @@ def time_blog(arch, bn, data, bench: BenchConfig, workers: int, device) -> dict:
                 (model(images).argmax(1) == labels).float().sum().item()
                 F.cross_entropy(model(images), labels).item()
 
-    return timed(steps, evaluation, bench, device)
+    with tf32_setting("fp32"):
+        return timed(steps, evaluation, bench, device)
 
 
-def time_ours(arch, bn, data, bench: BenchConfig, together: int, compile: bool, device,
-              memory_format=torch.channels_last) -> dict:
-    """shared.train's epoch and evaluation for `together` runs, timed."""
-    cfgs = [train_config("paper", arch=arch, bn=bn, lr=1e-4, batch_size=bench.batch_size,
-                         precision=bench.precision)] * together
-    runs = Runs(cfgs, list(range(together)), device, memory_format)
-    if compile:
+def time_ours(arch, bn, data, bench: BenchConfig, name: str, device) -> dict:
+    """shared.train's epoch and evaluation with engine ENGINES[name], timed; over one whole epoch
+    and test set too if `name` is in `bench.full_epoch`."""
+    engine = ENGINES[name]
+    cfg = train_config("paper", arch=arch, bn=bn, lr=1e-4, batch_size=bench.batch_size,
+                       precision=engine.precision, eval_batch_size=min(1000, bench.eval_images))
+    layout = torch.channels_last if engine.memory_format == "channels_last" else torch.contiguous_format
+    runs = Runs([cfg] * engine.together, list(range(engine.together)), device, layout)
+    if engine.compile:
         runs.forward = torch.compile(runs.model)
     loaders = [TrainLoader(data.train_x, data.train_y, data.mean, data.std, bench.batch_size, seed)
-               for seed in range(together)]
-    test = Cifar10(data.train_x, data.train_y, data.test_x[:bench.eval_images],
+               for seed in range(engine.together)]
+    head = Cifar10(data.train_x, data.train_y, data.test_x[:bench.eval_images],
                    data.test_y[:bench.eval_images], data.mean, data.std, data.source)
     epoch = iter(range(10**6))
 
@@ -166,29 +199,34 @@ def time_ours(arch, bn, data, bench: BenchConfig, together: int, compile: bool, 
         step_losses, _ = train_epoch(runs, loaders, next(epoch), n)
         step_losses.sum().item()  # the one sync per epoch
 
-    result = timed(steps, lambda: evaluate(runs, test, bench.batch_size), bench, device,
-                   precision=bench.precision)
-    result["runs"] = together
-    return result
+    with tf32_setting(engine.precision):
+        result = timed(steps, lambda: evaluate(runs, head, cfg.eval_batch_size), bench, device)
+        if name in bench.full_epoch:
+            start = time.perf_counter()
+            steps(len(loaders[0]))
+            evaluate(runs, data, cfg.eval_batch_size)
+            sync(device)
+            result["s_per_epoch"] = time.perf_counter() - start
+            result["epoch_measured"] = True
+    return {**result, "runs": engine.together, "precision": engine.precision}
 
 
-def timed(steps, evaluation, bench: BenchConfig, device, precision: str = "fp32") -> dict:
-    with precision_context(precision, device):
-        steps(bench.warmup_steps)
-        evaluation()
-        sync(device)
-        start = time.perf_counter()
-        steps(bench.steps)
-        sync(device)
-        train_s = time.perf_counter() - start
-        start = time.perf_counter()
-        evaluation()
-        sync(device)
-        eval_s = time.perf_counter() - start
-    train_ips = bench.steps * bench.batch_size / train_s
-    eval_ips = bench.eval_images / eval_s
-    return {"train_images_per_s": train_ips, "eval_images_per_s": eval_ips,
-            "epoch_s": TRAIN_IMAGES / train_ips + TEST_IMAGES / eval_ips, "runs": 1}
+def timed(steps, evaluation, bench: BenchConfig, device) -> dict:
+    """Seconds per training step and per epoch (extrapolated from the timed steps and evaluation)."""
+    steps(bench.warmup_steps)
+    evaluation()
+    sync(device)
+    start = time.perf_counter()
+    steps(bench.steps)
+    sync(device)
+    s_per_step = (time.perf_counter() - start) / bench.steps
+    start = time.perf_counter()
+    evaluation()
+    sync(device)
+    eval_s = (time.perf_counter() - start) / bench.eval_images * bench.test_images
+    s_per_epoch = -(-bench.train_images // bench.batch_size) * s_per_step + eval_s
+    return {"s_per_step": s_per_step, "s_per_epoch": s_per_epoch, "s_per_epoch_extrapolated": s_per_epoch,
+            "epoch_measured": False, "runs": 1, "precision": "fp32"}
 
 
 @functools.cache
@@ -202,9 +240,10 @@ def training_flops_per_image(arch: str, bn: bool) -> float:
 
 
 def matmul_flops_per_s(device, size: int, precision: str) -> float:
-    """The device's rate on a [size, size] @ [size, size] float32 product, in the run's precision."""
-    a, b = (torch.randn(size, size, device=device) for _ in range(2))
-    with precision_context(precision, device):
+    """The device's rate on a [size, size] @ [size, size] product in `precision` (bf16: bf16 inputs)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    with tf32_setting(precision):
         a @ b
         sync(device)
         reps, start = 0, time.perf_counter()
@@ -219,57 +258,72 @@ def matmul_flops_per_s(device, size: int, precision: str) -> float:
 class Row:
     network: str
     pipeline: str
+    precision: str
     runs: int
-    epoch_s: float              # per epoch of all `runs` together
+    s_per_step: float           # one training step of all `runs` together, data path included
+    s_per_epoch: float          # one epoch of all `runs` with its evaluation
+    epoch_measured: bool        # s_per_epoch timed over a whole epoch (else extrapolated)
+    s_per_epoch_extrapolated: float
     train_images_per_s: float   # aggregate over the runs
+    ratio_vs_fp32_nchw: float = field(default=float("nan"))  # per-run step time, baseline / this
+    epoch_ratio_vs_fp32_nchw: float = field(default=float("nan"))  # the same per epoch
     speedup_vs_blog: float = field(default=float("nan"))  # per-run epoch time, blog / this
     fraction_of_matmul_rate: float = field(default=float("nan"))  # training FLOP/s / measured rate
 
 
-def benchmark(bench: BenchConfig, device: torch.device) -> list[Row]:
-    # random images, enough for the warm-up and timed steps within one epoch
-    data = random_data(bench.batch_size * (bench.steps + bench.warmup_steps), bench.eval_images, device)
-    rate = matmul_flops_per_s(device, bench.matmul_size, bench.precision)
-    print(f"  measured matrix-product rate: {rate / 1e12:.3f} TFLOP/s ({bench.precision})", flush=True)
+def ratio(rows: list[Row], row: Row, base: str, key: str) -> float:
+    """`base`'s per-run `key` (time) over `row`'s, NaN where `base` was not timed."""
+    base_row = next((r for r in rows if r.network == row.network and r.pipeline == base), None)
+    return float("nan") if base_row is None else getattr(base_row, key) / (getattr(row, key) / row.runs)
+
+
+def benchmark(bench: BenchConfig, device: torch.device) -> tuple[list[Row], dict]:
+    # random images: enough for the warm-up and timed steps within one epoch, or a whole epoch
+    n_train = bench.train_images if bench.full_epoch else bench.batch_size * (bench.steps + bench.warmup_steps)
+    data = random_data(n_train, bench.test_images if bench.full_epoch else bench.eval_images, device)
+    rates = {p: matmul_flops_per_s(device, bench.matmul_size, p) for p in ("fp32", "bf16")}
+    print("  measured matrix-product rate: " + ", ".join(f"{r / 1e12:.3f} TFLOP/s ({p})" for p, r in rates.items()),
+          flush=True)
     rows = []
     for arch, bn in bench.archs:
         network = f"{arch} {'BN' if bn else 'no BN'}"
         flops = training_flops_per_image(arch, bn)
-        pipelines = [("blog", lambda: time_blog(arch, bn, data, bench, 0, device))]
-        pipelines += [(f"blog-{w}w", lambda w=w: time_blog(arch, bn, data, bench, w, device))
-                      for w in bench.workers]
-        pipelines += [("ours", lambda: time_ours(arch, bn, data, bench, 1, False, device)),
-                      ("ours-nchw", lambda: time_ours(arch, bn, data, bench, 1, False, device,
-                                                      torch.contiguous_format))]
-        if bench.compile:
-            pipelines += [("ours-compiled", lambda: time_ours(arch, bn, data, bench, 1, True, device))]
-        if arch in CIFAR_DEPTHS:  # stacking is for the CIFAR ResNets
-            pipelines += [(f"ours-x{k}", lambda k=k: time_ours(arch, bn, data, bench, k, False, device))
-                          for k in bench.together]
+        pipelines = []
+        if bench.blog:
+            pipelines += [("blog", lambda: time_blog(arch, bn, data, bench, 0, device))]
+            pipelines += [(f"blog-{w}w", lambda w=w: time_blog(arch, bn, data, bench, w, device))
+                          for w in bench.workers]
+        pipelines += [(name, lambda name=name: time_ours(arch, bn, data, bench, name, device))
+                      for name in bench.ours if ENGINES[name].together == 1 or arch in CIFAR_DEPTHS]
         for name, run in pipelines:
             r = run()
-            ips = r["train_images_per_s"] * r["runs"]
-            rows.append(Row(network, name, r["runs"], r["epoch_s"], ips, fraction_of_matmul_rate=ips * flops / rate))
-            print(f"  {network:16s} {name:14s} {r['epoch_s']:9.1f} s/epoch", flush=True)
-        blog = next(r for r in rows if r.network == network and r.pipeline == "blog")
+            ips = bench.batch_size * r["runs"] / r["s_per_step"]
+            rows.append(Row(network, name, r["precision"], r["runs"], r["s_per_step"], r["s_per_epoch"],
+                            r["epoch_measured"], r["s_per_epoch_extrapolated"], ips,
+                            fraction_of_matmul_rate=ips * flops / rates[r["precision"]]))
+            print(f"  {network:16s} {name:20s} {r['s_per_step']:7.3f} s/step {r['s_per_epoch']:8.1f} s/epoch"
+                  f"{' (measured)' if r['epoch_measured'] else ''}", flush=True)
         for r in rows:
             if r.network == network:
-                r.speedup_vs_blog = blog.epoch_s / (r.epoch_s / r.runs)
-    return rows
+                r.ratio_vs_fp32_nchw = ratio(rows, r, BASELINE, "s_per_step")
+                r.epoch_ratio_vs_fp32_nchw = ratio(rows, r, BASELINE, "s_per_epoch")
+                r.speedup_vs_blog = ratio(rows, r, "blog", "s_per_epoch")
+    return rows, rates
 
 
 def table(rows: list[Row]) -> str:
-    lines = [f"{'network':16s} {'pipeline':14s} {'runs':>4s} {'s/epoch':>9s} {'img/s':>9s} {'x blog':>7s} "
-             f"{'of rate':>8s}"]
-    lines += [f"{r.network:16s} {r.pipeline:14s} {r.runs:4d} {r.epoch_s:9.1f} "
-              f"{r.train_images_per_s:9.0f} {r.speedup_vs_blog:7.2f} {r.fraction_of_matmul_rate:8.1%}" for r in rows]
-    return "\n".join(lines)
+    lines = [f"{'network':16s} {'pipeline':20s} {'runs':>4s} {'s/step':>7s} {'s/epoch':>8s} {'x nchw':>7s} "
+             f"{'x blog':>7s} {'of rate':>8s}"]
+    lines += [f"{r.network:16s} {r.pipeline:20s} {r.runs:4d} {r.s_per_step:7.3f} {r.s_per_epoch:8.1f}"
+              f"{'*' if r.epoch_measured else ' '}{r.ratio_vs_fp32_nchw:6.2f} {r.speedup_vs_blog:7.2f} "
+              f"{r.fraction_of_matmul_rate:8.1%}" for r in rows]
+    return "\n".join(lines + ["(* a whole epoch and test set timed; the other epochs extrapolated)"])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="gpu", choices=list(BENCH_PRESETS),
-                        help="gpu: the full table; cpu: batch 128, small; smoke: CI's sanity check")
+                        help="gpu: the full table; cpu: the CPU engine on ResNet-110 (fp32 against bf16); cpu-blog: the blog against ours on a CPU; smoke: CI's sanity check")
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per pipeline")
@@ -279,10 +333,11 @@ def main(argv=None):
         bench = replace(bench, steps=args.steps)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"device: {device_name(device)}", flush=True)
-    rows = benchmark(bench, device)
+    rows, rates = benchmark(bench, device)
     print(table(rows))
     report = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
-              "git_commit": git_commit(), "bench": asdict(bench),
+              "git_commit": git_commit(), "bench": asdict(bench), "cpu": cpu_capability(),
+              "matmul_tflop_per_s": {p: r / 1e12 for p, r in rates.items()},
               "training_gflop_per_image": {f"{a} {'BN' if bn else 'no BN'}": training_flops_per_image(a, bn) / 1e9
                                            for a, bn in bench.archs},
               "rows": [asdict(r) for r in rows]}

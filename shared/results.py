@@ -32,6 +32,7 @@ import torch
 from .data import Cifar10, load_cifar10
 from .config import identity
 from .fileio import write_atomic
+from .precision import cpu_capability
 from . import paths
 from .paths import REPO_ROOT
 
@@ -98,6 +99,7 @@ def provenance(config, seed: int, device, duration_s: float, data_source: str | 
         "git_commit": commit or git_commit(),
         "torch_version": torch.__version__,
         "device": device_name(device),
+        "cpu": cpu_capability(),
         "precision": getattr(config, "precision", "fp32"),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(duration_s, 3),

@@ -25,6 +25,8 @@ faster on CPU (benchmarks/train_speed.py measures both). `train_together` trains
 ResNet that differ in seed, learning rate or schedule length as one stacked network (`Runs`), each
 run's results equal to training it alone up to float rounding; `compile=True` runs the network
 under torch.compile. Both are engine choices, recorded in each result's "engine", not config fields.
+The precision is a config field (`shared.precision`): under bf16 each step's forward pass and loss,
+and each evaluation, is its own autocast region; backward and the optimizer step run outside it.
 
 Within an epoch there is no host synchronisation: losses and correct counts accumulate on the
 device and are read once at the end of the epoch. A checkpoint is written atomically after every
@@ -32,7 +34,6 @@ epoch; since the data order of an epoch is a pure function of (seed, epoch) (`Tr
 killed run resumed from its checkpoint continues exactly as if it had not been interrupted.
 """
 
-import contextlib
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -47,6 +48,7 @@ from .config import TrainConfig, network_fields
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import CIFAR_DEPTHS, build_model, stack_models
 from .fileio import save_torch_atomic
+from .precision import autocast, tf32_setting
 from .results import Store, config_hash, default_device, get_or_measure, git_commit, load_data
 
 
@@ -127,19 +129,6 @@ def next_total_epochs(cfg: TrainConfig, epochs_done: int, total_epochs: int,
     return total_epochs
 
 
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device):
-    """fp32: strict float32 (TF32 off); tf32: TF32 matmuls/convolutions; bf16: bf16 autocast."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    allow_tf32 = precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow_tf32
-    try:
-        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 class StackedSGD(torch.optim.Optimizer):
     """torch.optim.SGD (momentum, weight decay; no dampening, no Nesterov) for K runs stacked along
     dim 0 of every parameter (`shared.models.stack_models`), each with its own learning rate."""
@@ -181,6 +170,7 @@ class Runs:
         check_stackable(cfgs)
         self.memory_format = memory_format
         cfg = cfgs[0]
+        self.precision = cfg.precision
         models = []
         for seed in seeds:
             torch.manual_seed(seed)
@@ -236,9 +226,10 @@ def evaluate(runs: Runs, data: Cifar10, batch_size: int) -> tuple[list[float], l
     correct = torch.zeros(runs.count, device=device, dtype=torch.long)
     with torch.no_grad():
         for x, y in eval_batches(data.test_x, data.test_y, data.mean, data.std, batch_size):
-            logits = runs.logits(x.repeat(1, runs.count, 1, 1))  # every run sees the same images
-            loss_sum += torch.stack([F.cross_entropy(logits[:, k], y, reduction="sum")
-                                     for k in range(runs.count)])
+            with autocast(runs.precision, device):
+                logits = runs.logits(x.repeat(1, runs.count, 1, 1))  # every run sees the same images
+                loss_sum += torch.stack([F.cross_entropy(logits[:, k], y, reduction="sum")
+                                         for k in range(runs.count)])
             correct += (logits.argmax(2) == y[:, None]).sum(0)
     n = len(data.test_y)
     return [v / n for v in loss_sum.tolist()], [c / n for c in correct.tolist()]
@@ -275,8 +266,9 @@ def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int,
     for i, batches in zip(range(steps), zip(*(loader.epoch(epoch) for loader in loaders))):
         x = torch.cat([xb for xb, _ in batches], dim=1)  # K x [B, 3, 32, 32] -> [B, K*3, 32, 32]
         y = torch.stack([yb for _, yb in batches])       # [K, B]
-        logits = runs.logits(x)                          # [B, K, classes]
-        losses = torch.stack([F.cross_entropy(logits[:, k], y[k]) for k in range(runs.count)])
+        with autocast(runs.precision, device):          # forward and loss only (shared.precision)
+            logits = runs.logits(x)                      # [B, K, classes]
+            losses = torch.stack([F.cross_entropy(logits[:, k], y[k]) for k in range(runs.count)])
         runs.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # run k's parameters see only run k's loss
         runs.optimizer.step()
@@ -322,7 +314,7 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
     names = ", ".join(f"lr={c.lr:g} seed={s}" for c, s in zip(cfgs, seeds))
     bar = tqdm(total=max(s.total_epochs for s in states), initial=states[0].epoch,
                disable=not progress, desc=f"{cfgs[0].arch} bn={cfgs[0].bn} {names}", leave=False)
-    with precision_context(cfgs[0].precision, device):
+    with tf32_setting(cfgs[0].precision):
         while any(s.active for s in states):
             run_epoch(cfgs, runs, loaders, data, states, steps)
             if checkpoint is not None:
@@ -336,7 +328,8 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
             if on_epoch_end is not None:
                 on_epoch_end(states[0].epoch)
     bar.close()
-    engine = {"runs_together": len(cfgs), "compiled": compile, "memory_format": "channels_last"}
+    engine = {"runs_together": len(cfgs), "compiled": compile, "precision": cfgs[0].precision,
+              "memory_format": "channels_last" if runs.memory_format == torch.channels_last else "nchw"}
     return [{**s.result.stored(), "epochs": s.total_epochs, "initial_loss": s.initial_loss,
              "first_above_step": s.first_above_step, "metrics": s.metrics, "engine": engine}
             for s in states]

@@ -18,10 +18,14 @@ def test_train_speed_smoke_writes_a_table_with_ratios(tmp_path):
     run_script("train_speed.py", "--preset", "smoke", "--out", str(tmp_path / "speed.json"))
     report = json.loads((tmp_path / "speed.json").read_text())
     rows = {r["pipeline"]: r for r in report["rows"]}
-    assert list(rows) == ["blog", "blog-2w", "ours", "ours-nchw", "ours-x2"]
+    assert list(rows) == ["blog", "blog-2w", "ours", "ours-nchw", "ours-bf16", "ours-x2"]
     assert rows["blog"]["speedup_vs_blog"] == 1.0 and rows["ours-x2"]["runs"] == 2
-    assert all(r["epoch_s"] > 0 and r["train_images_per_s"] > 0 for r in rows.values())
+    assert rows["ours-nchw"]["ratio_vs_fp32_nchw"] == rows["ours-nchw"]["epoch_ratio_vs_fp32_nchw"] == 1.0
+    assert [r["precision"] for r in rows.values()] == ["fp32"] * 4 + ["bf16", "fp32"]
+    assert [r["epoch_measured"] for r in rows.values()] == [False] * 4 + [True, False]
+    assert all(r["s_per_epoch"] > 0 and r["s_per_step"] > 0 and r["train_images_per_s"] > 0 for r in rows.values())
     assert report["device"].startswith("cpu") and report["bench"]["batch_size"] == 32
+    assert set(report["cpu"]) == {"model", "bf16_units", "threads"} and set(report["matmul_tflop_per_s"]) == {"fp32", "bf16"}
 
 
 def test_precision_ab_compares_every_precision_with_fp32(tmp_path, tiny_image_folder):

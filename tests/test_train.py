@@ -7,7 +7,7 @@ from shared.results import Store
 from shared.data import load_cifar10
 from shared.train import (DIVERGENCE_CHECK_EVERY, divergence_thresholds, divergent,
                           first_step, learning_failure, lr_at, next_total_epochs, plateaued,
-                          main, precision_context, run_grid, run_training, train)
+                          main, run_grid, run_training, train)
 
 
 def test_schedule_divides_the_rate_at_50_and_75_percent():
@@ -33,16 +33,6 @@ def test_doubling_rule_doubles_at_the_first_drop_until_plateau_or_cap():
     assert next_total_epochs(cfg, 82, 165, flat) == 165
     assert next_total_epochs(cfg, 81, 165, falling) == 165    # only at the first drop
     assert next_total_epochs(cfg, 1320, 2640, falling) == 2640  # 5280 would pass the cap
-
-
-def test_precision_context_sets_and_restores_tf32():
-    torch.backends.cuda.matmul.allow_tf32 = True
-    with precision_context("fp32", torch.device("cpu")):
-        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-    assert torch.backends.cuda.matmul.allow_tf32
-    with precision_context("bf16", torch.device("cpu")):
-        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
-    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def final_weights(cfg, data, seed, checkpoint=None, on_epoch_end=None):
