@@ -229,6 +229,27 @@ def timed(steps, evaluation, bench: BenchConfig, device) -> dict:
             "epoch_measured": False, "runs": 1, "precision": "fp32"}
 
 
+def profile_step(arch: str, bn: bool, name: str, bench: BenchConfig, device, steps: int = 3,
+                 top: int = 12) -> list[dict]:
+    """Where a training step of pipeline `name` spends its time: torch.profiler's operators by
+    self time over `steps` steps (after a warm-up), the `top` largest with their share."""
+    engine = ENGINES[name]
+    cfg = train_config("paper", arch=arch, bn=bn, lr=1e-4, batch_size=bench.batch_size, precision=engine.precision)
+    layout = torch.channels_last if engine.memory_format == "channels_last" else torch.contiguous_format
+    runs = Runs([cfg], [0], device, layout)
+    data = random_data(bench.batch_size * (steps + 1), 8, device)
+    loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, bench.batch_size, 0)
+    with tf32_setting(engine.precision):
+        train_epoch(runs, [loader], 0, 1)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            train_epoch(runs, [loader], 1, steps)[0].sum().item()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"op": e.key, "self_s_per_step": e.self_cpu_time_total / 1e6 / steps,
+             "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in events[:top]]
+
+
 @functools.cache
 def training_flops_per_image(arch: str, bn: bool) -> float:
     """FLOPs of one training step per image: forward, loss and backward (2 per multiply-add)."""
@@ -327,6 +348,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per pipeline")
+    parser.add_argument("--profile", nargs="*", default=None, metavar="PIPELINE",
+                        help="also profile a step of these pipelines (default ours-bf16) on the first network")
     args = parser.parse_args(argv)
     bench = BENCH_PRESETS[args.preset]
     if args.steps is not None:
@@ -341,6 +364,12 @@ def main(argv=None):
               "training_gflop_per_image": {f"{a} {'BN' if bn else 'no BN'}": training_flops_per_image(a, bn) / 1e9
                                            for a, bn in bench.archs},
               "rows": [asdict(r) for r in rows]}
+    if args.profile is not None:
+        arch, bn = bench.archs[0]
+        report["profile"] = {name: profile_step(arch, bn, name, bench, device) for name in args.profile or ["ours-bf16"]}
+        for name, ops in report["profile"].items():
+            print(f"profile of a {arch} {'BN' if bn else 'no BN'} step, {name}:")
+            print("\n".join(f"  {o['op']:40s} {o['self_s_per_step']:7.3f} s {o['share']:6.1%}" for o in ops))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     return rows

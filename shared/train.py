@@ -48,7 +48,7 @@ from .config import TrainConfig, network_fields
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import CIFAR_DEPTHS, build_model, stack_models
 from .fileio import save_torch_atomic
-from .precision import autocast, tf32_setting
+from .precision import AUTO, autocast, resolve_precision, tf32_setting
 from .results import Store, config_hash, default_device, get_or_measure, git_commit, load_data
 
 
@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     `python -m shared.train fig1 --preset quick --seeds 0 1 --together 6 --compile`."""
     import argparse
 
-    from .config import GRIDS, TRAIN_PRESETS, TRAINING_EXPERIMENT
+    from .config import GRIDS, PRECISIONS, TRAIN_PRESETS, TRAINING_EXPERIMENT
     from .experiments import seed_arg
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -496,12 +496,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rates-per-decade", type=int, default=1, choices=(1, 2), help="sweep only")
     parser.add_argument("--together", type=int, default=1, help="runs trained as one stacked network")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--precision", default=None, choices=(*PRECISIONS, AUTO),
+                        help="instead of the preset's (fp32): auto is bf16 on a CPU with bf16 units, else fp32")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
+    overrides = {}
+    if args.precision is not None:
+        overrides["precision"] = resolve_precision(args.precision, args.device or default_device())
     for seed in args.seeds:
         for name in args.grids:
             extra = {"rates_per_decade": args.rates_per_decade} if name == "sweep" else {}
+            extra.update(overrides)
             grid = GRIDS[name](args.preset, **extra)
             start = time.perf_counter()
             runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, device=args.device,

@@ -28,17 +28,34 @@ def test_train_speed_smoke_writes_a_table_with_ratios(tmp_path):
     assert set(report["cpu"]) == {"model", "bf16_units", "threads"} and set(report["matmul_tflop_per_s"]) == {"fp32", "bf16"}
 
 
-def test_precision_ab_compares_every_precision_with_fp32(tmp_path, tiny_image_folder):
-    run_script("precision_ab.py", "--preset", "smoke", "--seeds", "0", "--settings", "2",
-               "--precisions", "fp32", "bf16", "--data-dir", str(tiny_image_folder), "--device", "cpu",
-               "--out", str(tmp_path / "ab.json"),
-               BN_RESULTS_DIR=str(tmp_path / "results"), BN_CHECKPOINT_DIR=str(tmp_path / "ck"))
-    rows = json.loads((tmp_path / "ab.json").read_text())["rows"]
-    assert [(r["setting"], r["precision"]) for r in rows] == [
-        ("BN, lr 0.1", "fp32"), ("BN, lr 0.003", "fp32"), ("BN, lr 0.1", "bf16"), ("BN, lr 0.003", "bf16")]
-    assert all(r["vs_fp32"] == "within seed spread" for r in rows[:2])  # fp32 against itself
-    stored = list((tmp_path / "results" / "training").glob("*/seed0/provenance.json"))
-    assert sorted(json.loads(p.read_text())["precision"] for p in stored) == ["bf16", "bf16", "fp32", "fp32"]
+def test_precision_ab_pairs_each_run_with_its_other_precision(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import precision_ab
+    from shared.config import TRAINING_EXPERIMENT
+    from shared.results import Store
+
+    store = Store(tmp_path / "results", tmp_path / "ck")
+    cfgs = {p: precision_ab.divergence_configs(p)[0] for p in precision_ab.PRECISIONS}
+
+    def put(precision, seed, status, step, above):
+        result = {"status": status, "diverged_step": step, "first_above_step": above, "metrics": []}
+        store.put(TRAINING_EXPERIMENT, cfgs[precision], seed, result, "cpu", 1.0, "test")
+
+    put("fp32", 0, "diverged", 5, 0)
+    put("bf16", 0, "diverged", 6, 0)   # one step later: agrees
+    put("fp32", 1, "diverged", 5, 0)
+    put("bf16", 1, "completed", None, 0)
+    out = precision_ab.report({"divergence": [0, 1, 2], "learning": [0]}, store)["checks"]
+    div = out["divergence"]
+    assert div["agree"] is None and "seed 2 fp32" in div["missing"][0]  # seed 2 not stored
+    assert [p["agree"] for p in div["pairs"][:3]] == [True, False, None]
+    assert div["pairs"][1]["why"] == ["status diverged against completed"]
+    assert out["learning"]["agree"] is None and len(out["learning"]["missing"]) == 8
+    a = {"status": "completed", "train_loss": [2.0, 1.5], "test_acc": [0.30, 0.40]}
+    b = {"status": "completed", "train_loss": [2.05, 1.6], "test_acc": [0.31, 0.37]}
+    assert precision_ab.differences("learning", a, b) == ["epoch 2 train loss 1.5 against 1.6",
+                                                           "epoch 2 test accuracy 0.4 against 0.37"]
+    assert precision_ab.differences("learning", a, a) == []
 
 
 def test_fig3_probe_smoke_times_both_layouts_and_checks_they_agree(tmp_path):

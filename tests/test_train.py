@@ -233,3 +233,20 @@ def test_a_runs_end_is_stored_as_before_and_read_back_from_a_checkpoint():
     assert diverged.stored()["diverged_epoch"] == 1
     state = RunState(total_epochs=3, epoch=1, result=diverged)
     assert RunState(**asdict(state)) == state and not state.active
+
+
+def test_the_training_command_takes_a_precision_auto_resolved_by_the_cpu(tmp_path, monkeypatch, capsys,
+                                                                          tiny_image_folder):
+    monkeypatch.setattr("shared.paths.RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr("shared.paths.CHECKPOINT_ROOT", tmp_path / "ck")
+    monkeypatch.setattr("shared.precision.cpu_bf16_units", lambda: ("avx512_bf16",))
+    main(["divergence", "--preset", "smoke", "--seeds", "0", "--data-dir", str(tiny_image_folder),
+          "--device", "cpu", "--precision", "auto"])
+    store = Store(tmp_path / "results")
+    runs = [store.get("training", c, 0) for c in divergence_grid("smoke", precision="bf16")]
+    assert all(r is not None and r["provenance"]["precision"] == "bf16" for r in runs)
+    assert all(r["result"]["engine"]["precision"] == "bf16" for r in runs)
+    assert runs[0]["provenance"]["cpu"]["bf16_units"] is not None
+    with pytest.raises(SystemExit):
+        main(["divergence", "--preset", "smoke", "--precision", "fp16"])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
