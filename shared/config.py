@@ -133,6 +133,10 @@ class TrainConfig:
     eval_batch_size: int = 1000
     record_step_losses: int = added(0)  # store every step's loss for this many first epochs
     residual: str = added("plain")   # RESIDUALS: "skipinit" / "fixup" (without BN) instead of the plain blocks
+    # diverged: a loss above max(divergence_loss, this x the initial loss), or non-finite (shared.train)
+    divergence_factor: float = added(10.0)
+    divergence_check_every: int = added(10)  # steps between the in-epoch checks that stop a diverged epoch
+    chance_accuracy: float = added(0.15)     # a final test accuracy at or below this is "at chance"
 
     def __post_init__(self):
         check_fields(self)
@@ -142,7 +146,11 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         _check_positive(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
                         plateau_window=self.plateau_window, eval_batch_size=self.eval_batch_size,
-                        divergence_loss=self.divergence_loss, lr_drop_factor=self.lr_drop_factor)
+                        divergence_loss=self.divergence_loss, lr_drop_factor=self.lr_drop_factor,
+                        divergence_factor=self.divergence_factor,
+                        divergence_check_every=self.divergence_check_every)
+        if not 0 <= self.chance_accuracy < 1:
+            raise ValueError(f"chance_accuracy must be in [0, 1), got {self.chance_accuracy!r}")
         for name in ("momentum", "weight_decay", "plateau_rel_tol", "record_step_losses"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")

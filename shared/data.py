@@ -17,10 +17,12 @@ all randomness of an epoch drawn from a generator seeded by (seed, epoch).
 """
 
 import dataclasses
+import functools
 import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 import tarfile
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ import torchvision
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
-from .fileio import save_torch_atomic
+from .fileio import save_torch_atomic, write_atomic
 from .paths import DATA_DIR
 
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
@@ -241,7 +243,42 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True,
         tensors["mean"], tensors["std"] = channel_stats(tensors["train_x"])
         tensors["source"] = f"{kind} {path.name}, {_content_digest(tensors)}"
         save_torch_atomic(cache, tensors)
+    if not cache.with_suffix(".source").exists():
+        write_atomic(cache.with_suffix(".source"), tensors["source"].encode())
     return Cifar10(**tensors)
+
+
+def data_source(data_dir: str | Path | None = None, cache_dir: Path | None = None) -> str | None:
+    """The `source` of the CIFAR-10 copy in the data dir, as `load_cifar10` gives it (its layout,
+    file name and a hash of its pixels and labels), read from beside the decoded cache (decoding
+    it once if it is not cached); None where the data dir holds no copy (nothing is downloaded).
+    What a stored run's provenance is compared with (`shared.results.get_or_measure`); remembered
+    per process while the data dir's own modification time stays the same."""
+    path = resolve_data_dir(data_dir)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _data_source(path, mtime, cache_dir)
+
+
+@functools.lru_cache(maxsize=16)
+def _data_source(data_dir: Path, mtime_ns: int, cache_dir: Path | None) -> str | None:
+    try:
+        kind, path = _find_source(data_dir, download=False)
+    except DatasetError:
+        return None
+    cache = Path(cache_dir or DEFAULT_DATA_DIR / "cache") / f"cifar10-{_fingerprint(kind, path)}.source"
+    try:
+        return cache.read_text()
+    except OSError:
+        return load_cifar10(data_dir, download=False, cache_dir=cache_dir).source
+
+
+def source_digest(source: str | None) -> str | None:
+    """The pixels-and-labels hash in a data `source` string, or None if it has none."""
+    match = re.search(r"pixels\+labels sha256 ([0-9a-f]+)", source or "")
+    return match.group(1) if match else None
 
 
 def _content_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -258,9 +258,11 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
 def main(argv: list[str] | None = None) -> None:
     """Train the ladder's bisections into the results store, shallowest network first, e.g.
     `python -m shared.depth --preset cpu --seeds 0 --archs resnet20 resnet32 resnet56 resnet110`."""
+    from .experiments import seed_arg
+
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--preset", default="cpu", choices=list(TRAIN_PRESETS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
     parser.add_argument("--archs", nargs="+", default=list(DEPTHS))
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)

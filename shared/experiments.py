@@ -43,7 +43,8 @@ class ProbeConfig:
 
 # Probe-config fields that must be positive wherever they appear (every element, for tuples)
 POSITIVE = {"batch_size", "train_subset", "layer", "bins", "epoch_batches", "layers", "lr", "lr_bn",
-            "lr_no_bn", "probe_batches", "sizes", "fractions", "n", "depths", "samples"}
+            "lr_no_bn", "probe_batches", "sizes", "fractions", "n", "depths", "samples", "first_layer",
+            "layer_step"}
 
 
 def check_positive_fields(cfg) -> None:
@@ -66,6 +67,8 @@ class GradientConfig(ProbeConfig):
 class DepthConfig(ProbeConfig):
     """Fig 5: channel means and stds of layers 6, 18, ..., at initialisation."""
     channels: str = added("all")  # "all": averaged over the layer's channels; "first": channel 0 (the blog's)
+    first_layer: int = added(6)   # the layers profiled: first_layer, + layer_step, ..., and the last
+    layer_step: int = added(12)
 
     def __post_init__(self):
         super().__post_init__()
@@ -168,7 +171,8 @@ def measure_depth_profile(cfg: DepthConfig, data: Cifar10, seed: int) -> dict:
     x, _ = first_batch(cfg, data, seed)
     result = {}
     for name, model in network_pair(cfg, seed, x.device).items():
-        profile = probes.depth_profile(model, x, probes.layers_to_profile(model), cfg.channels)
+        layers = probes.layers_to_profile(model, cfg.layer_step, cfg.first_layer)
+        profile = probes.depth_profile(model, x, layers, cfg.channels)
         result[name] = {str(k): v for k, v in profile.items()}
     return result
 
@@ -335,6 +339,23 @@ def seed_arg(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"a seed is a non-negative int, got {text!r}")
     return int(text)
+
+
+def positive_int_arg(text: str) -> int:
+    """An argparse type: a positive int."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a positive int, got {text!r}")
+    return int(text)
+
+
+def device_arg(text: str):
+    """An argparse type: a device this machine has (`shared.results.check_device`)."""
+    from .results import check_device
+
+    try:
+        return str(check_device(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> None:

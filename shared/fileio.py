@@ -2,6 +2,7 @@
 
 import glob
 import io
+import json
 import os
 import tempfile
 import time
@@ -49,3 +50,12 @@ def save_torch_atomic(path: Path, obj) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_atomic(path, buffer.getvalue())
+
+
+def read_json(path: Path):
+    """A stored file's content; a damaged file raises a ValueError naming it and the way out."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read the stored file {path} ({error}): the run is damaged; delete "
+                         f"its folder {Path(path).parent} to compute it again") from None

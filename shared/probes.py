@@ -267,8 +267,9 @@ def product_singular_value_law(m: int, points: int = 200_001):
     return s, 2 * s * rho[reverse], cdf / cdf[-1]
 
 
-def layers_to_profile(model: nn.Module, step: int = 12, first: int = 6) -> list[int]:
-    """Fig 5's layers: 6, 18, 30, ... and the last layer (110 for ResNet-110)."""
+def layers_to_profile(model: nn.Module, step: int, first: int) -> list[int]:
+    """Fig 5's layers: `first`, `first` + `step`, ... and the last layer (6, 18, 30, ..., 110 for
+    ResNet-110 with the paper's first 6 and step 12, `shared.experiments.DepthConfig`)."""
     depth = len(weight_layers(model))
     return sorted(set(range(first, depth + 1, step)) | {depth})
 

@@ -22,7 +22,6 @@ mistune for the index), which opens from the file system.
 """
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -35,6 +34,7 @@ import yaml
 
 from .config import PROBE_PRESETS, TRAIN_PRESETS
 from .claims import Claim, load_claims, verdict_counts
+from .fileio import read_json
 from .paths import FIGURES_DIR, NOTEBOOKS_DIR, REPO_ROOT, RESULTS_ROOT
 
 GENERATED_DIR = REPO_ROOT / "_generated"
@@ -205,12 +205,14 @@ def notebooks_markdown(notebooks: list[Notebook]) -> str:
 
 
 def load_runs(results_dir: Path = RESULTS_ROOT) -> list[dict]:
-    """The provenance of every completed run in the store, with its experiment's name added."""
+    """The provenance of every completed run in the store, with its experiment's name added; a
+    damaged run (a result or provenance that is not whole JSON) stops it, naming the file."""
     runs = []
     for path in sorted(results_dir.glob("**/provenance.json")):
         if (path.parent / "result.json").exists():
+            read_json(path.parent / "result.json")  # complete only if its result reads
             experiment = path.relative_to(results_dir).parts[0]
-            runs.append({"experiment": experiment, **json.loads(path.read_text())})
+            runs.append({"experiment": experiment, **read_json(path)})
     return runs
 
 

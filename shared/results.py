@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,9 +30,9 @@ from typing import Callable, Iterable
 
 import torch
 
-from .data import Cifar10, load_cifar10
+from .data import Cifar10, data_source, load_cifar10, source_digest
 from .config import identity
-from .fileio import write_atomic
+from .fileio import read_json, write_atomic
 from .precision import cpu_capability
 from . import paths
 from .paths import REPO_ROOT
@@ -49,6 +50,14 @@ def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r} ({type(seed).__name__})")
     return seed
+
+
+def check_seeds(seeds) -> list[int]:
+    """Seeds are a list (or tuple) of non-negative ints: raise a ValueError naming a bad value."""
+    if not isinstance(seeds, (list, tuple, range)):
+        raise ValueError(f"seeds must be a list of non-negative ints (or None: every stored seed), got "
+                         f"{seeds!r} ({type(seeds).__name__}); for one seed write [{seeds!r}]")
+    return [check_seed(s) for s in seeds]
 
 
 def json_safe(obj):
@@ -107,15 +116,6 @@ def provenance(config, seed: int, device, duration_s: float, data_source: str | 
     }
 
 
-def read_json(path: Path):
-    """A store file's content; a damaged file raises a ValueError naming it and the way out."""
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read the stored file {path} ({error}): the run is damaged; delete "
-                         f"its folder {path.parent} to compute it again") from None
-
-
 @dataclass(frozen=True)
 class Store:
     """The results store under `root`, with its checkpoints and locks under `checkpoints`
@@ -139,42 +139,69 @@ class Store:
                 "provenance": read_json(directory / "provenance.json")}
 
     def put(self, experiment: str, config, seed: int, result: dict, device, duration_s: float,
-            data_source: str | None = None, commit: str | None = None) -> dict:
+            data_source: str | None = None, commit: str | None = None, overwrite: bool = False) -> dict:
         """Store `result` with its provenance (result last: a folder with result.json is a
         completed run); return the run as `get` gives it back. `commit`: the code version the
-        computation started from (default: now's)."""
+        computation started from (default: now's). A stored run is replaced only with `overwrite`."""
         directory = self.run_dir(experiment, config, seed)
+        if not overwrite and (directory / "result.json").exists():
+            raise FileExistsError(f"the run {directory} is stored already; it is replaced only when "
+                                  "recomputed on purpose (recompute=True, --recompute)")
         write_json(directory / "provenance.json",
                    provenance(config, seed, device, duration_s, data_source, commit))
         write_json(directory / "result.json", result)
         return self.get(experiment, config, seed)
 
+    def check_writable(self, experiment: str) -> None:
+        """Raise a ValueError naming the store's folder if a run of `experiment` could not be
+        written there (read-only, or a file in its place): checked before computing, not after."""
+        folder = Path(self.root) / experiment
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".writable-"):
+                pass
+        except OSError as error:
+            raise ValueError(f"the results store cannot be written at {folder} ({error.strerror or error}); "
+                             f"make it a writable folder or point $BN_RESULTS_DIR at one") from None
+
     @contextmanager
-    def lock(self, experiment: str, config, seed: int):
+    def lock(self, experiment: str, config, seed: int, wait: bool = True):
         """An exclusive lock on one run, so that concurrent processes do not compute it twice;
         yields the lock file's path, which the holder deletes once the run is stored (a process
-        still waiting on it then finds the run stored, later ones load it without locking)."""
+        still waiting on it then finds the run stored, later ones load it without locking).
+        With `wait=False` it does not wait for another holder: it yields None instead."""
         path = self.checkpoint(experiment, config, seed).with_suffix(".lock")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
             try:
                 yield path
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def get_or_compute(self, experiment: str, config, seed: int, compute: Callable[[], dict], device,
-                       data_source: str | None = None, recompute: bool = False) -> dict:
-        """The completed run, or `compute()` called under the run's lock and stored."""
+                       data_source: str | None = None, recompute: bool = False,
+                       wait: bool = True) -> dict | None:
+        """The completed run, or `compute()` called under the run's lock and stored. A result may
+        carry "earlier_segments_s", the seconds spent on it before a resume, added to its duration.
+        With `wait=False`, a run whose lock another process holds is left to it: None."""
         if not recompute and (stored := self.get(experiment, config, seed)):
             return stored
-        with self.lock(experiment, config, seed) as lock:
+        self.check_writable(experiment)
+        with self.lock(experiment, config, seed, wait) as lock:
+            if lock is None:
+                return None
             if not recompute and (stored := self.get(experiment, config, seed)):
                 return stored  # another process finished it while we waited
             start, commit = time.perf_counter(), git_commit()
             result = compute()
-            stored = self.put(experiment, config, seed, result, device, time.perf_counter() - start,
-                              data_source, commit)
+            duration = time.perf_counter() - start + result.pop("earlier_segments_s", 0.0)
+            stored = self.put(experiment, config, seed, result, device, duration, data_source, commit,
+                              overwrite=recompute)
             lock.unlink(missing_ok=True)
             return stored
 
@@ -183,7 +210,7 @@ class Store:
         """Completed runs of `experiment`, by (config hash, seed): those of exactly `config` if
         given, else those whose config has the `config_filters` values; only `seeds` if given (a
         notebook executed for the report shows the seeds it was executed with)."""
-        wanted = None if seeds is None else {check_seed(s) for s in seeds}
+        wanted = None if seeds is None else set(check_seeds(seeds))
         pattern = f"{config_hash(config) if config is not None else '*'}/seed*/result.json"
         paths = sorted((Path(self.root) / experiment).glob(pattern),
                        key=lambda p: (p.parent.parent.name, int(p.parent.name[4:])))
@@ -204,20 +231,58 @@ def config_runs(experiment: str, config, seeds: Iterable[int] | None = None) -> 
 
 
 def get_or_measure(experiment: str, config, seed: int, measure: Callable[[Cifar10], dict], data_dir=None,
-                   device=None, recompute: bool = False, store: Store | None = None) -> dict:
+                   device=None, recompute: bool = False, store: Store | None = None,
+                   wait: bool = True) -> dict | None:
     """The run from `store`, or `measure(data)` computed and stored: `data` is CIFAR-10 from
     `data_dir` as the config asks (its train_subset / test_subset), on `device` (default: the GPU
-    if there is one), loaded only when the run is missing."""
+    if there is one), loaded only when the run is missing. With `wait=False`, None if another
+    process is computing it."""
     store = store or Store()
     if not recompute and (stored := store.get(experiment, config, seed)):
+        check_same_data(stored, data_dir, store.run_dir(experiment, config, seed))
         return stored
     device = torch.device(device or default_device())
     data = load_data(config, data_dir, device)
-    return store.get_or_compute(experiment, config, seed, lambda: measure(data), device, data.source, recompute)
+    return store.get_or_compute(experiment, config, seed, lambda: measure(data), device, data.source, recompute,
+                                wait)
+
+
+class OtherDataError(ValueError):
+    """A stored run was computed on other images than the data dir holds now."""
+
+
+def check_same_data(stored: dict, data_dir, where: Path) -> None:
+    """Refuse to serve a stored run computed on other data than the data dir holds (compared by the
+    hash of pixels and labels in its provenance's "data"). Where the data dir holds no copy, or the
+    run recorded no hash, there is nothing to compare and the run is served."""
+    was = stored["provenance"].get("data")
+    now = data_source(data_dir)
+    if source_digest(was) and source_digest(now) and source_digest(was) != source_digest(now):
+        raise OtherDataError(
+            f"the stored run {where} was computed on other data ({was}) than the data dir holds now "
+            f"({now}); its numbers do not describe this data. Point $BN_RESULTS_DIR at a store of "
+            "your own to compute on this data, point data_dir / $CIFAR10_DIR at the data the store "
+            "was computed on, or recompute the run (recompute=True, --recompute) to replace it.")
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def available_devices() -> list[str]:
+    return ["cpu", *(["cuda"] if torch.cuda.is_available() else []),
+            *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """`name` as a torch.device if this machine has it, else a ValueError naming the valid ones."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or str(device) not in available_devices():
+        raise ValueError(f"unknown device {str(name)!r}; valid here: {', '.join(available_devices())}")
+    return device
 
 
 def load_data(config, data_dir=None, device=None) -> Cifar10:

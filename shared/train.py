@@ -8,15 +8,15 @@ What "diverged" means. The paper (Sec. 2) calls a run diverged once a mini-batch
 1e3, but ResNet-110 without BN already starts above that: its loss before any update is 270-1418
 on seeds 0-4 (Xavier init), and 1e8-1e10 with Kaiming init. So a run diverges at the first step t
 >= 1, i.e. after at least one update, whose mini-batch loss is non-finite or above both the
-paper's 1e3 (`divergence_loss`) and DIVERGENCE_FACTOR times the run's initial loss (the loss of
+paper's 1e3 (`divergence_loss`) and `divergence_factor` times the run's initial loss (the loss of
 its first mini-batch, before any update): training must have made the loss much worse. The step
 where the loss first exceeds 1e3 or is non-finite, step 0 included (the paper's threshold taken
 literally), is recorded beside it as "first_above_step". A run that does not diverge can still fail
 to learn; "failure" records why: its last epoch's mean train loss is not below its initial loss,
-or its final test accuracy is at chance (at most CHANCE_ACCURACY). (Not the first epoch's loss: with
+or its final test accuracy is at chance (at most `chance_accuracy`). (Not the first epoch's loss: with
 BN at lr 0.1, ResNet-110's loss rises during its first epoch and then falls.)
 
-A diverged run costs no more compute than it must: every `DIVERGENCE_CHECK_EVERY` steps the losses
+A diverged run costs no more compute than it must: every `divergence_check_every` steps the losses
 are read (the only host synchronisation within an epoch) and once every run still training has
 diverged, the epoch stops.
 
@@ -34,6 +34,7 @@ epoch; since the data order of an epoch is a pure function of (seed, epoch) (`Tr
 killed run resumed from its checkpoint continues exactly as if it had not been interrupted.
 """
 
+import contextlib
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -52,9 +53,8 @@ from .precision import AUTO, autocast, resolve_precision, tf32_setting
 from .results import Store, config_hash, default_device, get_or_measure, git_commit, load_data
 
 
-DIVERGENCE_FACTOR = 10.0    # diverged: loss > max(divergence_loss, this x the initial loss), or non-finite
-DIVERGENCE_CHECK_EVERY = 10  # steps between the in-epoch checks that stop an all-diverged epoch
-CHANCE_ACCURACY = 0.15       # a final test accuracy at or below this is "at chance" (10 classes)
+# The defaults of the config fields that define divergence and chance (each run's own are its config's)
+CHANCE_ACCURACY = TrainConfig.chance_accuracy
 
 
 @dataclass
@@ -84,6 +84,7 @@ class RunState:
     initial_loss: float | None = None   # the first mini-batch's loss, before any update
     first_above_step: int | None = None  # first step with loss > divergence_loss or non-finite
     result: RunEnd | None = None        # set when the run ends
+    elapsed_s: float = 0.0              # wall seconds spent on the run up to its last checkpoint
 
     def __post_init__(self):
         if isinstance(self.result, dict):  # read back from a checkpoint
@@ -238,7 +239,8 @@ def evaluate(runs: Runs, data: Cifar10, batch_size: int) -> tuple[list[float], l
 def divergence_thresholds(cfgs: list[TrainConfig], initial_losses: torch.Tensor) -> torch.Tensor:
     """Per run: the loss above which a step counts as divergent (see the module docstring)."""
     floor = torch.tensor([c.divergence_loss for c in cfgs], device=initial_losses.device)
-    return torch.maximum(floor, DIVERGENCE_FACTOR * initial_losses)
+    factor = torch.tensor([c.divergence_factor for c in cfgs], device=initial_losses.device)
+    return torch.maximum(floor, factor * initial_losses)
 
 
 def divergent(step_losses: torch.Tensor, thresholds: torch.Tensor, first_update_step: int) -> torch.Tensor:
@@ -254,9 +256,9 @@ def first_step(mask: torch.Tensor) -> int | None:
 
 
 def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int,
-                stop_when: Callable[[torch.Tensor], bool] | None = None):
+                stop_when: Callable[[torch.Tensor], bool] | None = None, check_every: int = 10):
     """One epoch of SGD for every run; returns per-step losses [steps done, K] and correct counts
-    [K], on the device. `stop_when(losses so far)`, asked every DIVERGENCE_CHECK_EVERY steps (the
+    [K], on the device. `stop_when(losses so far)`, asked every `check_every` steps (the
     only host synchronisation), ends the epoch early when it returns True."""
     runs.model.train()
     device = loaders[0].x.device
@@ -275,7 +277,7 @@ def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int,
         step_losses[i] = losses.detach()
         correct += (logits.detach().argmax(2) == y.T).sum(0)
         done = i + 1
-        if stop_when is not None and done % DIVERGENCE_CHECK_EVERY == 0 and stop_when(step_losses[:done]):
+        if stop_when is not None and done % check_every == 0 and stop_when(step_losses[:done]):
             break
     return step_losses[:done], correct
 
@@ -287,7 +289,8 @@ def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | Non
 
     Returns {"status": "completed" | "diverged", "epochs": the final schedule length,
     "diverged_step": global 0-based step or None, "diverged_trace": the losses of the diverging
-    epoch's steps up to and including that step, "metrics": one dict per epoch run, "engine"}.
+    epoch's steps up to and including that step, "metrics": one dict per epoch run, "engine",
+    "earlier_segments_s": the wall seconds spent before this call resumed it (0 if it did not)}.
     """
     return train_together([cfg], data, [seed], checkpoint, progress, on_epoch_end, compile)[0]
 
@@ -311,12 +314,15 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
     states = [RunState(total_epochs=cfg.epochs) for cfg in cfgs]
     if checkpoint is not None and checkpoint.exists():
         states = load_checkpoint(checkpoint, cfgs, seeds, runs)
+    segment_start, earlier_s = time.perf_counter(), states[0].elapsed_s  # earlier: before a resume
     names = ", ".join(f"lr={c.lr:g} seed={s}" for c, s in zip(cfgs, seeds))
     bar = tqdm(total=max(s.total_epochs for s in states), initial=states[0].epoch,
                disable=not progress, desc=f"{cfgs[0].arch} bn={cfgs[0].bn} {names}", leave=False)
     with tf32_setting(cfgs[0].precision):
         while any(s.active for s in states):
             run_epoch(cfgs, runs, loaders, data, states, steps)
+            for state in states:
+                state.elapsed_s = earlier_s + time.perf_counter() - segment_start
             if checkpoint is not None:
                 save_torch_atomic(checkpoint, {"runs": [asdict(s) for s in states],
                                                "model": runs.model.state_dict(),
@@ -331,8 +337,8 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
     engine = {"runs_together": len(cfgs), "compiled": compile, "precision": cfgs[0].precision,
               "memory_format": "channels_last" if runs.memory_format == torch.channels_last else "nchw"}
     return [{**s.result.stored(), "epochs": s.total_epochs, "initial_loss": s.initial_loss,
-             "first_above_step": s.first_above_step, "metrics": s.metrics, "engine": engine}
-            for s in states]
+             "first_above_step": s.first_above_step, "metrics": s.metrics, "engine": engine,
+             "earlier_segments_s": earlier_s} for s in states]
 
 
 def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], data: Cifar10,
@@ -353,7 +359,8 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
         return bool(divergent(losses, thresholds, first_update_step).any(0)[active_mask].all())
 
     start = time.perf_counter()
-    step_losses, correct = train_epoch(runs, loaders, epoch, steps, all_active_diverged)
+    step_losses, correct = train_epoch(runs, loaders, epoch, steps, all_active_diverged,
+                                      cfgs[0].divergence_check_every)
     if epoch == 0:
         initial = step_losses[0]
         for state, value in zip(states, initial.tolist()):
@@ -390,14 +397,16 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
         losses = [m["train_loss"] for m in state.metrics]
         state.total_epochs = next_total_epochs(cfg, state.epoch, state.total_epochs, losses)
         if state.epoch >= state.total_epochs:
-            state.result = RunEnd("completed", learning_failure(state.initial_loss, state.metrics))
+            state.result = RunEnd("completed", learning_failure(state.initial_loss, state.metrics,
+                                                                cfg.chance_accuracy))
 
 
-def learning_failure(initial_loss: float, metrics: list[dict]) -> str | None:
+def learning_failure(initial_loss: float, metrics: list[dict],
+                     chance_accuracy: float = CHANCE_ACCURACY) -> str | None:
     """Why a run that did not diverge still failed to learn, or None (see the module docstring)."""
     if not metrics[-1]["train_loss"] < initial_loss:
         return "train loss not below the initial loss"
-    if metrics[-1]["test_acc"] <= CHANCE_ACCURACY:
+    if metrics[-1]["test_acc"] <= chance_accuracy:
         return "final test accuracy at chance"
     return None
 
@@ -421,38 +430,52 @@ def load_checkpoint(path: Path, cfgs: list[TrainConfig], seeds: list[int], runs:
 
 def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", data_dir=None, *,
                  device=None, recompute: bool = False, progress: bool = True, compile: bool = False,
-                 store: Store | None = None) -> dict:
+                 store: Store | None = None, wait: bool = True) -> dict | None:
     """One stored training run: loaded from the store if complete, else trained (resuming from its
-    checkpoint if a previous attempt was interrupted) and stored."""
+    checkpoint if a previous attempt was interrupted) and stored. With `wait=False`, a run that
+    another process is training is left to it: None."""
     store = store or Store()
     checkpoint = store.checkpoint(experiment, cfg, seed)
     if recompute:
         checkpoint.unlink(missing_ok=True)
     run = get_or_measure(experiment, cfg, seed,
                          lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile),
-                         data_dir, device, recompute, store)
-    checkpoint.unlink(missing_ok=True)  # a stored run's checkpoint is never resumed again
+                         data_dir, device, recompute, store, wait)
+    if run is not None:
+        checkpoint.unlink(missing_ok=True)  # a stored run's checkpoint is never resumed again
     return run
 
 
 def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=None, *, device=None,
                  progress: bool = True, compile: bool = False, store: Store | None = None) -> None:
     """Train the runs of `cfgs` (one seed) missing from the store together (`train_together`), with
-    one checkpoint for the batch, and store each run with the batch's provenance."""
+    one checkpoint for the batch, and store each run with the batch's provenance. Each run is taken
+    under its lock without waiting: a run another process holds is left to it (`run_grid` then
+    waits for it and loads it), so two processes never train, or store, one run twice."""
     store = store or Store()
-    missing = [cfg for cfg in cfgs if store.get(experiment, cfg, seed) is None]
-    if not missing:
-        return
-    device = torch.device(device or default_device())
-    data = load_data(missing[0], data_dir, device)
-    key = hashlib.sha256(" ".join(config_hash(c) for c in missing).encode()).hexdigest()[:12]
-    checkpoint = store.checkpoint(experiment, missing[0], seed).parent.with_name(f"together-{key}")
-    checkpoint = checkpoint / f"seed{seed}.pt"
-    start, commit = time.perf_counter(), git_commit()
-    results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
-    for cfg, result in zip(missing, results):
-        store.put(experiment, cfg, seed, result, device, time.perf_counter() - start, data.source, commit)
-    checkpoint.unlink(missing_ok=True)
+    with contextlib.ExitStack() as locks:
+        taken = []
+        for cfg in cfgs:
+            if store.get(experiment, cfg, seed) is None:
+                lock = locks.enter_context(store.lock(experiment, cfg, seed, wait=False))
+                if lock is not None and store.get(experiment, cfg, seed) is None:  # re-checked under the lock
+                    taken.append((cfg, lock))
+        if not taken:
+            return
+        store.check_writable(experiment)
+        missing = [cfg for cfg, _ in taken]
+        device = torch.device(device or default_device())
+        data = load_data(missing[0], data_dir, device)
+        key = hashlib.sha256(" ".join(config_hash(c) for c in missing).encode()).hexdigest()[:12]
+        checkpoint = store.checkpoint(experiment, missing[0], seed).parent.with_name(f"together-{key}")
+        checkpoint = checkpoint / f"seed{seed}.pt"
+        start, commit = time.perf_counter(), git_commit()
+        results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
+        for (cfg, lock), result in zip(taken, results):
+            duration = time.perf_counter() - start + result.pop("earlier_segments_s")
+            store.put(experiment, cfg, seed, result, device, duration, data.source, commit)
+            lock.unlink(missing_ok=True)
+        checkpoint.unlink(missing_ok=True)
 
 
 def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig]]:
@@ -472,50 +495,83 @@ def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=No
              store: Store | None = None) -> list[dict]:
     """Every config's stored run for `seed`, training what is missing, `together` runs at a time
     where they can share one model (`train_together`); an interrupted grid resumes where it stopped
-    (stored runs are loaded, interrupted ones continue from their checkpoint)."""
+    (stored runs are loaded, interrupted ones continue from their checkpoint). Runs that another
+    process is training are skipped at first and waited for at the end, so that N processes given
+    one grid train N different runs at a time."""
     kwargs = dict(device=device, progress=progress, compile=compile, store=store or Store())
     if together > 1:
         for group in together_groups(configs, together):
             run_together(group, seed, experiment, data_dir, **kwargs)
-    return [run_training(cfg, seed, experiment, data_dir, **kwargs) for cfg in configs]
+    runs = [run_training(cfg, seed, experiment, data_dir, wait=False, **kwargs) for cfg in configs]
+    return [run or run_training(cfg, seed, experiment, data_dir, **kwargs) for cfg, run in zip(configs, runs)]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train a grid of runs into the results store, on the GPU if there is one, resumable, e.g.
-    `python -m shared.train fig1 sweep divergence --preset cpu --seeds 0 1` or, on a GPU,
-    `python -m shared.train fig1 --preset quick --seeds 0 1 --together 6 --compile`."""
+def command_line():
+    """The training command's arguments (`main`)."""
     import argparse
 
-    from .config import GRIDS, PRECISIONS, TRAIN_PRESETS, TRAINING_EXPERIMENT
-    from .experiments import seed_arg
+    from .config import GRIDS, PRECISIONS, TRAIN_PRESETS
+    from .experiments import device_arg, positive_int_arg, seed_arg
+    from .launch import LAUNCHERS, LaunchOptions
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("grids", nargs="+", choices=sorted(GRIDS))
     parser.add_argument("--preset", default="cpu", choices=list(TRAIN_PRESETS))
     parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
     parser.add_argument("--rates-per-decade", type=int, default=1, choices=(1, 2), help="sweep only")
-    parser.add_argument("--together", type=int, default=1, help="runs trained as one stacked network")
+    parser.add_argument("--together", type=positive_int_arg, default=1, help="runs trained as one stacked network")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--precision", default=None, choices=(*PRECISIONS, AUTO),
                         help="instead of the preset's (fp32): auto is bf16 on a CPU with bf16 units, else fp32")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--device", type=device_arg, default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args(argv)
+    jobs = parser.add_argument_group("jobs (shared.launch; default: train in this process)")
+    defaults = LaunchOptions()
+    jobs.add_argument("--launcher", default=None, choices=LAUNCHERS,
+                      help="slurm: a job array; local: worker processes; debug: jobs in this process")
+    jobs.add_argument("--status", action="store_true", help="list the grids' stored, running, failed, missing runs")
+    jobs.add_argument("--max-parallel", type=positive_int_arg, default=defaults.max_parallel,
+                      help="jobs at once (SLURM array parallelism, local workers)")
+    jobs.add_argument("--time-min", type=positive_int_arg, default=defaults.time_min,
+                      help="a job's time limit in minutes (SLURM requeues it from its checkpoint)")
+    jobs.add_argument("--partition", default=None, help="SLURM partition")
+    jobs.add_argument("--gpus-per-job", type=int, default=defaults.gpus_per_job, help="SLURM")
+    jobs.add_argument("--cpus-per-job", type=positive_int_arg, default=defaults.cpus_per_job, help="SLURM")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train a grid of runs into the results store, on the GPU if there is one, resumable, e.g.
+    `python -m shared.train fig1 sweep divergence --preset cpu --seeds 0 1` or, on a GPU,
+    `python -m shared.train fig1 --preset quick --seeds 0 1 --together 6 --compile`; as SLURM
+    jobs with `--launcher slurm` (`shared.launch`), followed with `--status`."""
+    from .config import GRIDS, TRAINING_EXPERIMENT
+    from .launch import LaunchOptions, Run, format_status, launch, status
+
+    args = command_line().parse_args(argv)
     overrides = {}
     if args.precision is not None:
         overrides["precision"] = resolve_precision(args.precision, args.device or default_device())
-    for seed in args.seeds:
-        for name in args.grids:
-            extra = {"rates_per_decade": args.rates_per_decade} if name == "sweep" else {}
-            extra.update(overrides)
-            grid = GRIDS[name](args.preset, **extra)
-            start = time.perf_counter()
-            runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, device=args.device,
-                            together=args.together, compile=args.compile)
-            statuses = ", ".join(f"{c.lr:g}{'' if c.bn else ' no BN'}: {r['result']['status']}"
-                                 for c, r in zip(grid, runs))
-            print(f"{name} preset {args.preset} seed {seed}: {len(runs)} runs in "
-                  f"{time.perf_counter() - start:.0f} s ({statuses})", flush=True)
+    grids = [(name, seed, GRIDS[name](args.preset, **overrides,
+                                      **({"rates_per_decade": args.rates_per_decade} if name == "sweep" else {})))
+             for seed in args.seeds for name in args.grids]
+    if args.status or args.launcher:
+        runs = list(dict.fromkeys(Run(cfg, seed) for _, seed, grid in grids for cfg in grid))
+        if args.launcher:
+            options = LaunchOptions(args.launcher, args.max_parallel, args.time_min, args.partition,
+                                    args.gpus_per_job, args.cpus_per_job)
+            jobs = launch(runs, TRAINING_EXPERIMENT, options, args.data_dir, args.device, args.compile)
+            print(f"{len(jobs)} {args.launcher} jobs" + (f": {', '.join(j.job_id for j in jobs)}" if jobs else ""))
+        print(format_status(status(runs, TRAINING_EXPERIMENT, Store())), flush=True)
+        return
+    for name, seed, grid in grids:
+        start = time.perf_counter()
+        runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, device=args.device,
+                        together=args.together, compile=args.compile)
+        statuses = ", ".join(f"{c.lr:g}{'' if c.bn else ' no BN'}: {r['result']['status']}"
+                             for c, r in zip(grid, runs))
+        print(f"{name} preset {args.preset} seed {seed}: {len(runs)} runs in "
+              f"{time.perf_counter() - start:.0f} s ({statuses})", flush=True)
 
 
 if __name__ == "__main__":

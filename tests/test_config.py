@@ -4,6 +4,7 @@ import json
 import pytest
 
 from shared.config import TRAIN_PRESETS, TrainConfig, added, identity, stored_config, train_config
+from shared.experiments import DepthConfig
 from shared.results import config_hash
 
 
@@ -93,3 +94,27 @@ def test_the_committed_store_keys_are_the_configs_identities():
         assert config_hash(config) == prov["config_hash"] == path.parts[-3], path
         checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize("make, field, value", [
+    (lambda **kw: train_config("cpu", **kw), "divergence_factor", 5.0),
+    (lambda **kw: train_config("cpu", **kw), "divergence_check_every", 1),
+    (lambda **kw: train_config("cpu", **kw), "chance_accuracy", 0.1),
+    (lambda **kw: DepthConfig(**kw), "first_layer", 1),
+    (lambda **kw: DepthConfig(**kw), "layer_step", 6),
+])
+def test_the_constants_of_divergence_chance_and_fig5s_layers_are_part_of_a_runs_identity(make, field, value):
+    """Values that change a stored number are config fields: changing one changes the run's key,
+    while the default (what every stored run used) keeps the key it had."""
+    default = make()
+    assert config_hash(make(**{field: value})) != config_hash(default)
+    assert field not in identity(default)  # neutral: the stored keys stay
+
+
+def test_bad_divergence_and_chance_fields_are_refused():
+    with pytest.raises(ValueError, match="divergence_factor must be positive, got 0"):
+        train_config("cpu", divergence_factor=0.0)
+    with pytest.raises(ValueError, match=r"chance_accuracy must be in \[0, 1\), got 1.5"):
+        train_config("cpu", chance_accuracy=1.5)
+    with pytest.raises(ValueError, match="DepthConfig.layer_step must be positive, got 0"):
+        DepthConfig(layer_step=0)

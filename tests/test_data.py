@@ -12,7 +12,7 @@ from PIL import Image
 from shared import data as D
 from shared.data import (CLASSES, DATA_DIR_ENV, DEFAULT_DATA_DIR, Cifar10, DatasetError, TrainLoader,
                          augment, channel_stats, epoch_randomness, eval_batches, load_cifar10,
-                         normalize, resolve_data_dir)
+                         data_source, normalize, resolve_data_dir)
 
 N_TRAIN, N_TEST = 3, 2  # images per class in the generated trees
 REAL_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -126,7 +126,9 @@ def test_second_load_reads_the_cache(tree, tmp_path, monkeypatch):
     root, expected = tree
     cache = tmp_path / "cache"
     first = load_cifar10(root, download=False, cache_dir=cache)
-    assert [p.suffix for p in cache.iterdir()] == [".pt"]  # one cache file, no temp file left
+    # one cache file and its source beside it (what a stored run's data is compared with), no temp file
+    assert sorted(p.suffix for p in cache.iterdir()) == [".pt", ".source"]
+    assert data_source(root, cache) == first.source
 
     def no_decoding(*args):
         raise AssertionError("decoded again")

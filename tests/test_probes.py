@@ -128,14 +128,14 @@ def test_moments_along_update_start_at_the_unperturbed_network(batch):
 def test_depth_profile_grows_without_bn_at_initialisation(batch):
     x, _ = batch
     with_bn, without = model_pair("resnet56")
-    ks = probes.layers_to_profile(without)
+    ks = probes.layers_to_profile(without, 12, 6)
     assert ks == [6, 18, 30, 42, 54, 56]
     profile = probes.depth_profile(without, x, ks)
     assert profile[54]["std"] > 3 * profile[6]["std"]
 
 
 def test_fig5_layers_of_resnet110():
-    assert probes.layers_to_profile(build_model("resnet110")) == [6, 18, 30, 42, 54, 66, 78, 90, 102, 110]
+    assert probes.layers_to_profile(build_model("resnet110"), 12, 6) == [6, 18, 30, 42, 54, 66, 78, 90, 102, 110]
 
 
 def test_gaussian_products_approach_the_limit_of_the_largest_singular_value():

@@ -20,7 +20,13 @@ def test_stored_result_is_reproduced(experiment, real_archive, tmp_path):
 
 
 def compare(fresh, stored, path="result"):
-    """Equal structure; numbers equal to float32 rounding; histogram counts within one per bin."""
+    """Equal structure; numbers equal to float32 rounding; histograms as distributions: at most 5 %
+    of the mass in other bins (total variation). Not bin by bin: with BN, layer 55's small gradient
+    entries are differences of nearly equal numbers (BN's backward subtracts the batch mean), so
+    their rounding follows the CPU's kernels; on an AMD EPYC (AVX512) against the machine the
+    results were stored on, 3.5 % of the mass moved to neighbouring bins, the excess kurtosis by
+    0.8 %, while the std agreed to 1.2e-4 and the network without BN bin for bin. So numbers of
+    the network with BN agree to 1e-2, those without to 1e-3."""
     if isinstance(stored, dict):
         assert fresh.keys() == stored.keys(), path
         for key in stored:
@@ -28,11 +34,13 @@ def compare(fresh, stored, path="result"):
     elif isinstance(stored, list):
         assert len(fresh) == len(stored), path
         if path.endswith("counts"):
-            assert all(abs(a - b) <= 1 for a, b in zip(fresh, stored)), path
+            moved = sum(abs(a - b) for a, b in zip(fresh, stored)) / (2 * sum(stored))
+            assert sum(fresh) == sum(stored) and moved <= 0.05, (path, moved)
         else:
             for i, (a, b) in enumerate(zip(fresh, stored)):
                 compare(a, b, f"{path}[{i}]")
     elif isinstance(stored, float):
-        assert fresh == pytest.approx(stored, rel=1e-3, abs=1e-9), path
+        rel = 1e-2 if path.startswith("result.bn.") else 1e-3
+        assert fresh == pytest.approx(stored, rel=rel, abs=1e-9), path
     else:
         assert fresh == stored, path

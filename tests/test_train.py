@@ -5,7 +5,7 @@ from helpers import TINY, random_cifar
 from shared.config import divergence_grid, fig1_grid, sweep_grid, train_config
 from shared.results import Store
 from shared.data import load_cifar10
-from shared.train import (DIVERGENCE_CHECK_EVERY, divergence_thresholds, divergent,
+from shared.train import (divergence_thresholds, divergent,
                           first_step, learning_failure, lr_at, next_total_epochs, plateaued,
                           main, run_grid, run_training, train)
 
@@ -104,8 +104,8 @@ def test_a_run_that_has_diverged_stops_computing_within_the_epoch():
     data = random_cifar(n_train=32 * 25)
     cfg = train_config("smoke", bn=False, lr=1e4, epochs=2, max_epochs=2, **TINY)
     result = train(cfg, data, 0, progress=False)
-    assert result["status"] == "diverged" and result["diverged_step"] < DIVERGENCE_CHECK_EVERY
-    assert result["metrics"][0]["steps"] == DIVERGENCE_CHECK_EVERY  # of 25: stopped at the first check
+    assert result["status"] == "diverged" and result["diverged_step"] < cfg.divergence_check_every
+    assert result["metrics"][0]["steps"] == cfg.divergence_check_every  # of 25: stopped at the first check
 
 
 def test_step_losses_are_recorded_for_the_first_epochs_when_asked():
