@@ -35,10 +35,13 @@ report: install
 	$(PY) -m shared.report --execute $(if $(PRESET),--preset $(PRESET))
 
 # Train grids of runs into the results store (resumable): make train GRIDS="fig1 sweep" PRESET=quick SEEDS="0 1"
+# As jobs: LAUNCHER=slurm (a job array), local (worker processes) or debug; ARGS="--partition gpu ..."
 GRIDS ?= fig1 divergence
 SEEDS ?= 0
+LAUNCHER ?=
+ARGS ?=
 train: install
-	$(PY) -m shared.train $(GRIDS) --preset $(or $(PRESET),cpu) --seeds $(SEEDS)
+	$(PY) -m shared.train $(GRIDS) --preset $(or $(PRESET),cpu) --seeds $(SEEDS) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
