@@ -349,30 +349,38 @@ def main(argv=None):
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per pipeline")
     parser.add_argument("--profile", nargs="*", default=None, metavar="PIPELINE",
-                        help="also profile a step of these pipelines (default ours-bf16) on the first network")
+                        help="also profile a step of these pipelines (default ours-bf16) on each network")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="only profile, adding the profile to the existing report at --out")
     args = parser.parse_args(argv)
     bench = BENCH_PRESETS[args.preset]
     if args.steps is not None:
         bench = replace(bench, steps=args.steps)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     print(f"device: {device_name(device)}", flush=True)
-    rows, rates = benchmark(bench, device)
-    print(table(rows))
-    report = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
-              "git_commit": git_commit(), "bench": asdict(bench), "cpu": cpu_capability(),
-              "matmul_tflop_per_s": {p: r / 1e12 for p, r in rates.items()},
-              "training_gflop_per_image": {f"{a} {'BN' if bn else 'no BN'}": training_flops_per_image(a, bn) / 1e9
-                                           for a, bn in bench.archs},
-              "rows": [asdict(r) for r in rows]}
-    if args.profile is not None:
-        arch, bn = bench.archs[0]
-        report["profile"] = {name: profile_step(arch, bn, name, bench, device) for name in args.profile or ["ours-bf16"]}
-        for name, ops in report["profile"].items():
-            print(f"profile of a {arch} {'BN' if bn else 'no BN'} step, {name}:")
-            print("\n".join(f"  {o['op']:40s} {o['self_s_per_step']:7.3f} s {o['share']:6.1%}" for o in ops))
+    if args.profile_only:
+        report = json.loads(args.out.read_text())  # the timed report the profile explains
+    else:
+        rows, rates = benchmark(bench, device)
+        print(table(rows))
+        report = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+                  "git_commit": git_commit(), "bench": asdict(bench), "cpu": cpu_capability(),
+                  "matmul_tflop_per_s": {p: r / 1e12 for p, r in rates.items()},
+                  "training_gflop_per_image": {f"{a} {'BN' if bn else 'no BN'}": training_flops_per_image(a, bn) / 1e9
+                                               for a, bn in bench.archs},
+                  "rows": [asdict(r) for r in rows]}
+    if args.profile is not None or args.profile_only:
+        names = args.profile or ["ours-bf16"]
+        report["profile"] = {"git_commit": git_commit(), "device": device_name(device), "networks": {
+            f"{a} {'BN' if bn else 'no BN'}": {name: profile_step(a, bn, name, bench, device) for name in names}
+            for a, bn in bench.archs}}
+        for network, by_name in report["profile"]["networks"].items():
+            for name, ops in by_name.items():
+                print(f"profile of a {network} step, {name}:")
+                print("\n".join(f"  {o['op']:40s} {o['self_s_per_step']:7.3f} s {o['share']:6.1%}" for o in ops))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    return rows
+    return report
 
 
 if __name__ == "__main__":
