@@ -4,6 +4,8 @@ The notebooks `01_fig1_accuracy` and `09_lr_sweep` call these; every run is a st
 `shared.train` (its "status", "failure", "metrics", "initial_loss", "first_above_step", ...).
 """
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
@@ -15,7 +17,17 @@ from .train import CHANCE_ACCURACY, learning_failure
 PAPER_TEST_ACC = {"BN, lr 0.1": 0.932, "BN, lr 0.003": 0.905, "BN, lr 0.0001": 0.813,
                   "no BN, lr 0.0001": 0.820}
 PAPER_SETTINGS = tuple(PAPER_TEST_ACC)  # the four curves the paper draws
+# the paper's colours (matplotlib's default cycle): BN 0.003 blue, BN 0.1 orange, BN 1e-4 green,
+# no BN 1e-4 red; the settings it leaves out get the next ones
+PAPER_COLOURS = {"BN, lr 0.003": "C0", "BN, lr 0.1": "C1", "BN, lr 0.0001": "C2", "no BN, lr 0.0001": "C3",
+                 "no BN, lr 0.003": "C4", "no BN, lr 0.1": "C5"}
 CHANCE = 0.1  # the test accuracy of a constant guess on CIFAR-10's balanced classes
+NEAR_CHANCE = 0.02  # a run within this of chance has learned too little for a comparison to mean anything
+
+
+def near_chance(*accuracies: float) -> bool:
+    """Every one of `accuracies` within NEAR_CHANCE of chance: comparing them says nothing."""
+    return all(a <= CHANCE + NEAR_CHANCE for a in accuracies)
 
 
 def failure(result: dict) -> str | None:
@@ -83,9 +95,12 @@ def step_losses(result: dict) -> np.ndarray:
 
 
 def plot_accuracy(axes, runs: dict[str, list[dict]]) -> None:
-    """Train and test accuracy against % of training, mean over seeds with a min..max band; the
-    paper's four settings solid, the runs it leaves out dashed."""
-    colours = dict(zip(runs, [f"C{i}" for i in range(len(runs))]))
+    """Train and test accuracy against % of training, mean over seeds with a min..max band, in the
+    paper's colours (PAPER_COLOURS); the paper's four settings solid, the runs it leaves out
+    dashed (where any of their runs completed: a diverged run has no curve)."""
+    taken = {PAPER_COLOURS[name] for name in runs if name in PAPER_COLOURS}
+    spare = itertools.cycle([f"C{i}" for i in range(10) if f"C{i}" not in taken] or ["C9"])
+    colours = {name: PAPER_COLOURS.get(name) or next(spare) for name in runs}
     for ax, key, title in zip(axes, ("train_acc", "test_acc"), ("train accuracy", "test accuracy")):
         for name, found in runs.items():
             acc = curves(found, key)
@@ -146,17 +161,24 @@ def fig1_claims(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> 
                       holds(bool(abs(ours - paper) < 0.02)),
                       unless=unjudged_reason(preset, needs="paper") or (missing if np.isnan(ours) else None))
 
-    small_gap = abs(acc.get("BN, lr 0.0001", np.nan) - acc.get("no BN, lr 0.0001", np.nan))
+    def comparison(claim: str, paper: str, a: str, b: str, gap: float, verdict: str, needs: str | None) -> Claim:
+        """A claim comparing settings `a` and `b`: never judged where either is missing or both
+        are within NEAR_CHANCE of chance (two runs that learned nothing compare as equal)."""
+        pair = acc.get(a, np.nan), acc.get(b, np.nan)
+        at_chance = not np.isnan(gap) and near_chance(*pair)
+        ours = "not run" if np.isnan(gap) else f"{100 * gap:+.1f} points ({a} {pair[0]:.1%}, {b} {pair[1]:.1%})"
+        return judged(claim, paper, ours, verdict, unless=smoke or needs or (missing if np.isnan(gap) else None)
+                      or (f"both within {100 * NEAR_CHANCE:.0f} points of chance: nothing learned to compare"
+                          if at_chance else None))
+
+    small_gap = acc.get("BN, lr 0.0001", np.nan) - acc.get("no BN, lr 0.0001", np.nan)
     large_gain = acc.get("BN, lr 0.1", np.nan) - acc.get("BN, lr 0.0001", np.nan)
     claims = [versus_paper(name) for name in PAPER_SETTINGS]
-    claims.append(judged("At the same small rate (1e-4), BN and no BN end about equal", "0.7 points apart",
-                         "not run" if np.isnan(small_gap) else f"{100 * small_gap:.1f} points apart",
-                         holds(bool(small_gap < 0.02)),
-                         unless=smoke or full or (missing if np.isnan(small_gap) else None)))
-    claims.append(judged("BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4", "+11.9 points",
-                         "not run" if np.isnan(large_gain) else f"{100 * large_gain:+.1f} points",
-                         holds(bool(large_gain > 0.05)),
-                         unless=smoke or (missing if np.isnan(large_gain) else None)))
+    claims.append(comparison("At the same small rate (1e-4), BN and no BN end about equal", "0.7 points apart",
+                             "BN, lr 0.0001", "no BN, lr 0.0001", small_gap, holds(bool(abs(small_gap) < 0.02)),
+                             full))
+    claims.append(comparison("BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4", "+11.9 points",
+                             "BN, lr 0.1", "BN, lr 0.0001", large_gain, holds(bool(large_gain > 0.05)), None))
     for lr in (0.003, 0.1):
         name = setting_name(TrainConfig(bn=False, lr=lr))
         in_fig1 = f"{int(finals.loc[name, 'diverged'])}/{int(finals.loc[name, 'seeds'])} in Fig 1's runs"

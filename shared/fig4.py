@@ -18,7 +18,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from .plotting import seed_result  # noqa: F401 (the notebooks call them here)
-from .claims import NO, YES, Claim, at_least, holds, judged, unjudged_reason
+from .claims import NO, NOT_JUDGED, YES, Claim, at_least, holds, judged, unjudged_reason
 from .paper import FIG4_AT_100
 
 # the paper's colour bars, in the order of its layers 8, 44, 80 (the same positions are used for
@@ -184,14 +184,24 @@ def plot_growth(axes, runs: list[dict], layers, lr: float, seed: int, paper: dic
 
 def same_scale(ours: float, paper: float) -> str:
     """yes if ours is within a factor of 10 of the paper's, partly within a factor of 1000, else no
-    (also where ours is NaN: the scale was not reached)."""
+    (also where ours is infinite: the forward pass overflowed, far past the paper's scale); not
+    judged where ours is NaN: there is no number to compare."""
+    if np.isnan(ours):
+        return NOT_JUDGED
     gap = abs(np.log10(ours / paper))
     return holds(bool(gap <= 1), partly=bool(gap <= 3))
 
 
 def all_of(verdicts: list[str]) -> str:
-    """yes if every verdict is yes, no if any is no, else partly."""
-    return holds(all(v == YES for v in verdicts), partly=NO not in verdicts)
+    """no if any verdict is no; else not judged if any is; yes if every one is yes; else partly."""
+    if NO in verdicts:
+        return NO
+    if NOT_JUDGED in verdicts:
+        return NOT_JUDGED
+    return holds(all(v == YES for v in verdicts), partly=True)
+
+
+NAN_NOTE = "a measured moment is NaN (missing from the stored runs): nothing to compare"
 
 
 def claims(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, layers,
@@ -201,16 +211,17 @@ def claims(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, lay
     one rate matching every layer, and the blow-up happening late; not judged for the smoke preset."""
     unless = unjudged_reason(preset)
     paper = paper_scales(layers)
+    n_seeds = len(match) - 1  # its rows: the seeds, then their median
     out = []
     for k, (text, paper_mean, paper_var) in paper.items():
         m = summary.loc[k]
         largest_mean = max(abs(m["means min 100%"]), abs(m["means max 100%"]))
-        verdicts = [same_scale(largest_mean, paper_mean), same_scale(m["var max 100%"], paper_var)]
+        verdict = all_of([same_scale(largest_mean, paper_mean), same_scale(m["var max 100%"], paper_var)])
         out.append(judged(f"Layer {k} at 100 % of the step: scale of the channel moments", text,
-                          f"means {m['means min 100%']:.2g}..{m['means max 100%']:.2g}, "
-                          f"variances ≤ {m['var max 100%']:.2g} (seeds {spread.loc[k, ('var max 100%', 'min')]:.2g}"
+                          f"median over {n_seeds} seed(s): means {m['means min 100%']:.2g}..{m['means max 100%']:.2g}, "
+                          f"variances ≤ {m['var max 100%']:.2g} (per seed {spread.loc[k, ('var max 100%', 'min')]:.2g}"
                           f"..{spread.loc[k, ('var max 100%', 'max')]:.2g})",
-                          all_of(verdicts), unless))
+                          verdict, unless, note=NAN_NOTE if verdict == NOT_JUDGED else ""))
     growth = summary["var growth"]
     out.append(judged("Deeper layers blow up more: the variance growth (0 → 100 %) rises with depth",
                       "layer 8 ≈ 1x, layer 44 ≫ 1, layer 80 ≫ layer 44",
@@ -225,7 +236,8 @@ def claims(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, lay
                        + ", ".join(f"layer {k}: ≤ {there[f'layer {k} var there']:.2g}" for k in layers[:-1]))
                       if np.isfinite(there["rate"]) else
                       f"no rate: layer {layers[-1]} does not reach the paper's variance within the update",
-                      all_of(verdicts), unless))
+                      all_of(verdicts) if np.isfinite(there["rate"]) else NO, unless,
+                      note=NAN_NOTE if np.isfinite(there["rate"]) and all_of(verdicts) == NOT_JUDGED else ""))
     late = summary.loc[layers[-1], "visible from %"]
     out.append(judged(f"The blow-up happens late in the step: layer {layers[-1]}'s variances are flat on the "
                       "linear colour scale until near the end", "visible from ≈ 80..90 % of the step",

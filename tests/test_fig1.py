@@ -53,6 +53,39 @@ def test_fig1_claims_say_no_and_not_judged_where_they_should():
     assert all(c.verdict == NOT_JUDGED for c in fig1.fig1_claims(finals, probes, "smoke"))
 
 
+def test_a_comparison_of_two_runs_near_chance_is_not_judged():
+    # two networks that learned nothing "end about equal" and one "beats" the other by noise
+    acc = {**fig1.PAPER_TEST_ACC, "BN, lr 0.1": 0.118, "BN, lr 0.0001": 0.101, "no BN, lr 0.0001": 0.100}
+    finals, probes = finals_and_probes(acc, {0.003: 3, 0.1: 3})
+    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "paper")}
+    for name in ("At the same small rate (1e-4), BN and no BN end about equal",
+                 "BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4"):
+        assert claims[name].verdict == NOT_JUDGED
+        assert claims[name].note == "both within 2 points of chance: nothing learned to compare"
+    gain = claims["BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4"]
+    assert gain.ours == "+1.7 points (BN, lr 0.1 11.8%, BN, lr 0.0001 10.1%)"
+    acc["BN, lr 0.1"] = 0.30  # one of them learned: the comparison means something
+    finals, probes = finals_and_probes(acc, {0.003: 3, 0.1: 3})
+    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "paper")}
+    assert claims["BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4"].verdict == YES
+
+
+def test_fig1_curves_take_the_papers_colours():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = {setting_name(TrainConfig(bn=bn, lr=lr)): [run(0, 0.5)]
+            for bn, lr in ((True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4))}
+    fig, axes = plt.subplots(1, 2)
+    fig1.plot_accuracy(axes, runs)
+    colours = {line.get_label().split(" (")[0]: matplotlib.colors.to_hex(line.get_color())
+               for line in axes[0].get_lines() if not line.get_label().startswith("_")}
+    default = [matplotlib.colors.to_hex(f"C{i}") for i in range(4)]
+    assert colours == {"BN, lr 0.003": default[0], "BN, lr 0.1": default[1],  # blue, orange
+                       "BN, lr 0.0001": default[2], "no BN, lr 0.0001": default[3]}  # green, red
+    plt.close(fig)
+
+
 def sweep(no_bn_trains: list[float], bn_trains: list[float], rates=(1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0)):
     runs = [(TrainConfig(bn=bn, lr=lr), [run(0, 0.4 if lr in trains else None)])
             for bn, trains in ((True, bn_trains), (False, no_bn_trains)) for lr in rates]

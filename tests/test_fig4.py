@@ -136,19 +136,20 @@ def test_same_scale_is_a_factor_10_for_yes_and_1000_for_partly():
     assert fig4.same_scale(10.0, 1.0) == YES and fig4.same_scale(0.1, 1.0) == YES
     assert fig4.same_scale(11.0, 1.0) == PARTLY and fig4.same_scale(1000.0, 1.0) == PARTLY
     assert fig4.same_scale(1001.0, 1.0) == NO and fig4.same_scale(math.inf, 1.0) == NO
-    assert fig4.same_scale(math.nan, 1.0) == NO  # never reached: the notebook's verdict
+    assert fig4.same_scale(math.nan, 1.0) == NOT_JUDGED  # no number: nothing to compare
 
 
 def test_all_of():
     assert fig4.all_of([YES, YES]) == YES and fig4.all_of([YES, PARTLY]) == PARTLY
-    assert fig4.all_of([PARTLY, NO]) == NO
+    assert fig4.all_of([PARTLY, NO]) == NO and fig4.all_of([NOT_JUDGED, NO]) == NO
+    assert fig4.all_of([YES, NOT_JUDGED]) == NOT_JUDGED and fig4.all_of([PARTLY, NOT_JUDGED]) == NOT_JUDGED
 
 
 def test_claims_on_the_papers_scale_hold():
     claims = claims_of([run(0, paper_like()), run(1, paper_like())])
     assert [c.verdict for c in claims.values()] == [YES] * 6
     layer80 = claims["Layer 80 at 100 % of the step"]
-    assert layer80.ours == "means -3e+08..1e+08, variances ≤ 5.5e+16 (seeds 5.5e+16..5.5e+16)"
+    assert layer80.ours == "median over 2 seed(s): means -3e+08..1e+08, variances ≤ 5.5e+16 (per seed 5.5e+16..5.5e+16)"
     assert claims["The blow-up happens late in the step"].ours.endswith("from 100 % of the step")
     assert claims["One rate gives the paper's scale in every layer"].ours == (
         "at rate ≈ 0.01: layer 8: ≤ 1, layer 44: ≤ 5e+06")
@@ -167,6 +168,19 @@ def test_claims_partly_and_no():
     assert no["Deeper layers blow up more"].verdict == NO
     assert no["The blow-up happens late in the step"].verdict == NO  # visible from 50 %
     assert no["Layer 44 at 100 % of the step"].verdict == YES
+
+
+def test_a_nan_moment_is_not_judged_with_its_reason_not_a_no():
+    # (an overflow is read as infinite, far past the scale: no; a NaN in the table is a number missing)
+    runs = [run(0, paper_like())]
+    table = fig4.layer_table(runs, LAYERS)
+    summary, spread = fig4.layer_summary(table), fig4.layer_spread(table)
+    summary.loc[80, "var max 100%"] = math.nan
+    match = fig4.match_table(runs, LAYERS, LR, fig4.paper_scales(LAYERS))
+    claims = {c.claim.split(":")[0]: c for c in fig4.claims(summary, spread, match, LAYERS, "paper")}
+    layer80 = claims["Layer 80 at 100 % of the step"]
+    assert layer80.verdict == NOT_JUDGED and layer80.note == fig4.NAN_NOTE
+    assert claims["Layer 8 at 100 % of the step"].verdict == YES and claims["Layer 8 at 100 % of the step"].note == ""
 
 
 def test_claims_are_not_judged_for_the_smoke_preset():

@@ -115,6 +115,8 @@ def test_training_table_and_claims():
     claims = normfree.training_claims(table, "cpu")
     assert [c.verdict for c in claims] == [YES, PARTLY, NO, NOT_JUDGED]
     assert claims[0].ours == "1 of 1 seed(s) train, 0 diverge; test acc 0.4 (plain w/o BN: 2 of 2 diverge)"
+    assert claims[0].note == "cpu preset, 1 seed(s): a preview, not the paper's schedule"  # labelled as such
+    assert normfree.training_claims(table, "paper")[0].note == ""
     assert {c.verdict for c in normfree.training_claims(table, "smoke")} == {NOT_JUDGED}
     cfg = normfree.training_config("Fixup", "cpu", 0.1)
     assert (cfg.residual, cfg.bn, cfg.lr, cfg.arch) == ("fixup", False, 0.1, "resnet110")

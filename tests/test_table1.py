@@ -112,8 +112,10 @@ def test_every_layer_and_random_sign_claims():
         assert verdicts(means_of(**{**GOOD, "bn": [bn, bn]}))[3] == verdict, bn
 
 
-def test_entry_claim_yes_between_30_and_300_else_partly():
-    for entry, verdict in ((30.0, YES), (300.0, YES), (29.9, PARTLY), (1000.0, PARTLY)):
+def test_entry_claim_yes_between_30_and_300_partly_above_the_ratio_of_averages_else_no():
+    # GOOD's ratio of averages with BN is 11: an entry median below it is not "larger" at all
+    for entry, verdict in ((30.0, YES), (300.0, YES), (29.9, PARTLY), (1000.0, PARTLY), (11.5, PARTLY),
+                           (10.0, NO), (1.0, NO)):
         assert verdicts(means_of(**{**GOOD, "bn_entry": [entry, entry]}))[4] == verdict, entry
 
 
@@ -125,7 +127,7 @@ def test_smoke_preset_is_not_judged():
 
 def test_missing_ratios_are_no_not_an_error():
     nan = [np.nan, np.nan]
-    assert verdicts(means_of(bn=nan, no_bn=nan, bn_entry=nan)) == [NO, NO, NO, NO, PARTLY]
+    assert verdicts(means_of(bn=nan, no_bn=nan, bn_entry=nan)) == [NO, NO, NO, NO, NO]
 
 
 def full_run(seed: int, bn: dict, no_bn: dict) -> dict:
