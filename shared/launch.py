@@ -29,7 +29,7 @@ import submitit
 from .config import TrainConfig, check_choice
 from .fileio import read_json
 from .paths import DATA_DIR
-from .results import Store
+from .results import Store, write_json
 from .train import run_training
 
 LAUNCHERS = ("local", "slurm", "debug")
@@ -103,8 +103,6 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 def write_failure(path: Path, job: str, error: Exception) -> None:
-    from .results import write_json
-
     write_json(path, {"job": job, "error": f"{type(error).__name__}: {error}",
                       "traceback": traceback.format_exc()})
 
@@ -175,5 +173,3 @@ def format_status(found: dict[str, list[str]]) -> str:
 def grid_runs(cfgs: list[TrainConfig], seeds: list[int]) -> list[Run]:
     return [Run(cfg, seed) for seed in seeds for cfg in cfgs]
 
-
-__all__ = ["LAUNCHERS", "LaunchOptions", "Run", "TrainJob", "launch", "status", "format_status", "grid_runs"]

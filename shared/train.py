@@ -256,7 +256,8 @@ def first_step(mask: torch.Tensor) -> int | None:
 
 
 def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int,
-                stop_when: Callable[[torch.Tensor], bool] | None = None, check_every: int = 10):
+                stop_when: Callable[[torch.Tensor], bool] | None = None,
+                check_every: int = TrainConfig.divergence_check_every):
     """One epoch of SGD for every run; returns per-step losses [steps done, K] and correct counts
     [K], on the device. `stop_when(losses so far)`, asked every `check_every` steps (the
     only host synchronisation), ends the epoch early when it returns True."""
