@@ -137,6 +137,8 @@ class TrainConfig:
     divergence_factor: float = added(10.0)
     divergence_check_every: int = added(10)  # steps between the in-epoch checks that stop a diverged epoch
     chance_accuracy: float = added(0.15)     # a final test accuracy at or below this is "at chance"
+    # after each epoch, dead ReLUs and the logits' spread on this many test images (shared.health); 0: not measured
+    record_health: int = added(0)
 
     def __post_init__(self):
         check_fields(self)
@@ -151,7 +153,7 @@ class TrainConfig:
                         divergence_check_every=self.divergence_check_every)
         if not 0 <= self.chance_accuracy < 1:
             raise ValueError(f"chance_accuracy must be in [0, 1), got {self.chance_accuracy!r}")
-        for name in ("momentum", "weight_decay", "plateau_rel_tol", "record_step_losses"):
+        for name in ("momentum", "weight_decay", "plateau_rel_tol", "record_step_losses", "record_health"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.max_epochs < self.epochs:
@@ -273,8 +275,37 @@ def sweep_grid(preset: str = "paper", rates_per_decade: int = 2, **overrides) ->
             for bn in (True, False) for lr in sweep_rates(rates_per_decade)]
 
 
+# The network question (notebook 10, "does it train without BN at 1e-4?"): the default network and
+# three other candidates of the shortcut (A: zero-padding, B: 1x1 convolution) x classifier init
+# (the convolutions' Xavier, "same", or PyTorch's default) choice, each trained with and without BN
+# at Fig 1's small rate for the paper protocol's first NETWORK_EPOCHS epochs (its rate is constant
+# there), on the full training set, with every step's loss and the network's health recorded.
+NETWORK_CANDIDATES: tuple[dict, ...] = (
+    dict(shortcut=DEFAULT_SHORTCUT, fc_init=DEFAULT_FC_INIT),  # the default network
+    dict(shortcut="A", fc_init="same"),
+    dict(shortcut="A", fc_init="pytorch_default"),
+    dict(shortcut="B", fc_init="same"),
+)
+NETWORK_LR = 1e-4
+NETWORK_EPOCHS = 2
+HEALTH_IMAGES = 500
+
+
+def network_config(candidate: dict, bn: bool, preset: str = "paper", **overrides) -> TrainConfig:
+    """One run of the network question (NETWORK_CANDIDATES): `candidate`'s network at NETWORK_LR,
+    the first NETWORK_EPOCHS epochs of `preset` at a constant rate, per-step losses and health."""
+    fields = dict(bn=bn, lr=NETWORK_LR, epochs=NETWORK_EPOCHS, max_epochs=NETWORK_EPOCHS, lr_drops=(),
+                  record_step_losses=NETWORK_EPOCHS, record_health=HEALTH_IMAGES, **candidate)
+    return train_config(preset, **{**fields, **overrides})
+
+
+def network_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
+    """The network question's runs: every candidate without BN first (the question), then with BN."""
+    return [network_config(c, bn, preset, **overrides) for bn in (False, True) for c in NETWORK_CANDIDATES]
+
+
 # The training grids by name (`python -m shared.train GRID ...`)
-GRIDS = {"fig1": fig1_grid, "sweep": sweep_grid, "divergence": divergence_grid}
+GRIDS = {"fig1": fig1_grid, "sweep": sweep_grid, "divergence": divergence_grid, "network": network_grid}
 
 
 # The at-initialisation experiments' presets (shared.experiments): preset -> field overrides,

@@ -49,6 +49,7 @@ from .config import TrainConfig, network_fields
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import CIFAR_DEPTHS, build_model, stack_models
 from .fileio import save_torch_atomic
+from .health import health
 from .precision import AUTO, autocast, resolve_precision, tf32_setting
 from .results import Store, config_hash, default_device, get_or_measure, git_commit, load_data
 
@@ -236,6 +237,15 @@ def evaluate(runs: Runs, data: Cifar10, batch_size: int) -> tuple[list[float], l
     return [v / n for v in loss_sum.tolist()], [c / n for c in correct.tolist()]
 
 
+def network_health(runs: Runs, data: Cifar10, images: int) -> list[dict]:
+    """Per run, `shared.health.health` on the first `images` test images (not augmented), in the
+    runs' precision: dead ReLUs per stage and the logits' spread across images."""
+    x, _ = next(eval_batches(data.test_x[:images], data.test_y[:images], data.mean, data.std, images))
+    with autocast(runs.precision, x.device):
+        return health(runs.model, x.repeat(1, runs.count, 1, 1).contiguous(memory_format=runs.memory_format),
+                      runs.count)
+
+
 def divergence_thresholds(cfgs: list[TrainConfig], initial_losses: torch.Tensor) -> torch.Tensor:
     """Per run: the loss above which a step counts as divergent (see the module docstring)."""
     floor = torch.tensor([c.divergence_loss for c in cfgs], device=initial_losses.device)
@@ -376,6 +386,7 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
     train_accs = [c / n_seen for c in correct.tolist()]
     test_losses, test_accs = evaluate(runs, data, cfgs[0].eval_batch_size)
     wall_s = time.perf_counter() - start
+    healths = network_health(runs, data, cfgs[0].record_health) if cfgs[0].record_health else None
     for k, (cfg, state) in enumerate(zip(cfgs, states)):
         state.epoch = epoch + 1
         if not active[k]:
@@ -391,6 +402,8 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
             "wall_s": wall_s})
         if epoch < cfg.record_step_losses:
             state.metrics[-1]["step_losses"] = step_losses[:, k].tolist()
+        if healths is not None:
+            state.metrics[-1]["health"] = healths[k]
         if not ok:
             state.result = RunEnd("diverged", "diverged", epoch * steps + bad_step, epoch + 1,
                                   step_losses[:bad_step + 1, k].tolist())
