@@ -12,6 +12,11 @@ precisions, compared run by run (same config but the precision, same seed):
               drops come later): per epoch, train loss within `LOSS_RTOL` relative and test accuracy
               within `ACC_ATOL`.
 
+  rounding    the control: the learning check's fp32 runs against the same runs in fp32 in the NCHW
+              layout (experiment "training_nchw"), which sums the same products in another order.
+              How far do two runs drift apart from rounding alone? A bf16 gap no larger than this
+              is a gap that any change of summation order makes (`within_rounding`).
+
 A check `agree`s when every pair of runs does; it is null while runs are missing (listed). Without
 `--train` the script only reads the store. On the CPU (2 cores), the divergence check takes about
 ten minutes per precision for 3 seeds, the learning check about 8 (bf16) and 15 (fp32) minutes per
@@ -30,8 +35,8 @@ from shared.config import (DIVERGENCE_RATES, FIG1_SETTINGS, TRAINING_EXPERIMENT,
 from shared.results import Store, write_json
 from shared.train import run_training
 
-CHECKS = ("divergence", "learning")
-PRECISIONS = ("fp32", "bf16")    # the A and the B
+CHECKS = ("divergence", "learning", "rounding")
+PRECISIONS = ("fp32", "bf16")    # the A and the B of the precision checks
 LEARNING_SETTINGS = FIG1_SETTINGS[:4]  # the four that train (without BN, 0.1 and 0.003 diverge)
 LEARNING_EPOCHS = 2
 STEP_TOLERANCE = 1     # steps
@@ -49,7 +54,21 @@ def learning_configs(precision: str):
                          lr_drops=(), precision=precision) for bn, lr in LEARNING_SETTINGS]
 
 
-CONFIGS = {"divergence": divergence_configs, "learning": learning_configs}
+CONFIGS = {"divergence": divergence_configs, "learning": learning_configs, "rounding": learning_configs}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One side of a comparison: runs of a precision, in a memory layout, stored in an experiment."""
+    name: str
+    precision: str
+    memory_format: str = "channels_last"
+    experiment: str = TRAINING_EXPERIMENT
+
+
+FP32, BF16 = Arm("fp32", "fp32"), Arm("bf16", "bf16")
+FP32_NCHW = Arm("fp32 NCHW", "fp32", "nchw", "training_nchw")
+ARMS = {"divergence": (FP32, BF16), "learning": (FP32, BF16), "rounding": (FP32, FP32_NCHW)}
 
 
 @dataclass
@@ -58,8 +77,8 @@ class Pair:
     check: str
     setting: str
     seed: int
-    fp32: dict | None
-    bf16: dict | None
+    a: dict | None
+    b: dict | None
     agree: bool | None = None
     why: list[str] = field(default_factory=list)
 
@@ -76,7 +95,8 @@ def summary(check: str, run: dict | None) -> dict | None:
 
 
 def differences(check: str, a: dict, b: dict) -> list[str]:
-    """Why summaries `a` (fp32) and `b` (bf16) disagree; empty if they agree."""
+    """Why summaries `a` and `b` (fp32 and bf16, or the rounding control's two layouts) disagree;
+    empty if they agree."""
     if a["status"] != b["status"]:
         return [f"status {a['status']} against {b['status']}"]
     why = []
@@ -96,10 +116,11 @@ def differences(check: str, a: dict, b: dict) -> list[str]:
 
 
 def pairs(check: str, seeds: list[int], store: Store) -> list[Pair]:
+    arms = ARMS[check]
     out = []
-    for a_cfg, b_cfg in zip(*(CONFIGS[check](p) for p in PRECISIONS)):
+    for a_cfg, b_cfg in zip(*(CONFIGS[check](arm.precision) for arm in arms)):
         for seed in seeds:
-            a, b = (summary(check, store.get(TRAINING_EXPERIMENT, c, seed)) for c in (a_cfg, b_cfg))
+            a, b = (summary(check, store.get(arm.experiment, c, seed)) for arm, c in zip(arms, (a_cfg, b_cfg)))
             pair = Pair(check, setting_name(a_cfg), seed, a, b)
             if a is not None and b is not None:
                 pair.why = differences(check, a, b)
@@ -108,28 +129,54 @@ def pairs(check: str, seeds: list[int], store: Store) -> list[Pair]:
     return out
 
 
+def largest_accuracy_gap(rows: list[Pair]) -> float | None:
+    """The largest |test accuracy a - b| over the pairs' epochs (None if no pair has both runs)."""
+    gaps = [abs(x - y) for r in rows if r.a and r.b for x, y in zip(r.a["test_acc"], r.b["test_acc"])
+            if x is not None and y is not None]
+    return max(gaps) if gaps else None
+
+
 def report(seeds: dict[str, list[int]], store: Store) -> dict:
-    """Per check (with its seeds): `agree` (None while runs are missing), the pairs, the missing runs."""
-    checks = {}
+    """Per check (with its seeds): `agree` (None while runs are missing), the pairs, the missing runs;
+    where the rounding control has runs, `within_rounding`: whether the learning check's largest
+    test-accuracy gap (bf16 against fp32) is no larger than the control's (two fp32 layouts) over
+    the settings and seeds that both have."""
+    checks, rows = {}, {}
     for check, check_seeds in seeds.items():
-        rows = pairs(check, check_seeds, store)
-        missing = [f"{r.setting} seed {r.seed} {p}" for r in rows for p in PRECISIONS if getattr(r, p) is None]
-        agree = None if missing else all(r.agree for r in rows)
-        checks[check] = {"agree": agree, "missing": missing, "pairs": [asdict(r) for r in rows]}
+        rows[check] = pairs(check, check_seeds, store)
+        arms = ARMS[check]
+        missing = [f"{r.setting} seed {r.seed} {arm.name}" for r in rows[check]
+                   for arm, side in zip(arms, (r.a, r.b)) if side is None]
+        agree = None if missing else all(r.agree for r in rows[check])
+        checks[check] = {"agree": agree, "arms": [asdict(arm) for arm in arms], "missing": missing,
+                         "pairs": [asdict(r) for r in rows[check]]}
+    if "learning" in rows and "rounding" in rows:
+        controlled = {(r.setting, r.seed) for r in rows["rounding"] if r.a and r.b}
+        learning = [r for r in rows["learning"] if (r.setting, r.seed) in controlled]
+        bf16_gap, rounding_gap = largest_accuracy_gap(learning), largest_accuracy_gap(rows["rounding"])
+        checks["learning"]["largest_test_acc_gap"] = bf16_gap
+        checks["rounding"]["largest_test_acc_gap"] = rounding_gap
+        checks["learning"]["within_rounding"] = (None if bf16_gap is None or rounding_gap is None
+                                                 else bf16_gap <= rounding_gap)
+        checks["learning"]["controlled_pairs"] = sorted(f"{s} seed {seed}" for s, seed in controlled)
     return {"seeds": seeds, "step_tolerance": STEP_TOLERANCE, "loss_rtol": LOSS_RTOL, "acc_atol": ACC_ATOL,
             "learning_epochs": LEARNING_EPOCHS, "checks": checks}
 
 
 def train_missing(checks: list[str], seeds: list[int], store: Store, data_dir=None, device=None,
-                  on_run=None) -> None:
-    """Train the checks' missing runs, fp32 and bf16 of one config and seed after another."""
+                  on_run=None, settings: list[str] | None = None) -> None:
+    """Train the checks' missing runs, both arms of one config and seed after another (only the
+    `settings` named, e.g. "BN, lr 0.1", if given)."""
     for check in checks:
+        arms = ARMS[check]
         for seed in seeds:
-            for cfgs in zip(*(CONFIGS[check](p) for p in PRECISIONS)):
-                for cfg in cfgs:
-                    if store.get(TRAINING_EXPERIMENT, cfg, seed) is None:
-                        run_training(cfg, seed, TRAINING_EXPERIMENT, data_dir, device=device,
-                                     progress=False, store=store)
+            for cfgs in zip(*(CONFIGS[check](arm.precision) for arm in arms)):
+                if settings and setting_name(cfgs[0]) not in settings:
+                    continue
+                for arm, cfg in zip(arms, cfgs):
+                    if store.get(arm.experiment, cfg, seed) is None:
+                        run_training(cfg, seed, arm.experiment, data_dir, device=device, progress=False,
+                                     store=store, memory_format=arm.memory_format)
                         if on_run is not None:
                             on_run(cfg, seed)
 
@@ -138,6 +185,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--divergence-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounding-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--settings", nargs="+", default=None,
+                        help='train only these settings, e.g. "BN, lr 0.1" (default: all)')
     parser.add_argument("--train", nargs="*", choices=CHECKS, default=None,
                         help="train the missing runs of these checks (all if none is named) first")
     parser.add_argument("--data-dir", default=None)
@@ -145,7 +195,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     store = Store()
-    seeds = {"divergence": args.divergence_seeds, "learning": args.seeds}
+    seeds = {"divergence": args.divergence_seeds, "learning": args.seeds, "rounding": args.rounding_seeds}
 
     def write(*_):
         result = report(seeds, store)
@@ -154,10 +204,13 @@ def main(argv=None):
 
     if args.train is not None:
         for check in args.train or CHECKS:
-            train_missing([check], seeds[check], store, args.data_dir, args.device, on_run=write)
+            train_missing([check], seeds[check], store, args.data_dir, args.device, on_run=write,
+                          settings=args.settings)
     result = write()["checks"]
     for check, c in result.items():
-        print(f"{check}: agree {c['agree']}" + (f" ({len(c['missing'])} runs missing)" if c["missing"] else ""))
+        print(f"{check}: agree {c['agree']}" + (f" ({len(c['missing'])} runs missing)" if c["missing"] else "")
+              + (f"; largest test-accuracy gap {c['largest_test_acc_gap']}" if c.get("largest_test_acc_gap") else "")
+              + (f"; within rounding: {c['within_rounding']}" if "within_rounding" in c else ""))
         for p in c["pairs"]:
             if p["agree"] is False:
                 print(f"  {p['setting']} seed {p['seed']}: " + "; ".join(p["why"]))

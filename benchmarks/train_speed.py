@@ -49,7 +49,7 @@ from shared.data import Cifar10, TrainLoader, channel_stats
 from shared.models import CIFAR_DEPTHS, build_model
 from shared.precision import cpu_capability, tf32_setting
 from shared.results import device_name, git_commit
-from shared.train import Runs, evaluate, train_epoch
+from shared.train import MEMORY_FORMATS, Runs, evaluate, train_epoch
 
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
 
@@ -185,7 +185,7 @@ def time_ours(arch, bn, data, bench: BenchConfig, name: str, device) -> dict:
     engine = ENGINES[name]
     cfg = train_config("paper", arch=arch, bn=bn, lr=1e-4, batch_size=bench.batch_size,
                        precision=engine.precision, eval_batch_size=min(1000, bench.eval_images))
-    layout = torch.channels_last if engine.memory_format == "channels_last" else torch.contiguous_format
+    layout = MEMORY_FORMATS[engine.memory_format]
     runs = Runs([cfg] * engine.together, list(range(engine.together)), device, layout)
     if engine.compile:
         runs.forward = torch.compile(runs.model)
@@ -235,7 +235,7 @@ def profile_step(arch: str, bn: bool, name: str, bench: BenchConfig, device, ste
     self time over `steps` steps (after a warm-up), the `top` largest with their share."""
     engine = ENGINES[name]
     cfg = train_config("paper", arch=arch, bn=bn, lr=1e-4, batch_size=bench.batch_size, precision=engine.precision)
-    layout = torch.channels_last if engine.memory_format == "channels_last" else torch.contiguous_format
+    layout = MEMORY_FORMATS[engine.memory_format]
     runs = Runs([cfg], [0], device, layout)
     data = random_data(bench.batch_size * (steps + 1), 8, device)
     loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, bench.batch_size, 0)

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import TrainConfig, network_fields
+from .config import TrainConfig, check_choice, network_fields
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import CIFAR_DEPTHS, build_model, stack_models
 from .fileio import save_torch_atomic
@@ -198,6 +198,9 @@ class Runs:
         return out[:, None] if self.count == 1 else out
 
 
+# The engine's memory layouts by name (`train_together`); channels-last is faster on a CPU
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
+
 # The config fields in which runs trained together may differ: the learning rate and schedule length
 STACK_MAY_DIFFER = ("lr", "epochs", "max_epochs")
 
@@ -295,7 +298,7 @@ def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int,
 
 def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | None = None,
           progress: bool = True, on_epoch_end: Callable[[int], None] | None = None,
-          compile: bool = False) -> dict:
+          compile: bool = False, memory_format: str = "channels_last") -> dict:
     """Train one network on `data` (already on its device); resume from `checkpoint` if present.
 
     Returns {"status": "completed" | "diverged", "epochs": the final schedule length,
@@ -303,20 +306,24 @@ def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | Non
     epoch's steps up to and including that step, "metrics": one dict per epoch run, "engine",
     "earlier_segments_s": the wall seconds spent before this call resumed it (0 if it did not)}.
     """
-    return train_together([cfg], data, [seed], checkpoint, progress, on_epoch_end, compile)[0]
+    return train_together([cfg], data, [seed], checkpoint, progress, on_epoch_end, compile, memory_format)[0]
 
 
 def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
                    checkpoint: Path | None = None, progress: bool = True,
-                   on_epoch_end: Callable[[int], None] | None = None, compile: bool = False) -> list[dict]:
+                   on_epoch_end: Callable[[int], None] | None = None, compile: bool = False,
+                   memory_format: str = "channels_last") -> list[dict]:
     """Train K runs at once (`Runs`), each with its own config and seed; returns each run's result
     as `train` does, equal (to float rounding) to training it alone. A run that diverges or ends
     its schedule stops learning (rate 0) while the others go on; the rest of its epochs is not
-    recorded. `on_epoch_end(epochs done)` is called after each epoch's checkpoint."""
+    recorded. `on_epoch_end(epochs done)` is called after each epoch's checkpoint. `memory_format`
+    (MEMORY_FORMATS) is the layout of the network and its batches: the same arithmetic summed in
+    another order, so a run in the other layout is a rounding-level twin of the default one."""
     if len(cfgs) != len(seeds) or not cfgs:
         raise ValueError(f"one seed per config: got {len(cfgs)} configs and {len(seeds)} seeds")
     device = data.train_x.device
-    runs = Runs(cfgs, seeds, device)
+    check_choice("memory_format", memory_format, MEMORY_FORMATS)
+    runs = Runs(cfgs, seeds, device, MEMORY_FORMATS[memory_format])
     if compile:
         runs.forward = torch.compile(runs.model)
     loaders = [TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfgs[0].batch_size, seed)
@@ -444,16 +451,18 @@ def load_checkpoint(path: Path, cfgs: list[TrainConfig], seeds: list[int], runs:
 
 def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", data_dir=None, *,
                  device=None, recompute: bool = False, progress: bool = True, compile: bool = False,
-                 store: Store | None = None, wait: bool = True) -> dict | None:
+                 store: Store | None = None, wait: bool = True, memory_format: str = "channels_last") -> dict | None:
     """One stored training run: loaded from the store if complete, else trained (resuming from its
     checkpoint if a previous attempt was interrupted) and stored. With `wait=False`, a run that
-    another process is training is left to it: None."""
+    another process is training is left to it: None. The memory layout is not part of a run's
+    identity: a run in another layout than the default belongs in an experiment of its own."""
     store = store or Store()
     checkpoint = store.checkpoint(experiment, cfg, seed)
     if recompute:
         checkpoint.unlink(missing_ok=True)
     run = get_or_measure(experiment, cfg, seed,
-                         lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile),
+                         lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile,
+                                            memory_format=memory_format),
                          data_dir, device, recompute, store, wait)
     if run is not None:
         checkpoint.unlink(missing_ok=True)  # a stored run's checkpoint is never resumed again

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -67,3 +69,30 @@ def test_fig3_probe_smoke_times_both_layouts_and_checks_they_agree(tmp_path):
     assert report["rows"][1]["speedup_vs_nchw"] == 1.0 and report["floor_per_default_seed_s"] > 0
     assert report["agreement"]["same_first_above_1e3"]
     assert report["agreement"]["max_rel_diff_below_1e3"] < 1e-3
+
+
+def test_precision_ab_sets_the_bf16_gap_against_the_rounding_control(tmp_path):
+    """The rounding control pairs each learning setting's fp32 run with its NCHW twin, stored in
+    an experiment of its own; `within_rounding` compares the largest test-accuracy gaps."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import precision_ab
+    from shared.config import TRAINING_EXPERIMENT
+    from shared.results import Store
+
+    store = Store(tmp_path / "results", tmp_path / "ck")
+    fp32, bf16 = (precision_ab.learning_configs(p)[0] for p in ("fp32", "bf16"))  # BN, lr 0.1
+
+    def put(experiment, cfg, accs):
+        result = {"status": "completed", "metrics": [{"train_loss": 2.0, "test_acc": a} for a in accs]}
+        store.put(experiment, cfg, 0, result, "cpu", 1.0, "test")
+
+    put(TRAINING_EXPERIMENT, fp32, [0.25, 0.35])
+    put(TRAINING_EXPERIMENT, bf16, [0.24, 0.30])        # 5 points off at epoch 2
+    put(precision_ab.FP32_NCHW.experiment, fp32, [0.27, 0.29])  # rounding alone: 6 points
+    out = precision_ab.report({"learning": [0], "rounding": [0]}, store)["checks"]
+    assert out["rounding"]["pairs"][0]["agree"] is False
+    assert out["learning"]["largest_test_acc_gap"] == pytest.approx(0.05)
+    assert out["rounding"]["largest_test_acc_gap"] == pytest.approx(0.06)
+    assert out["learning"]["within_rounding"] is True
+    assert out["learning"]["controlled_pairs"] == ["BN, lr 0.1 seed 0"]
+    assert "BN, lr 0.003 seed 0 fp32 NCHW" in out["rounding"]["missing"]

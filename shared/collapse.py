@@ -1,0 +1,251 @@
+"""Why ResNet-110 without BN stops learning at lr 1e-4: its first updates, step by step.
+
+The question (issue: Figure 1 on the full training set, part 1). The paper's Fig 1 trains
+ResNet-110 without BN at lr 1e-4 to 82.0 % test accuracy, beside BN's 81.3 % at the same rate. Our
+network does not learn there: within its first epoch its loss falls from 164 (the untrained
+network's, its logits in the hundreds) to 2.30, the loss of one constant prediction, and it stays
+at chance for every candidate network of notebook 10. This module follows those first steps.
+
+What is recorded, for each of the first `steps` updates of the paper's protocol (SGD, momentum 0.9,
+weight decay 5e-4, batch 128, the seed's data order), on the mini-batch being trained on:
+
+- the loss and the logits' spread across images and across classes (`shared.health.logit_spread`);
+- the features that reach the classifier (the global average pool's output, 64 numbers per image):
+  their mean norm, and their *input share*, the fraction of their energy that differs between images
+  (sum over images of |h_i - mean h|^2 over sum of |h_i|^2): 0 when every image gets the same
+  features. The paper's Table 1 and Fig 6 describe the untrained network without BN as nearly
+  input-independent; this number follows that through training;
+- the gradient's global norm and the size of each update relative to the weights, for the
+  classifier and for the whole network;
+- every `health_every` steps, `shared.health.health` on a fixed batch of test images: dead ReLUs
+  per stage and the logits' spread, in inference mode.
+
+Ablations, each a config field, each departing from the paper's protocol on purpose: no momentum,
+a smaller rate, the gradient's norm clipped, a linear warm-up of the rate. None is a default; they
+test which part of the first updates does the damage.
+"""
+
+from dataclasses import dataclass, replace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .config import network_fields
+from .data import Cifar10, TrainLoader, eval_batches
+from .experiments import ProbeConfig
+from .health import health, logit_spread
+from .models import build_model
+from .results import config_runs, get_or_measure
+
+EXPERIMENT = "collapse"
+
+
+@dataclass(frozen=True)
+class CollapseConfig(ProbeConfig):
+    """The first `steps` updates of one network (the project's default ResNet-110 unless a network
+    field says otherwise), traced step by step."""
+    bn: bool = False
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    steps: int = 200
+    clip_norm: float | None = None   # ablation: the gradient's global norm clipped to this
+    warmup_steps: int = 0            # ablation: the rate rises linearly from lr/warmup_steps to lr
+    health_every: int = 20           # steps between health measurements (step 0 and the last included)
+    health_images: int = 500         # fixed test images that health is measured on
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("steps", "health_every", "health_images"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"CollapseConfig.{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("momentum", "weight_decay", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"CollapseConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"CollapseConfig.clip_norm must be positive or None, got {self.clip_norm!r}")
+
+
+# The variants compared, by name: the paper's protocol without BN and with BN, and the ablations.
+VARIANTS: dict[str, dict] = {
+    "no BN, paper protocol": {},
+    "no BN, no momentum": dict(momentum=0.0),
+    "no BN, lr 1e-5": dict(lr=1e-5),
+    "no BN, gradient norm clipped to 1": dict(clip_norm=1.0),
+    "no BN, warm-up over 1 epoch": dict(warmup_steps=391),
+    "BN, paper protocol": dict(bn=True),
+}
+PRESETS = {"paper": CollapseConfig(), "smoke": CollapseConfig(arch="resnet20", steps=6, health_every=3,
+                                                              health_images=32, batch_size=16, train_subset=200)}
+
+
+def variant_configs(preset: str = "paper", **overrides) -> dict[str, CollapseConfig]:
+    """Each of VARIANTS as a config of `preset` (with `overrides` on every one)."""
+    return {name: replace(PRESETS[preset], **{**fields, **overrides}) for name, fields in VARIANTS.items()}
+
+
+def _features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, the classifier's input) of `model` on `x`, one forward pass."""
+    seen = {}
+    handle = model.fc.register_forward_pre_hook(lambda _m, inputs: seen.setdefault("h", inputs[0]))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return logits, seen["h"].detach()
+
+
+def input_share(h: torch.Tensor) -> float:
+    """h [B, D] -> the fraction of its energy that differs between images (0: input-independent)."""
+    h = h.double()
+    return ((h - h.mean(0)).pow(2).sum() / h.pow(2).sum().clamp_min(1e-300)).item()
+
+
+def _rate(cfg: CollapseConfig, step: int) -> float:
+    """The rate of 0-based update `step`: lr, or during warm-up lr * (step + 1) / warmup_steps."""
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+
+def measure(cfg: CollapseConfig, data: Cifar10, seed: int) -> dict:
+    """Trace the first `cfg.steps` updates (see the module docstring); one row per step."""
+    device = data.train_x.device
+    torch.manual_seed(seed)
+    model = build_model(bn=cfg.bn, **network_fields(cfg)).to(device).train()
+    params = list(model.parameters())
+    fc = next(i for i, p in enumerate(params) if p is model.fc.weight)
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfg.batch_size, seed)
+    probe_x, _ = next(eval_batches(data.test_x[:cfg.health_images], data.test_y[:cfg.health_images],
+                                   data.mean, data.std, cfg.health_images))
+    rows, healths = [], {}
+    batches = (b for epoch in range(cfg.steps) for b in loader.epoch(epoch))  # more than one epoch if asked
+    for step, (x, y) in zip(range(cfg.steps + 1), batches):
+        if step % cfg.health_every == 0 or step == cfg.steps:
+            healths[step] = health(model, probe_x)[0]
+        logits, h = _features(model, x)
+        loss = F.cross_entropy(logits, y)
+        row = {"step": step, "loss": loss.item(), **{f"logit_spread_{k}": v for k, v in logit_spread(logits.detach()).items()},
+               "feature_norm": h.double().norm(dim=1).mean().item(), "feature_input_share": input_share(h)}
+        rows.append(row)
+        if step == cfg.steps or not np.isfinite(row["loss"]):
+            break  # the last row is measured, not trained on; a non-finite loss ends the trace
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad for p in params]
+        row["grad_norm"] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+        if cfg.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+        before = [p.detach().clone() for p in params]
+        for group in optimizer.param_groups:
+            group["lr"] = _rate(cfg, step)
+        optimizer.step()
+        row["update_rel"] = _relative_change(before, params)
+        row["fc_update_rel"] = _relative_change([before[fc]], [params[fc]])
+    return {"rows": rows, "health": {str(k): v for k, v in healths.items()}}
+
+
+def _relative_change(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
+    """||after - before|| / ||before|| over all the tensors together."""
+    num = sum((a.detach().double() - b.double()).pow(2).sum() for a, b in zip(after, before))
+    den = sum(b.double().pow(2).sum() for b in before)
+    return (num / den).sqrt().item()
+
+
+def run(cfg: CollapseConfig, seed: int = 0, data_dir=None, device=None, store=None) -> dict:
+    """The stored trace of (cfg, seed), computed and stored if missing."""
+    return get_or_measure(EXPERIMENT, cfg, seed, lambda data: measure(cfg, data, seed), data_dir, device,
+                          store=store)
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+def traces(preset: str = "paper", seeds=None, compute: bool = False, data_dir=None) -> dict[str, list[dict]]:
+    """Variant name -> its stored runs (computed first where `compute`)."""
+    out = {}
+    for name, cfg in variant_configs(preset).items():
+        if compute:
+            for seed in seeds or [0]:
+                run(cfg, seed, data_dir)
+        out[name] = config_runs(EXPERIMENT, cfg, seeds)
+    return out
+
+
+def frame(run_: dict) -> pd.DataFrame:
+    """One stored trace as a table, one row per step."""
+    return pd.DataFrame(run_["result"]["rows"]).set_index("step")
+
+
+# The steps at which the summary reads a trace
+SUMMARY_STEPS = (0, 1, 10)
+
+
+def summary_table(found: dict[str, list[dict]]) -> pd.DataFrame:
+    """Per variant and seed: the loss, the logits' spread across images and the features' input
+    share at SUMMARY_STEPS and at the trace's last step, the first update's relative size for the
+    classifier, and the dead ReLUs of the last stage at the end."""
+    rows = []
+    for name, runs in found.items():
+        for r in runs:
+            t = frame(r)
+            last = t.index[-1]
+            row = {"variant": name, "seed": r["seed"], "fc update 1 (rel)": t.loc[0, "fc_update_rel"]}
+            for s in (*SUMMARY_STEPS, last):
+                if s in t.index:
+                    suffix = "end" if s == last else f"step {s}"
+                    row[f"loss {suffix}"] = t.loc[s, "loss"]
+                    row[f"spread {suffix}"] = t.loc[s, "logit_spread_across_images"]
+                    row[f"input share {suffix}"] = t.loc[s, "feature_input_share"]
+            end = r["result"]["health"][str(last)] if str(last) in r["result"]["health"] else None
+            row["dead ReLUs stage 3, end"] = end["dead_relu"]["stage3"] if end else np.nan
+            row["steps"] = int(last)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["variant", "seed"])
+
+
+# ---- plots --------------------------------------------------------------------------------------
+
+PANELS = (("loss", "mini-batch loss", "log"), ("logit_spread_across_images", "logits' spread across images", "log"),
+          ("feature_input_share", "features' input share", "log"), ("fc_update_rel", "classifier update / weights", "log"))
+
+
+def plot(found: dict[str, list[dict]], axes) -> None:
+    """One panel per PANELS entry, one curve per variant (seed 0, or the first seed stored)."""
+    for (key, label, scale), ax in zip(PANELS, axes):
+        for i, (name, runs) in enumerate(found.items()):
+            if not runs:
+                continue
+            t = frame(runs[0])
+            ax.plot(t.index, t[key], label=name, color=f"C{i}", lw=1.2,
+                    ls="--" if name.startswith("BN") else "-")
+        ax.set(xlabel="update", ylabel=label, yscale=scale)
+        ax.grid(alpha=0.3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Trace every variant (VARIANTS) for the seeds given, storing what is missing, e.g.
+    `python -m shared.collapse --seeds 0 1`."""
+    import argparse
+    import time
+
+    from .experiments import seed_arg
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+    cfgs = variant_configs(args.preset)
+    for seed in args.seeds:
+        for name in args.variants:
+            start = time.perf_counter()
+            rows = run(cfgs[name], seed, args.data_dir)["result"]["rows"]
+            print(f"{name} seed {seed}: loss {rows[0]['loss']:.3g} -> {rows[-1]['loss']:.3g} after "
+                  f"{rows[-1]['step']} updates ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
