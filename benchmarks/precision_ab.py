@@ -26,11 +26,10 @@ run and seed.
 """
 
 import argparse
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from shared.config import (DIVERGENCE_RATES, FIG1_SETTINGS, TRAINING_EXPERIMENT, divergence_grid,
+from shared.config import (FIG1_SETTINGS, TRAINING_EXPERIMENT, divergence_grid,
                            setting_name, train_config)
 from shared.results import Store, write_json
 from shared.train import run_training

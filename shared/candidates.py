@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import paper
+from .config import NETWORK_CANDIDATES, NETWORK_EPOCHS, NETWORK_LR, TRAINING_EXPERIMENT, network_config
 from .experiments import experiment_config, run_experiment
 from .results import config_runs
 
@@ -109,6 +110,48 @@ def distance_table(preset: str = "paper", compute: bool = False, data_dir=None) 
     scored["Fig 5"] = table[["Fig 5 (ln)", "Fig 5 (log10)"]].min(axis=1)
     table["mean rank"] = scored.loc[:, scored.notna().all()].rank().mean(axis=1)
     return table.sort_values("mean rank")
+
+
+def training_table(preset: str = "paper") -> pd.DataFrame:
+    """The network question in training (`shared.config.network_grid`): per candidate of
+    NETWORK_CANDIDATES, with and without BN at NETWORK_LR for the first NETWORK_EPOCHS epochs on the
+    full training set (seed 0), the last epoch's train loss and test accuracy, the logits' spread
+    across images and the dead ReLUs of stage 3 (`shared.health`), and whether it trains
+    (`shared.fig1.trained`: not diverged, train loss below its initial loss, test accuracy above
+    the chance rule's). Rows missing from the store are left out."""
+    from .fig1 import trained
+
+    rows = []
+    for fields in NETWORK_CANDIDATES:
+        for bn in (False, True):
+            cfg = network_config(fields, bn, preset)
+            for run in config_runs(TRAINING_EXPERIMENT, cfg):
+                result, last = run["result"], run["result"]["metrics"][-1]
+                health = last.get("health", {})
+                rows.append({"candidate": Candidate(cfg.shortcut, cfg.init, cfg.fc_init).name,
+                             "BN": bn, "seed": run["provenance"]["seed"], "initial loss": result["initial_loss"],
+                             "train loss": last["train_loss"], "test acc": last["test_acc"],
+                             "logit spread": health.get("logit_spread", {}).get("across_images", np.nan),
+                             "dead ReLUs, stage 3": health.get("dead_relu", {}).get("stage3", np.nan),
+                             "trains": trained(result)})
+    columns = ["candidate", "BN", "seed", "initial loss", "train loss", "test acc", "logit spread",
+               "dead ReLUs, stage 3", "trains"]
+    return pd.DataFrame(rows, columns=columns).set_index(["candidate", "BN", "seed"])
+
+
+TRAINS_COLUMN = f"trains without BN at {NETWORK_LR:g} ({NETWORK_EPOCHS} epochs)"
+
+
+def with_training_column(table: pd.DataFrame, training: pd.DataFrame) -> pd.DataFrame:
+    """`table` (`distance_table`) with TRAINS_COLUMN: "yes" / "no" (with the final test accuracy)
+    for the candidates trained without BN, "-" for the others."""
+    no_bn = training.xs(False, level="BN") if len(training) else training
+    column = {}
+    for name in table.index:
+        runs = no_bn.xs(name, level="candidate") if name in no_bn.index.get_level_values("candidate") else None
+        column[name] = "-" if runs is None else ", ".join(
+            f"{'yes' if row.trains else 'no'} ({row['test acc']:.1%})" for _, row in runs.iterrows())
+    return table.assign(**{TRAINS_COLUMN: pd.Series(column)})
 
 
 def shortcut_comparison(table: pd.DataFrame) -> pd.DataFrame:

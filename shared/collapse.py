@@ -25,17 +25,15 @@ a smaller rate, the gradient's norm clipped, a linear warm-up of the rate. None 
 test which part of the first updates does the damage.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .config import network_fields
+from .config import ProbeConfig, network_fields
 from .data import Cifar10, TrainLoader, eval_batches
-from .experiments import ProbeConfig
 from .health import health, logit_spread
 from .models import build_model
 from .results import config_runs, get_or_measure
@@ -58,10 +56,7 @@ class CollapseConfig(ProbeConfig):
     health_images: int = 500         # fixed test images that health is measured on
 
     def __post_init__(self):
-        super().__post_init__()
-        for name in ("steps", "health_every", "health_images"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"CollapseConfig.{name} must be positive, got {getattr(self, name)!r}")
+        super().__post_init__()  # the POSITIVE fields (lr, steps, health_every, health_images) included
         for name in ("momentum", "weight_decay", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"CollapseConfig.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -78,13 +73,13 @@ VARIANTS: dict[str, dict] = {
     "no BN, warm-up over 1 epoch": dict(warmup_steps=391),
     "BN, paper protocol": dict(bn=True),
 }
-PRESETS = {"paper": CollapseConfig(), "smoke": CollapseConfig(arch="resnet20", steps=6, health_every=3,
-                                                              health_images=32, batch_size=16, train_subset=200)}
 
 
 def variant_configs(preset: str = "paper", **overrides) -> dict[str, CollapseConfig]:
-    """Each of VARIANTS as a config of `preset` (with `overrides` on every one)."""
-    return {name: replace(PRESETS[preset], **{**fields, **overrides}) for name, fields in VARIANTS.items()}
+    """Each of VARIANTS as a config of the probe preset `preset` (with `overrides` on every one)."""
+    from .experiments import experiment_config
+
+    return {name: experiment_config(EXPERIMENT, preset, **{**fields, **overrides}) for name, fields in VARIANTS.items()}
 
 
 def _features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,7 +186,7 @@ def summary_table(found: dict[str, list[dict]]) -> pd.DataFrame:
         for r in runs:
             t = frame(r)
             last = t.index[-1]
-            row = {"variant": name, "seed": r["seed"], "fc update 1 (rel)": t.loc[0, "fc_update_rel"]}
+            row = {"variant": name, "seed": r["provenance"]["seed"], "fc update 1 (rel)": t.loc[0, "fc_update_rel"]}
             for s in (*SUMMARY_STEPS, last):
                 if s in t.index:
                     suffix = "end" if s == last else f"step {s}"
@@ -233,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     from .experiments import seed_arg
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default="paper", choices=["paper", "smoke"])
     parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")
     parser.add_argument("--data-dir", default=None)

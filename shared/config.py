@@ -186,6 +186,38 @@ def check_network(cfg) -> None:
         object.__setattr__(cfg, "shortcut", None)
 
 
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The network an at-initialisation experiment measures, and its mini-batches (shared.experiments)."""
+    arch: str = "resnet110"          # see shared.models.ARCHS
+    init: str = DEFAULT_INIT         # see shared.models.INITS
+    batch_size: int = 128
+    train_subset: int | None = None  # class-balanced subset of the training set (smoke only)
+    fc_init: str = added(DEFAULT_FC_INIT, neutral="same")  # the classifier's: "same" as `init`, or one of INITS
+    shortcut: str | None = added(DEFAULT_SHORTCUT, neutral=None)  # CIFAR ResNets: "A" or "B" (SHORTCUTS)
+    residual: str = added("plain")   # RESIDUALS: "skipinit" / "fixup" measure that network alone (no BN)
+
+    def __post_init__(self):
+        check_fields(self)
+        check_network(self)
+        check_positive_fields(self)
+
+
+# Probe-config fields that must be positive wherever they appear (every element, for tuples)
+POSITIVE = {"batch_size", "train_subset", "layer", "bins", "epoch_batches", "layers", "lr", "lr_bn",
+            "lr_no_bn", "probe_batches", "sizes", "fractions", "n", "depths", "samples", "first_layer",
+            "layer_step", "steps", "health_every", "health_images"}
+
+
+def check_positive_fields(cfg) -> None:
+    """Every field of `cfg` named in POSITIVE that is set must be positive (each element of a tuple)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if f.name in POSITIVE and value is not None and not all(v > 0 for v in values):
+            raise ValueError(f"{type(cfg).__name__}.{f.name} must be positive, got {value!r}")
+
+
 def network_fields(cfg) -> dict:
     """The keyword arguments of `shared.models.build_model` that `cfg` sets."""
     return dict(arch=cfg.arch, init=cfg.init, fc_init=cfg.fc_init, shortcut=cfg.shortcut, residual=cfg.residual)
@@ -312,6 +344,6 @@ GRIDS = {"fig1": fig1_grid, "sweep": sweep_grid, "divergence": divergence_grid, 
 # applied where the experiment's config has the field
 PROBE_PRESETS = {
     "smoke": dict(arch="resnet20", batch_size=16, train_subset=200, epoch_batches=3, sizes=12,
-                  n=64, samples=1, fractions=5),
+                  n=64, samples=1, fractions=5, steps=6, health_every=3, health_images=32),
     "paper": {},
 }

@@ -18,42 +18,11 @@ import torch.nn.functional as F
 
 from . import probes
 from .data import Cifar10, TrainLoader
+from .collapse import EXPERIMENT as COLLAPSE, CollapseConfig, measure as measure_collapse
 from .config import PROBE_PRESETS as PRESETS
-from .config import (DEFAULT_FC_INIT, DEFAULT_INIT, DEFAULT_SHORTCUT, added, check_fields,
-                     check_network, network_fields)
+from .config import ProbeConfig, added, check_fields, check_positive_fields, network_fields  # noqa: F401 (re-exported)
 from .models import build_model, check_choice, weight_layers
 from .results import Store, get_or_measure
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    arch: str = "resnet110"          # see shared.models.ARCHS
-    init: str = DEFAULT_INIT         # see shared.models.INITS
-    batch_size: int = 128
-    train_subset: int | None = None  # class-balanced subset of the training set (smoke only)
-    fc_init: str = added(DEFAULT_FC_INIT, neutral="same")  # the classifier's: "same" as `init`, or one of INITS
-    shortcut: str | None = added(DEFAULT_SHORTCUT, neutral=None)  # CIFAR ResNets: "A" or "B" (SHORTCUTS)
-    residual: str = added("plain")   # RESIDUALS: "skipinit" / "fixup" measure that network alone (no BN)
-
-    def __post_init__(self):
-        check_fields(self)
-        check_network(self)
-        check_positive_fields(self)
-
-
-# Probe-config fields that must be positive wherever they appear (every element, for tuples)
-POSITIVE = {"batch_size", "train_subset", "layer", "bins", "epoch_batches", "layers", "lr", "lr_bn",
-            "lr_no_bn", "probe_batches", "sizes", "fractions", "n", "depths", "samples", "first_layer",
-            "layer_step"}
-
-
-def check_positive_fields(cfg) -> None:
-    """Every field of `cfg` named in POSITIVE that is set must be positive (each element of a tuple)."""
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        values = value if isinstance(value, tuple) else (value,)
-        if f.name in POSITIVE and value is not None and not all(v > 0 for v in values):
-            raise ValueError(f"{type(cfg).__name__}.{f.name} must be positive, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -297,6 +266,7 @@ EXPERIMENTS = {
     "fig7_singular_values": (SingularValueConfig, measure_singular_values),
     "table1_contributions": (ContributionConfig, measure_contributions),
     "signal_propagation": (SignalConfig, measure_signal_propagation),
+    COLLAPSE: (CollapseConfig, measure_collapse),  # beyond the paper: the first updates, step by step
 }
 
 def experiment_config(experiment: str, preset: str = "paper", **overrides):

@@ -4,12 +4,11 @@ import torch
 import torch.nn.functional as F
 from helpers import random_cifar
 
-from shared.collapse import PRESETS, VARIANTS, CollapseConfig, _rate, input_share, measure, summary_table, variant_configs
+from shared.collapse import VARIANTS, CollapseConfig, _rate, input_share, measure, summary_table, variant_configs
 from shared.data import TrainLoader
 from shared.models import build_model
 from shared.results import config_hash
 
-SMOKE = PRESETS["smoke"]
 
 
 def test_input_share_closed_forms():
@@ -65,10 +64,10 @@ def test_variants_differ_in_identity_and_tabulate():
     assert list(cfgs) == list(VARIANTS)
     assert len({config_hash(c) for c in cfgs.values()}) == len(cfgs)
     data = random_cifar(n_train=64)
-    found = {name: [{"seed": 0, "result": measure(cfg, data, 0)}] for name, cfg in list(cfgs.items())[:2]}
+    found = {name: [{"provenance": {"seed": 0}, "result": measure(cfg, data, 0)}] for name, cfg in list(cfgs.items())[:2]}
     table = summary_table(found)
     assert list(table.index.get_level_values("variant")) == list(found)
-    assert (table["steps"] == SMOKE.steps).all()
+    assert (table["steps"] == cfgs["no BN, paper protocol"].steps).all() and cfgs["BN, paper protocol"].steps == 6
 
 
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(momentum=-0.1), dict(clip_norm=0.0), dict(warmup_steps=-1),

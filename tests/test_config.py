@@ -89,7 +89,7 @@ def test_the_committed_store_keys_are_the_configs_identities():
     for path in RESULTS_ROOT.glob("*/*/seed*/provenance.json"):
         prov = json.loads(path.read_text())
         experiment = path.parts[-4]
-        cls = TrainConfig if experiment == "training" else EXPERIMENTS[experiment][0]
+        cls = TrainConfig if experiment.startswith("training") else EXPERIMENTS[experiment][0]
         config = stored_config(cls, prov["config"])
         assert config_hash(config) == prov["config_hash"] == path.parts[-3], path
         checked += 1

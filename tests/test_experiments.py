@@ -41,6 +41,8 @@ def test_every_measurement_runs_on_small_data(experiment):
     result = X.EXPERIMENTS[experiment][1](cfg, random_cifar(n_train=64, n_test=16), 0)
     if experiment == "fig4_diverging_update":
         assert set(result["layers"]) == {"2", "8", "15"}
+    elif experiment == "collapse":  # one network, traced step by step
+        assert [r["step"] for r in result["rows"]] == list(range(cfg.steps + 1))
     else:
         assert {"bn", "no_bn"} <= set(result)
 
