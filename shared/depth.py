@@ -215,7 +215,7 @@ def ladder_training_config(preset: str, arch: str, bn: bool, lr: float):
     return divergence_config(preset, arch=arch, bn=bn, lr=lr)
 
 
-def train_ladder(arch: str, bn: bool, seed: int, preset: str = "cpu", data_dir=None, compute: bool = True,
+def train_ladder(arch: str, bn: bool, seed: int, preset: str = "preview", data_dir=None, compute: bool = True,
                  store: Store | None = None, progress: bool = False) -> Bisection:
     """`bisect_stable` over LADDER_RATES for one network and seed, each rate a stored training run
     (`shared.train.run_training`, resumable); with compute=False only what the store holds."""
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     from .experiments import seed_arg
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--preset", default="cpu", choices=list(TRAIN_PRESETS))
+    parser.add_argument("--preset", default="preview", choices=list(TRAIN_PRESETS))
     parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
     parser.add_argument("--archs", nargs="+", default=list(DEPTHS))
     parser.add_argument("--data-dir", default=None)

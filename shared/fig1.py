@@ -85,7 +85,9 @@ def divergence_table(runs: list[tuple[TrainConfig, list[dict]]]) -> pd.DataFrame
                          "loss at step 1": losses[1] if len(losses) > 1 else np.nan,
                          "loss at step 10": losses[10] if len(losses) > 10 else np.nan,
                          "last loss": losses[-1]})
-    return pd.DataFrame(rows).set_index(["lr", "seed"]).sort_index(ascending=[False, True])
+    columns = ["lr", "seed", "initial loss", "first step > 1e3", "diverged at step", "steps run", "status",
+               "failure", "loss at step 1", "loss at step 10", "last loss"]
+    return pd.DataFrame(rows, columns=columns).set_index(["lr", "seed"]).sort_index(ascending=[False, True])
 
 
 def step_losses(result: dict) -> np.ndarray:
@@ -179,6 +181,7 @@ def fig1_claims(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> 
                              full))
     claims.append(comparison("BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4", "+11.9 points",
                              "BN, lr 0.1", "BN, lr 0.0001", large_gain, holds(bool(large_gain > 0.05)), None))
+    claims.append(ordering_claim(runs_ordering(finals), unless=smoke or missing_of(finals, ORDERED)))
     for lr in (0.003, 0.1):
         name = setting_name(TrainConfig(bn=False, lr=lr))
         in_fig1 = f"{int(finals.loc[name, 'diverged'])}/{int(finals.loc[name, 'seeds'])} in Fig 1's runs"
@@ -191,6 +194,80 @@ def fig1_claims(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> 
                              holds(bool(diverged == runs), partly=bool(diverged > 0)),
                              unless=smoke or (missing if runs == 0 else None)))
     return claims
+
+
+# Fig 1's settings with BN from the largest rate to the smallest: the paper's ordering of their final
+# test accuracies (93.2 > 90.5 > 81.3 %), "the larger rate gives the better network"
+ORDERED = ("BN, lr 0.1", "BN, lr 0.003", "BN, lr 0.0001")
+
+
+def missing_of(finals: pd.DataFrame, names) -> str | None:
+    """"runs missing" where a setting of `names` has no completed run in `finals`."""
+    absent = [n for n in names if n not in finals.index or np.isnan(finals.loc[n, "test acc"])]
+    return f"runs missing: {', '.join(absent)}" if absent else None
+
+
+def runs_ordering(finals: pd.DataFrame) -> dict:
+    """ORDERED's final test accuracies: the means and whether they fall in ORDERED's order."""
+    means = [finals.loc[n, "test acc"] if n in finals.index else np.nan for n in ORDERED]
+    return {"means": means, "ordered": bool(all(a > b for a, b in zip(means, means[1:])))}
+
+
+def seeds_in_order(runs: dict[str, list[dict]]) -> tuple[int, int]:
+    """(seeds whose final test accuracies fall in ORDERED's order, seeds that have all three runs completed)."""
+    by_seed: dict[int, list[float]] = {}
+    for name in ORDERED:
+        for r in runs.get(name, []):
+            if r["result"]["status"] == "completed":
+                by_seed.setdefault(r["provenance"]["seed"], []).append(r["result"]["metrics"][-1]["test_acc"])
+    full = [accs for accs in by_seed.values() if len(accs) == len(ORDERED)]
+    return sum(all(a > b for a, b in zip(accs, accs[1:])) for accs in full), len(full)
+
+
+def ordering_claim(ordering: dict, unless: str | None = None) -> Claim:
+    """With BN, the larger rate gives the better network (0.1 > 0.003 > 1e-4), on the mean final
+    test accuracies of whatever schedule the preset trains."""
+    ours = " > ".join(f"{a:.1%}" for a in ordering["means"]) if not unless else "not run"
+    return judged("With BN the larger rate gives the better network (0.1, 0.003, 1e-4 in that order)",
+                  "93.2 % > 90.5 % > 81.3 %", ours, holds(ordering["ordered"]), unless=unless)
+
+
+# The short schedule's targets (Fig 1 on the cpu preset): BN at 0.1 reaches TARGET_BN_ACC (ResNet-110
+# with BN reaches it in about 20 epochs of this schedule; the paper's 93.2 % needs its full one), and
+# "tracks" means two mean test-accuracy curves stay within TRACK_GAP of each other at every epoch
+TARGET_BN_ACC = 0.88
+TRACK_GAP = 0.05
+
+
+def curve_gap(a: list[dict], b: list[dict]) -> float:
+    """The largest gap between two settings' mean test-accuracy curves over their common epochs."""
+    x, y = curves(a, "test_acc"), curves(b, "test_acc")
+    if x is None or y is None:
+        return np.nan
+    n = min(x.shape[1], y.shape[1])
+    return float(np.abs(x.mean(0)[:n] - y.mean(0)[:n]).max())
+
+
+def targets(runs: dict[str, list[dict]], finals: pd.DataFrame) -> pd.DataFrame:
+    """The short schedule's targets, each with our number and whether it is met (NaN: runs missing)."""
+    acc = finals["test acc"]
+    in_order, seeds = seeds_in_order(runs)
+    diverging = [setting_name(TrainConfig(bn=False, lr=lr)) for lr in (0.1, 0.003)]
+    div_runs = sum(int(finals.loc[n, "seeds"]) for n in diverging if n in finals.index)
+    div_done = sum(int(finals.loc[n, "diverged"]) for n in diverging if n in finals.index)
+    gap = curve_gap(runs.get("BN, lr 0.0001", []), runs.get("no BN, lr 0.0001", []))
+    bn01 = acc.get("BN, lr 0.1", np.nan)
+    rows = [
+        ("BN at 0.1 reaches the target test accuracy", f">= {TARGET_BN_ACC:.0%}", f"{bn01:.1%} (mean)",
+         np.nan if np.isnan(bn01) else bn01 >= TARGET_BN_ACC),
+        ("BN: 0.1 above 0.003 above 1e-4, in every seed", "every seed", f"{in_order} of {seeds} seeds",
+         np.nan if not seeds else in_order == seeds),
+        ("Without BN, 0.1 and 0.003 diverge", "every run", f"{div_done} of {div_runs} runs",
+         np.nan if not div_runs else div_done == div_runs),
+        ("Without BN at 1e-4 the curve tracks BN's at 1e-4", f"within {TRACK_GAP:.0%} at every epoch",
+         f"largest gap {gap:.1%}", np.nan if np.isnan(gap) else gap <= TRACK_GAP),
+    ]
+    return pd.DataFrame(rows, columns=["target", "wanted", "ours", "met"]).set_index("target")
 
 
 def divergence_summary(divergence: pd.DataFrame) -> pd.DataFrame:

@@ -143,7 +143,7 @@ TRAINING_RATES = (0.1, 0.003)  # Fig 1's larger rates: the plain ResNet-110 w/o 
 
 
 def training_config(label: str, preset: str, lr: float):
-    """Fig 1's training run of `preset` (the `cpu` preview on a CPU) for scheme `label` at `lr`:
+    """Fig 1's training run of `preset` (the `preview` preset on a CPU) for scheme `label` at `lr`:
     the plain ones are Fig 1's own runs."""
     from .config import train_config
     fields, name = SCHEMES[label]

@@ -17,7 +17,7 @@ CASES = {
     "bn 'False'": (lambda: train_config("smoke", bn="False"), r"TrainConfig.bn must be True or False, got 'False'"),
     "momentum -5": (lambda: train_config("smoke", momentum=-5), r"momentum must be >= 0, got -5"),
     "weight decay nan": (lambda: train_config("smoke", weight_decay=math.nan), r"weight_decay must be a finite number, got nan"),
-    "unknown preset": (lambda: train_config("nope"), r"unknown preset 'nope'; valid: smoke, cpu, quick, paper"),
+    "unknown preset": (lambda: train_config("nope"), r"unknown preset 'nope'; valid: smoke, cpu, preview, quick, paper"),
     "unknown field": (lambda: train_config("smoke", lrr=1), r"unknown TrainConfig field 'lrr'; valid: arch, bn"),
     "unknown arch": (lambda: train_config("smoke", arch="resnet7"), r"unknown arch 'resnet7'; valid: resnet20"),
     "unknown init": (lambda: train_config("smoke", init="he"), r"unknown init 'he'; valid: xavier_uniform"),

@@ -24,7 +24,7 @@ def test_presets_are_frozen_and_overridable():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: train_config("huge"), "unknown preset 'huge'; valid: smoke, cpu, quick, paper"),
+    (lambda: train_config("huge"), "unknown preset 'huge'; valid: smoke, cpu, preview, quick, paper"),
     (lambda: train_config("paper", lr=0.0), "lr must be positive, got 0.0"),
     (lambda: train_config("paper", lr=-1e-3), "lr must be positive, got -0.001"),
     (lambda: train_config("paper", arch="vgg16"), "unknown arch 'vgg16'; valid: resnet20"),

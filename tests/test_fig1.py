@@ -123,3 +123,28 @@ def test_sweep_claims_wait_for_missing_runs():
     table.loc[0, "seeds"] = 0
     claims = fig1.sweep_claims(table, "cpu")
     assert {c.verdict for c in claims} == {NOT_JUDGED} and "1 of 12 runs not yet trained" in claims[0].note
+
+
+def test_the_ordering_claim_and_the_short_schedule_targets():
+    """BN's rates in order (0.1 > 0.003 > 1e-4) on the means, per seed in the targets; diverged
+    runs counted; the no-BN curve's largest gap to BN's at 1e-4."""
+    names = [setting_name(TrainConfig(bn=bn, lr=lr)) for bn, lr in
+             ((True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4), (False, 0.003), (False, 0.1))]
+    accs = {names[0]: (0.90, 0.86), names[1]: (0.85, 0.88), names[2]: (0.60, 0.62), names[3]: (0.10, 0.10),
+            names[4]: (None, None), names[5]: (None, None)}
+    runs = {n: [run(s, a) for s, a in enumerate(pair)] for n, pair in accs.items()}
+    finals = fig1.final_table(runs)
+    probes = fig1.divergence_table([])
+    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "cpu")}
+    order = claims["With BN the larger rate gives the better network (0.1, 0.003, 1e-4 in that order)"]
+    assert order.verdict == YES and order.ours == "88.0% > 86.5% > 61.0%"
+    t = fig1.targets(runs, finals)
+    assert t.loc["BN at 0.1 reaches the target test accuracy", "met"] == True  # noqa: E712 (numpy bool)
+    assert t.loc["BN: 0.1 above 0.003 above 1e-4, in every seed", "ours"] == "1 of 2 seeds"
+    assert t.loc["BN: 0.1 above 0.003 above 1e-4, in every seed", "met"] == False  # noqa: E712
+    assert t.loc["Without BN, 0.1 and 0.003 diverge", "ours"] == "4 of 4 runs"
+    assert t.loc["Without BN at 1e-4 the curve tracks BN's at 1e-4", "ours"] == "largest gap 51.0%"
+    del runs[names[1]]
+    finals = fig1.final_table(runs)
+    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "cpu")}
+    assert claims[order.claim].verdict == NOT_JUDGED and "BN, lr 0.003" in claims[order.claim].note
