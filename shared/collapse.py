@@ -200,22 +200,58 @@ def summary_table(found: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["variant", "seed"])
 
 
+def findings(found: dict[str, list[dict]]) -> list[str]:
+    """The trace in sentences, with its numbers (seed 0, or the first seed stored): what the first
+    update and the ones after it do to the network without BN, against BN, and what each ablation
+    changes by the last update traced."""
+    first = {name: frame(runs[0]) for name, runs in found.items() if runs}
+    paper, bn = first.get("no BN, paper protocol"), first.get("BN, paper protocol")
+    if paper is None:
+        return ["No trace of the paper's protocol without BN is stored yet."]
+    end = paper.index[-1]
+    f, g = paper["feature_norm"], paper["grad_norm"]
+    lines = [
+        f"At initialisation without BN the features reaching the classifier have norm {f[0]:.0f}, and "
+        f"{paper.loc[0, 'feature_input_share']:.1%} of their energy differs between images; the loss is "
+        f"{paper.loc[0, 'loss']:.0f} and the gradient's norm {g[0]:.0f}.",
+        f"The first update changes the weights by {paper.loc[0, 'update_rel']:.2%} of their norm and shrinks the "
+        f"features {f[0] / f[1]:.0f}-fold (loss {paper.loc[1, 'loss']:.1f}).",
+        f"After {end} updates the features' norm is {f[end]:.2g} ({f[0] / f[end]:.0f}-fold below the start), the "
+        f"logits' spread across images {paper.loc[end, 'logit_spread_across_images']:.3f}, the gradient's norm "
+        f"{g[end - 1]:.2g} ({g[0] / g[end - 1]:.0f}-fold below the start) and an update changes the weights by "
+        f"{paper.loc[end - 1, 'update_rel']:.1e} of their norm.",
+    ]
+    if bn is not None:
+        lines.append(f"With BN, over the same {bn.index[-1]} updates, the features' norm stays between "
+                     f"{bn['feature_norm'].min():.0f} and {bn['feature_norm'].max():.0f}, the logits' spread ends "
+                     f"at {bn.loc[bn.index[-1], 'logit_spread_across_images']:.2f}, the gradient's norm at "
+                     f"{bn['grad_norm'].iloc[-2]:.0f}, and an update changes the weights by "
+                     f"{bn['update_rel'].iloc[-2]:.1e} of their norm.")
+    for name, t in first.items():
+        if name.startswith("no BN") and name != "no BN, paper protocol":
+            last = t.index[-1]
+            lines.append(f"{name}: after {last} updates features' norm {t.loc[last, 'feature_norm']:.2g}, logits' "
+                         f"spread {t.loc[last, 'logit_spread_across_images']:.3f}, gradient's norm "
+                         f"{t['grad_norm'].iloc[-2]:.2g}, loss {t.loc[last, 'loss']:.2f}.")
+    return lines
+
+
 # ---- plots --------------------------------------------------------------------------------------
 
-PANELS = (("loss", "mini-batch loss", "log"), ("logit_spread_across_images", "logits' spread across images", "log"),
-          ("feature_input_share", "features' input share", "log"), ("fc_update_rel", "classifier update / weights", "log"))
+PANELS = (("loss", "mini-batch loss"), ("feature_norm", "features' norm (classifier input)"),
+          ("logit_spread_across_images", "logits' spread across images"), ("grad_norm", "gradient's norm"))
 
 
 def plot(found: dict[str, list[dict]], axes) -> None:
-    """One panel per PANELS entry, one curve per variant (seed 0, or the first seed stored)."""
-    for (key, label, scale), ax in zip(PANELS, axes):
+    """One panel per PANELS entry against the update (log axis, update k drawn at k + 1, so the
+    first updates show), one curve per variant (seed 0, or the first seed stored); BN dashed."""
+    for (key, label), ax in zip(PANELS, axes):
         for i, (name, runs) in enumerate(found.items()):
             if not runs:
                 continue
-            t = frame(runs[0])
-            ax.plot(t.index, t[key], label=name, color=f"C{i}", lw=1.2,
-                    ls="--" if name.startswith("BN") else "-")
-        ax.set(xlabel="update", ylabel=label, yscale=scale)
+            t = frame(runs[0])[key].dropna()
+            ax.plot(t.index + 1, t, label=name, color=f"C{i}", lw=1.2, ls="--" if name.startswith("BN") else "-")
+        ax.set(xlabel="update + 1", ylabel=label, xscale="log", yscale="log")
         ax.grid(alpha=0.3)
 
 

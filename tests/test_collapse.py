@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 from helpers import random_cifar
 
-from shared.collapse import VARIANTS, CollapseConfig, _rate, input_share, measure, summary_table, variant_configs
+from shared.collapse import (VARIANTS, CollapseConfig, _rate, findings, input_share, measure, summary_table,
+                             variant_configs)
 from shared.data import TrainLoader
 from shared.models import build_model
 from shared.results import config_hash
@@ -75,3 +76,17 @@ def test_variants_differ_in_identity_and_tabulate():
 def test_bad_config_names_the_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         CollapseConfig(**bad)
+
+
+def test_findings_read_their_numbers_off_the_traces():
+    data = random_cifar(n_train=64)
+    cfgs = variant_configs("smoke")
+    found = {name: [{"provenance": {"seed": 0}, "result": measure(cfgs[name], data, 0)}]
+             for name in ("no BN, paper protocol", "BN, paper protocol", "no BN, no momentum")}
+    rows = found["no BN, paper protocol"][0]["result"]["rows"]
+    lines = findings(found)
+    assert len(lines) == 5
+    assert f"the loss is {rows[0]['loss']:.0f}" in lines[0]
+    assert f"shrinks the features {rows[0]['feature_norm'] / rows[1]['feature_norm']:.0f}-fold" in lines[1]
+    assert lines[4].startswith("no BN, no momentum: after 6 updates")
+    assert findings({}) == ["No trace of the paper's protocol without BN is stored yet."]
