@@ -64,6 +64,7 @@ def training_title(cfg, preset: str, runs: list[dict]) -> str:
     reductions += [f"{cfg.test_subset:,}-image test subset"] if cfg.test_subset else []
     reductions += [f"{cfg.steps_per_epoch} steps per epoch"] if cfg.steps_per_epoch else []
     reductions += [f"{cfg.epochs} epochs"] if preset != "paper" else []
+    reductions += [cfg.precision] if cfg.precision != "fp32" else []
     scope = "paper protocol" if preset == "paper" else "reduced: " + ", ".join(reductions)
     return f"{cfg.arch}, {preset} preset ({scope}); {seeds} seed(s); {devices}"
 

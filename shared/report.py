@@ -250,8 +250,26 @@ def provenance_markdown(runs: list[dict]) -> str:
                  ", ".join(sorted({r["precision"] for r in group}))]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     summary = (f"{len(runs)} runs of {len(groups)} configurations of {len(configs)} experiments, "
-               f"read from `data/results/<experiment>/<config hash>/seed<N>/provenance.json`.")
+               f"read from `data/results/<experiment>/<config hash>/seed<N>/provenance.json`. "
+               + dirty_summary(runs))
     return summary + "\n\n" + "\n".join(rows) + "\n"
+
+
+def dirty_summary(runs: list[dict]) -> str:
+    """How many runs record uncommitted code ("+dirty"), per experiment, and how many of them keep
+    their diff: the runs computed before the store refused uncommitted code kept none."""
+    dirty = [r for r in runs if r["git_commit"].endswith("+dirty")]
+    if not dirty:
+        return "Every run was computed from committed code."
+    kept = sum("code_diff" in r for r in dirty)
+    by_experiment: dict[str, int] = {}
+    for r in dirty:
+        by_experiment[r["experiment"]] = by_experiment.get(r["experiment"], 0) + 1
+    listed = ", ".join(f"{n} of `{e}`" for e, n in sorted(by_experiment.items()))
+    return (f"{len(dirty)} of the {len(runs)} runs were computed from code with uncommitted changes "
+            f"('+dirty': {listed}); {kept} of them keep the diff beside them (`code.diff`), the others "
+            "were stored before the store refused uncommitted code, and the commit they name is the "
+            "closest record of their code.")
 
 
 def generate_includes(notebooks: list[Notebook], runs: list[dict]) -> dict[str, str]:

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import math
+import os
 import subprocess
 import tempfile
 import time
@@ -86,26 +87,78 @@ def device_name(device: torch.device | str) -> str:
     return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
-def git_commit() -> str:
-    """The code version: HEAD's hash, with "+dirty" when tracked files have changed."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+# The code a stored number depends on, and the variable that lets a run be computed from uncommitted code
+CODE_PATHS = ("shared",)
+ALLOW_DIRTY = "BN_ALLOW_DIRTY"
+DIFF_FILE = "code.diff"
+
+
+def _git(*args: str, ok: tuple[int, ...] = (0,)) -> str:
+    done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode not in ok:
+        raise subprocess.CalledProcessError(done.returncode, ["git", *args], done.stdout, done.stderr)
+    return done.stdout
+
+
+def code_changes() -> list[str]:
+    """The files under CODE_PATHS that differ from HEAD (changed, staged or untracked), as `git status
+    --porcelain` names them; [] when the code is committed, or when there is no git to ask."""
     try:
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-        return git("rev-parse", "HEAD") + ("+dirty" if dirty else "")
+        return _git("status", "--porcelain", "--", *CODE_PATHS).splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+
+
+def git_commit() -> str:
+    """The code version: HEAD's hash, with "+dirty" when the code under CODE_PATHS differs from it."""
+    try:
+        head = _git("rev-parse", "HEAD").strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + ("+dirty" if code_changes() else "")
+
+
+class UncommittedCodeError(RuntimeError):
+    """A run was about to be computed from code that no commit holds."""
+
+
+@dataclass(frozen=True)
+class CodeVersion:
+    """The code a run is computed from: a commit, and the diff from it when the code was not committed."""
+    commit: str
+    diff: str | None = None
+
+
+def code_version() -> CodeVersion:
+    """The code version to store with a run, checked before computing: refused (UncommittedCodeError)
+    when the code under CODE_PATHS has uncommitted changes, unless $BN_ALLOW_DIRTY is 1 (an
+    experiment), and then with the diff against HEAD, new files included, to store beside the run."""
+    changes = code_changes()
+    if not changes:
+        return CodeVersion(git_commit())
+    if os.environ.get(ALLOW_DIRTY) != "1":
+        shown = ", ".join(line[3:] for line in changes[:5]) + (", ..." if len(changes) > 5 else "")
+        raise UncommittedCodeError(
+            f"the code under {', '.join(CODE_PATHS)}/ has uncommitted changes ({shown}), so a run computed now "
+            f"could not be reproduced from its record. Commit them first, or set {ALLOW_DIRTY}=1 to compute "
+            f"anyway (an experiment): the run's provenance then says '+dirty' and {DIFF_FILE} beside it "
+            "holds the diff.")
+    diff = _git("diff", "HEAD", "--", *CODE_PATHS)
+    for path in _git("ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS).splitlines():
+        diff += _git("diff", "--no-index", "--", "/dev/null", path, ok=(0, 1))
+    return CodeVersion(git_commit(), diff)
 
 
 def provenance(config, seed: int, device, duration_s: float, data_source: str | None,
-               commit: str | None = None) -> dict:
-    """`commit`: the code version the computation started from (default: now's)."""
+               code: CodeVersion | None = None) -> dict:
+    """`code`: the code version the computation started from (default: now's commit)."""
+    code = code or CodeVersion(git_commit())
     return {
         "config": asdict(config),
         "config_hash": config_hash(config),
         "seed": seed,
-        "git_commit": commit or git_commit(),
+        "git_commit": code.commit,
+        **({"code_diff": DIFF_FILE} if code.diff is not None else {}),
         "torch_version": torch.__version__,
         "device": device_name(device),
         "cpu": cpu_capability(),
@@ -139,16 +192,19 @@ class Store:
                 "provenance": read_json(directory / "provenance.json")}
 
     def put(self, experiment: str, config, seed: int, result: dict, device, duration_s: float,
-            data_source: str | None = None, commit: str | None = None, overwrite: bool = False) -> dict:
+            data_source: str | None = None, code: CodeVersion | None = None, overwrite: bool = False) -> dict:
         """Store `result` with its provenance (result last: a folder with result.json is a
-        completed run); return the run as `get` gives it back. `commit`: the code version the
-        computation started from (default: now's). A stored run is replaced only with `overwrite`."""
+        completed run); return the run as `get` gives it back. `code`: the code version the
+        computation started from (`code_version`; default: now's commit), its diff written beside
+        the run when it has one. A stored run is replaced only with `overwrite`."""
         directory = self.run_dir(experiment, config, seed)
         if not overwrite and (directory / "result.json").exists():
             raise FileExistsError(f"the run {directory} is stored already; it is replaced only when "
                                   "recomputed on purpose (recompute=True, --recompute)")
+        if code is not None and code.diff is not None:
+            write_atomic(directory / DIFF_FILE, code.diff.encode())
         write_json(directory / "provenance.json",
-                   provenance(config, seed, device, duration_s, data_source, commit))
+                   provenance(config, seed, device, duration_s, data_source, code))
         write_json(directory / "result.json", result)
         return self.get(experiment, config, seed)
 
@@ -192,15 +248,16 @@ class Store:
         if not recompute and (stored := self.get(experiment, config, seed)):
             return stored
         self.check_writable(experiment)
+        code = code_version()  # refused here, before computing, if the code is not committed
         with self.lock(experiment, config, seed, wait) as lock:
             if lock is None:
                 return None
             if not recompute and (stored := self.get(experiment, config, seed)):
                 return stored  # another process finished it while we waited
-            start, commit = time.perf_counter(), git_commit()
+            start = time.perf_counter()
             result = compute()
             duration = time.perf_counter() - start + result.pop("earlier_segments_s", 0.0)
-            stored = self.put(experiment, config, seed, result, device, duration, data_source, commit,
+            stored = self.put(experiment, config, seed, result, device, duration, data_source, code,
                               overwrite=recompute)
             lock.unlink(missing_ok=True)
             return stored

@@ -51,7 +51,7 @@ from .models import CIFAR_DEPTHS, build_model, stack_models
 from .fileio import save_torch_atomic
 from .health import health
 from .precision import AUTO, autocast, resolve_precision, tf32_setting
-from .results import Store, config_hash, default_device, get_or_measure, git_commit, load_data
+from .results import Store, code_version, config_hash, default_device, get_or_measure, load_data
 
 
 # The defaults of the config fields that define divergence and chance (each run's own are its config's)
@@ -486,17 +486,18 @@ def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=N
         if not taken:
             return
         store.check_writable(experiment)
+        code = code_version()  # refused before training if the code is not committed
         missing = [cfg for cfg, _ in taken]
         device = torch.device(device or default_device())
         data = load_data(missing[0], data_dir, device)
         key = hashlib.sha256(" ".join(config_hash(c) for c in missing).encode()).hexdigest()[:12]
         checkpoint = store.checkpoint(experiment, missing[0], seed).parent.with_name(f"together-{key}")
         checkpoint = checkpoint / f"seed{seed}.pt"
-        start, commit = time.perf_counter(), git_commit()
+        start = time.perf_counter()
         results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
         for (cfg, lock), result in zip(taken, results):
             duration = time.perf_counter() - start + result.pop("earlier_segments_s")
-            store.put(experiment, cfg, seed, result, device, duration, data.source, commit)
+            store.put(experiment, cfg, seed, result, device, duration, data.source, code)
             lock.unlink(missing_ok=True)
         checkpoint.unlink(missing_ok=True)
 

@@ -91,11 +91,13 @@ def test_runs_summary_counts_runs_and_distinct_seeds(tmp_path):
 
 
 def test_training_title_says_how_a_preset_is_reduced(tmp_path):
-    cfg = train_config("cpu")
+    cfg = train_config("preview")
     run = Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 0, lambda: {}, "cpu")
-    title = training_title(cfg, "cpu", [run, run])
-    assert title.startswith("resnet110, cpu preset (reduced: 5,000-image training subset, "
+    title = training_title(cfg, "preview", [run, run])
+    assert title.startswith("resnet110, preview preset (reduced: 5,000-image training subset, "
                             "2,000-image test subset, 10 epochs); 1 seed(s); cpu")
+    assert training_title(train_config("cpu"), "cpu", [run]).startswith(
+        f"resnet110, cpu preset (reduced: {train_config('cpu').epochs} epochs, bf16); 1 seed(s)")
     assert "(paper protocol)" in training_title(train_config("paper"), "paper", [run])
 
 

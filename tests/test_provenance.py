@@ -1,0 +1,80 @@
+"""A stored run names the code it was computed from: refused from uncommitted code under shared/,
+unless asked for, and then with the diff beside it (shared.results.code_version)."""
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+
+from shared import results
+from shared.results import ALLOW_DIRTY, DIFF_FILE, Store, UncommittedCodeError, code_version, git_commit
+
+
+@dataclass(frozen=True)
+class Unit:
+    a: int = 1
+
+
+CFG = Unit()
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A git repository with a committed shared/ package, standing in for the project's."""
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "code.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("hello\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
+    monkeypatch.delenv(ALLOW_DIRTY, raising=False)
+    return tmp_path
+
+
+def test_only_changes_to_the_code_make_a_tree_dirty(repo):
+    assert not git_commit().endswith("+dirty") and code_version().diff is None
+    (repo / "README.md").write_text("changed\n")   # prose, results, notebooks: not the code
+    assert not git_commit().endswith("+dirty")
+    (repo / "shared" / "code.py").write_text("x = 2\n")
+    assert git_commit().endswith("+dirty")
+
+
+def test_uncommitted_code_is_refused_naming_the_files_and_the_way_out(repo):
+    (repo / "shared" / "code.py").write_text("x = 2\n")
+    (repo / "shared" / "new.py").write_text("y = 3\n")  # untracked code counts too
+    with pytest.raises(UncommittedCodeError, match=r"shared/code\.py, shared/new\.py.*BN_ALLOW_DIRTY=1"):
+        code_version()
+
+
+def test_with_the_override_the_diff_is_stored_beside_the_run(repo, tmp_path_factory, monkeypatch):
+    (repo / "shared" / "code.py").write_text("x = 2\n")
+    (repo / "shared" / "new.py").write_text("y = 3\n")
+    store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
+    computed = []
+    with pytest.raises(UncommittedCodeError):  # refused before computing: compute() never runs
+        store.get_or_compute("unit", CFG, 0, lambda: computed.append(1) or {"x": 1}, "cpu")
+    assert not computed and store.get("unit", CFG, 0) is None
+    monkeypatch.setenv(ALLOW_DIRTY, "1")
+    run = store.get_or_compute("unit", CFG, 0, lambda: {"x": 1}, "cpu")
+    assert run["provenance"]["git_commit"].endswith("+dirty") and run["provenance"]["code_diff"] == DIFF_FILE
+    diff = (store.run_dir("unit", CFG, 0) / DIFF_FILE).read_text()
+    assert "+x = 2" in diff and "-x = 1" in diff and "+y = 3" in diff
+
+
+def test_a_run_from_committed_code_has_no_diff(repo, tmp_path_factory):
+    store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
+    run = store.get_or_compute("unit", CFG, 0, lambda: {"x": 1}, "cpu")
+    assert "code_diff" not in run["provenance"] and not run["provenance"]["git_commit"].endswith("+dirty")
+    assert not (store.run_dir("unit", CFG, 0) / DIFF_FILE).exists()
+
+
+def test_the_report_counts_the_runs_of_uncommitted_code():
+    from shared.report import dirty_summary
+    runs = [{"experiment": "fig2", "git_commit": "abc+dirty"}, {"experiment": "fig2", "git_commit": "abc"},
+            {"experiment": "training", "git_commit": "def+dirty", "code_diff": DIFF_FILE}]
+    line = dirty_summary(runs)
+    assert line.startswith("2 of the 3 runs were computed from code with uncommitted changes ('+dirty': "
+                           "1 of `fig2`, 1 of `training`); 1 of them keep the diff")
+    assert dirty_summary(runs[1:2]) == "Every run was computed from committed code."
