@@ -33,7 +33,7 @@ import torch
 
 from .data import Cifar10, data_source, load_cifar10, source_digest
 from .config import identity
-from .fileio import read_json, write_atomic
+from .fileio import read_json, remove_stale_temps, write_atomic
 from .precision import cpu_capability
 from . import paths
 from .paths import REPO_ROOT
@@ -201,6 +201,8 @@ class Store:
         if not overwrite and (directory / "result.json").exists():
             raise FileExistsError(f"the run {directory} is stored already; it is replaced only when "
                                   "recomputed on purpose (recompute=True, --recompute)")
+        for name in (DIFF_FILE, "provenance.json", "result.json"):  # a killed writer's temp files: the
+            remove_stale_temps(directory / name, older_than_s=0)      # run's one writer holds its lock
         if code is not None and code.diff is not None:
             write_atomic(directory / DIFF_FILE, code.diff.encode())
         write_json(directory / "provenance.json",

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig, check_choice, network_fields
 from .data import Cifar10, TrainLoader, eval_batches
 from .models import CIFAR_DEPTHS, build_model, stack_models
-from .fileio import save_torch_atomic
+from .fileio import remove_stale_temps, save_torch_atomic
 from .health import health
 from .precision import AUTO, autocast, resolve_precision, tf32_setting
 from .results import Store, code_version, config_hash, default_device, get_or_measure, load_data
@@ -464,8 +464,9 @@ def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", dat
                          lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile,
                                             memory_format=memory_format),
                          data_dir, device, recompute, store, wait)
-    if run is not None:
-        checkpoint.unlink(missing_ok=True)  # a stored run's checkpoint is never resumed again
+    if run is not None:  # a stored run's checkpoint is never resumed again, nor written
+        checkpoint.unlink(missing_ok=True)
+        remove_stale_temps(checkpoint, older_than_s=0)
     return run
 
 
@@ -500,6 +501,7 @@ def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=N
             store.put(experiment, cfg, seed, result, device, duration, data.source, code)
             lock.unlink(missing_ok=True)
         checkpoint.unlink(missing_ok=True)
+        remove_stale_temps(checkpoint, older_than_s=0)
 
 
 def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig]]:

@@ -117,3 +117,18 @@ def test_a_stored_run_leaves_no_lock_file(tmp_path):
     store.get_or_compute("unit", cfg, 0, lambda: {"x": 1}, "cpu")
     assert not list((tmp_path / "ck").rglob("*.lock"))
     assert json.loads((store.run_dir("unit", cfg, 0) / "result.json").read_text()) == {"x": 1}
+
+
+def test_killed_three_times_the_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_image_folder, straight):
+    """SIGKILL during the first checkpoint write, then during the next process's second one, then
+    during the third process's result write: the fourth stores the uninterrupted result, and no
+    checkpoint, lock or temp file of an interrupted write is left behind."""
+    root = tmp_path / "killed"
+    for target, nth in (("seed1.pt", 1), ("seed1.pt", 2), ("result.json", 1)):
+        killed = train_process(root, tiny_image_folder, target, nth)
+        assert killed.returncode == -9, f"the process was not killed at {target} write {nth}"
+    resumed = train_process(root, tiny_image_folder)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert stored_result(root) == straight
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert [n for n in names if n.endswith((".pt", ".lock")) or "/." in n] == [], names
