@@ -366,3 +366,23 @@ def test_real_jpeg_archive(tmp_path):
     assert torch.equal(torch.bincount(data.train_y), torch.full((10,), 5000))
     assert torch.equal(torch.bincount(data.test_y), torch.full((10,), 1000))
     torch.testing.assert_close(data.mean, torch.tensor([0.491, 0.482, 0.447]), rtol=0, atol=2e-3)
+
+
+def test_a_truncated_archive_or_a_plain_file_is_named_and_nothing_is_cached(tree, tmp_path):
+    tree, _ = tree
+    """A data path that is a truncated .tar.gz, or a file that is no archive at all: one error
+    naming the path (and the ways to get CIFAR-10), and no cache file, whole or half-written."""
+    whole = tmp_path / "cifar.tar.gz"
+    with tarfile.open(whole, "w:gz") as tar:
+        tar.add(tree / "train", arcname="train")
+        tar.add(tree / "test", arcname="test")
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    plain = tmp_path / "notes.txt"
+    plain.write_text("hello")
+    cache = tmp_path / "cache"
+    for path, message in ((truncated, "cannot read archive"), (plain, "is a file but not a .tar.gz")):
+        with pytest.raises(DatasetError, match=message) as e:
+            load_cifar10(path, download=False, cache_dir=cache)
+        assert str(path) in str(e.value) and DATA_DIR_ENV in str(e.value)
+    assert not cache.exists() or not any(cache.iterdir())
