@@ -551,6 +551,8 @@ def command_line():
                         help="instead of the preset's (fp32): auto is bf16 on a CPU with bf16 units, else fp32")
     parser.add_argument("--device", type=device_arg, default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--settings", nargs="+", default=None, metavar="SETTING",
+                        help='only these settings of the grids, e.g. "BN, lr 0.1" "no BN, lr 0.0001"')
     jobs = parser.add_argument_group("jobs (shared.launch; default: train in this process)")
     defaults = LaunchOptions()
     jobs.add_argument("--launcher", default=None, choices=LAUNCHERS,
@@ -571,16 +573,23 @@ def main(argv: list[str] | None = None) -> None:
     `python -m shared.train fig1 sweep divergence --preset cpu --seeds 0 1` or, on a GPU,
     `python -m shared.train fig1 --preset quick --seeds 0 1 --together 6 --compile`; as SLURM
     jobs with `--launcher slurm` (`shared.launch`), followed with `--status`."""
-    from .config import GRIDS, TRAINING_EXPERIMENT
+    from .config import GRIDS, TRAINING_EXPERIMENT, setting_name
     from .launch import LaunchOptions, Run, format_status, launch, status
 
-    args = command_line().parse_args(argv)
+    parser = command_line()
+    args = parser.parse_args(argv)
     overrides = {}
     if args.precision is not None:
         overrides["precision"] = resolve_precision(args.precision, args.device or default_device())
     grids = [(name, seed, GRIDS[name](args.preset, **overrides,
                                       **({"rates_per_decade": args.rates_per_decade} if name == "sweep" else {})))
              for seed in args.seeds for name in args.grids]
+    if args.settings:
+        names = {setting_name(cfg) for _, _, grid in grids for cfg in grid}
+        for wanted in args.settings:
+            if wanted not in names:
+                parser.error(f"unknown setting {wanted!r}; valid: {', '.join(sorted(names))}")
+        grids = [(name, seed, [c for c in grid if setting_name(c) in args.settings]) for name, seed, grid in grids]
     if args.status or args.launcher:
         runs = list(dict.fromkeys(Run(cfg, seed) for _, seed, grid in grids for cfg in grid))
         if args.launcher:

@@ -250,3 +250,17 @@ def test_the_training_command_takes_a_precision_auto_resolved_by_the_cpu(tmp_pat
     with pytest.raises(SystemExit):
         main(["divergence", "--preset", "smoke", "--precision", "fp16"])
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_the_training_command_trains_only_the_settings_named(tmp_path, monkeypatch, capsys, tiny_image_folder):
+    monkeypatch.setattr("shared.paths.RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr("shared.paths.CHECKPOINT_ROOT", tmp_path / "ck")
+    main(["fig1", "--preset", "smoke", "--seeds", "0", "--data-dir", str(tiny_image_folder), "--device", "cpu",
+          "--settings", "no BN, lr 0.1", "BN, lr 0.003"])
+    assert "fig1 preset smoke seed 0: 2 runs" in capsys.readouterr().out
+    store = Store(tmp_path / "results")
+    assert [store.get("training", c, 0) is not None for c in fig1_grid("smoke")] == [False, True, False, False,
+                                                                                     False, True]
+    with pytest.raises(SystemExit):
+        main(["fig1", "--preset", "smoke", "--settings", "BN, lr 1"])
+    assert "unknown setting 'BN, lr 1'; valid: BN, lr 0.0001, BN, lr 0.003" in capsys.readouterr().err
