@@ -173,29 +173,31 @@ def frame(run_: dict) -> pd.DataFrame:
     return pd.DataFrame(run_["result"]["rows"]).set_index("step")
 
 
-# The steps at which the summary reads a trace
+# The steps at which the summary reads a trace (and its last)
 SUMMARY_STEPS = (0, 1, 10)
 
 
 def summary_table(found: dict[str, list[dict]]) -> pd.DataFrame:
-    """Per variant and seed: the loss, the logits' spread across images and the features' input
-    share at SUMMARY_STEPS and at the trace's last step, the first update's relative size for the
-    classifier, and the dead ReLUs of the last stage at the end."""
+    """Per variant and seed: the loss and the features' norm at SUMMARY_STEPS and at the trace's
+    last step; at the last step the logits' spread across images, the features' input share, the
+    gradient's norm and the dead ReLUs of the last stage."""
     rows = []
     for name, runs in found.items():
         for r in runs:
             t = frame(r)
             last = t.index[-1]
-            row = {"variant": name, "seed": r["provenance"]["seed"], "fc update 1 (rel)": t.loc[0, "fc_update_rel"]}
+            row = {"variant": name, "seed": r["provenance"]["seed"]}
             for s in (*SUMMARY_STEPS, last):
                 if s in t.index:
                     suffix = "end" if s == last else f"step {s}"
-                    row[f"loss {suffix}"] = t.loc[s, "loss"]
-                    row[f"spread {suffix}"] = t.loc[s, "logit_spread_across_images"]
-                    row[f"input share {suffix}"] = t.loc[s, "feature_input_share"]
-            end = r["result"]["health"][str(last)] if str(last) in r["result"]["health"] else None
-            row["dead ReLUs stage 3, end"] = end["dead_relu"]["stage3"] if end else np.nan
-            row["steps"] = int(last)
+                    row[f"loss, {suffix}"] = t.loc[s, "loss"]
+                    row[f"features' norm, {suffix}"] = t.loc[s, "feature_norm"]
+            row["logits' spread, end"] = t.loc[last, "logit_spread_across_images"]
+            row["features' input share, end"] = t.loc[last, "feature_input_share"]
+            row["gradient's norm, end"] = t["grad_norm"].dropna().iloc[-1]
+            end = r["result"]["health"].get(str(last))
+            row["dead ReLUs in stage 3, end"] = end["dead_relu"]["stage3"] if end else np.nan
+            row["updates"] = int(last)
             rows.append(row)
     return pd.DataFrame(rows).set_index(["variant", "seed"])
 

@@ -68,7 +68,7 @@ def test_variants_differ_in_identity_and_tabulate():
     found = {name: [{"provenance": {"seed": 0}, "result": measure(cfg, data, 0)}] for name, cfg in list(cfgs.items())[:2]}
     table = summary_table(found)
     assert list(table.index.get_level_values("variant")) == list(found)
-    assert (table["steps"] == cfgs["no BN, paper protocol"].steps).all() and cfgs["BN, paper protocol"].steps == 6
+    assert (table["updates"] == cfgs["no BN, paper protocol"].steps).all() and cfgs["BN, paper protocol"].steps == 6
 
 
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(momentum=-0.1), dict(clip_norm=0.0), dict(warmup_steps=-1),
