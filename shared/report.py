@@ -32,6 +32,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from . import frontpage
 from .config import PROBE_PRESETS, TRAIN_PRESETS
 from .claims import Claim, load_claims, verdict_counts
 from .fileio import read_json
@@ -40,6 +41,7 @@ from .paths import FIGURES_DIR, NOTEBOOKS_DIR, REPO_ROOT, RESULTS_ROOT
 GENERATED_DIR = REPO_ROOT / "_generated"
 SITE_DIR = REPO_ROOT / "_site"
 INDEX = REPO_ROOT / "index.qmd"
+CLAIMS_PAGE = REPO_ROOT / "claims.qmd"   # every claim in one table, one click from the front page
 QUARTO_CONFIG = REPO_ROOT / "_quarto.yml"
 
 # the paper's figures and table, in its order, then our extensions: the learning-rate sweep the
@@ -85,8 +87,17 @@ def item_label(item: str) -> str:
     return f"{'Figure' if kind == 'fig' else 'Table'} {number}"
 
 
+def front_matter(nb: nbformat.NotebookNode) -> dict:
+    """The notebook's front matter (Quarto's: a first raw cell holding YAML between --- lines), or {}."""
+    if nb.cells and nb.cells[0].cell_type == "raw" and nb.cells[0].source.startswith("---"):
+        return yaml.safe_load(nb.cells[0].source.strip().strip("-")) or {}
+    return {}
+
+
 def notebook_title(nb: nbformat.NotebookNode, default: str) -> str:
-    """The first markdown heading of the notebook, or `default`."""
+    """The notebook's title: its front matter's, else its first markdown heading, else `default`."""
+    if title := front_matter(nb).get("title"):
+        return title
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             for line in cell.source.splitlines():
@@ -273,11 +284,15 @@ def dirty_summary(runs: list[dict]) -> str:
 
 
 def generate_includes(notebooks: list[Notebook], runs: list[dict]) -> dict[str, str]:
-    """The include files' contents by file name (`fig1.md`, ..., `notebooks.md`, `provenance.md`)."""
+    """The include files' contents by file name (`fig1.md`, ..., `notebooks.md`, `provenance.md`, and
+    the front page's `story.md`, `headline.md`, `scorecard.md`: `shared.frontpage`)."""
     includes = {f"{item}.md": item_markdown(item, notebooks) for item in PAPER_ITEMS}
     includes["summary.md"] = summary_markdown(notebooks)
     includes["notebooks.md"] = notebooks_markdown(notebooks)
     includes["provenance.md"] = provenance_markdown(runs)
+    includes["story.md"] = frontpage.story_markdown(notebooks)
+    includes["headline.md"] = frontpage.headline_markdown(notebooks)
+    includes["scorecard.md"] = frontpage.scorecard_markdown(notebooks, item_label)
     return includes
 
 
@@ -389,10 +404,10 @@ def html_page(cells: list, title: str, embed_images: bool) -> str:
     return body
 
 
-def index_markdown(index: Path, includes: dict[str, str]) -> tuple[dict, str]:
-    """The front matter and markdown of `index.qmd`, its `_generated/` includes expanded and
+def page_markdown(page: Path, includes: dict[str, str]) -> tuple[dict, str]:
+    """The front matter and markdown of a `.qmd` page, its `_generated/` includes expanded and
     Pandoc's attributes on figures (`{#fig-...}`, for Quarto's cross-references) dropped."""
-    _, front, text = index.read_text().split("---\n", 2)
+    _, front, text = page.read_text().split("---\n", 2)
     for name, include in includes.items():
         text = text.replace(f"{{{{< include _generated/{name} >}}}}", include)
         for line in include.splitlines():
@@ -403,28 +418,38 @@ def index_markdown(index: Path, includes: dict[str, str]) -> tuple[dict, str]:
 
 def build_offline(out_dir: Path, notebooks: list[Notebook], includes: dict[str, str],
                   figures_dir: Path = FIGURES_DIR, index: Path = INDEX,
-                  quarto_config: Path = QUARTO_CONFIG) -> list[Path]:
+                  quarto_config: Path = QUARTO_CONFIG, claims_page: Path = CLAIMS_PAGE) -> list[Path]:
     """Write the offline site into `out_dir`; return its pages (index first). The index links
-    every notebook's page (through `_generated/notebooks.md`), each page links back."""
+    every notebook's page (through `_generated/notebooks.md`) and the claims page, each page links
+    back; the index's embedded notebook figures become images of the cells' stored outputs."""
     site_title = yaml.safe_load(quarto_config.read_text())["website"]["title"]
-    front, text = index_markdown(index, includes)
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     (out_dir / "figures").mkdir(exist_ok=True)
     for figure in figures_dir.glob("*.png"):
         shutil.copy2(figure, out_dir / "figures" / figure.name)
-    header = f"# {front['title']}\n\n" + (f"*{front['subtitle']}*\n\n" if front.get("subtitle") else "")
     note = (f"*{site_title}: offline view (Quarto is not installed). "
             "[Install Quarto](https://quarto.org/docs/get-started/) for the full site.*\n\n")
-    (out_dir / "index.html").write_text(html_page(
-        [nbformat.v4.new_markdown_cell(header + note + text)], front["title"], embed_images=False))
+    pages = []
+    for page in (index, claims_page):
+        if not page.exists():
+            continue
+        front, text = page_markdown(page, includes)
+        text = frontpage.resolve_embeds(text, page.parent, out_dir)
+        text = re.sub(r"\]\(([\w-]+)\.qmd\)", r"](\1.html)", text)  # Quarto turns links to pages into .html
+        header = f"# {front['title']}\n\n" + (f"*{front['subtitle']}*\n\n" if front.get("subtitle") else "")
+        target = out_dir / f"{page.stem}.html"
+        target.write_text(html_page([nbformat.v4.new_markdown_cell(header + note + text)], front["title"],
+                                    embed_images=False))
+        pages.append(target)
     for nb in notebooks:
         shutil.copy2(nb.path, out_dir / "notebooks" / nb.path.name)
         back = nbformat.v4.new_markdown_cell(
             f"[← {site_title}](../index.html) · offline view: the notebook's text and outputs, code "
             f"hidden; the notebook itself: [{nb.path.name}]({nb.path.name})")
-        cells = [back, *nbformat.read(nb.path, as_version=4).cells]
+        cells = [back, nbformat.v4.new_markdown_cell(f"# {nb.title}"),
+                 *(c for c in nbformat.read(nb.path, as_version=4).cells if c.cell_type != "raw")]
         (out_dir / nb.page).write_text(html_page(cells, nb.title, embed_images=True))
-    return [out_dir / "index.html"] + [out_dir / nb.page for nb in notebooks]
+    return pages + [out_dir / nb.page for nb in notebooks]
 
 
 def render_quarto(out_dir: Path) -> None:
@@ -449,7 +474,7 @@ def build_report(out_dir: Path = SITE_DIR, notebook_paths: list[Path] | None = N
     else:
         print(QUARTO_MISSING, flush=True)
         build_offline(out_dir, notebooks, includes, figures_dir)
-    return {"index": out_dir / "index.html", "pages": 1 + len(notebooks),
+    return {"index": out_dir / "index.html", "pages": 2 + len(notebooks),  # the index, the claims page
             "figures": sum(len(nb.figures) for nb in notebooks), "runs": len(runs),
             "experiments": len({r["experiment"] for r in runs})}
 
@@ -461,12 +486,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default=None, choices=PRESET_NAMES,
                         help="the preset every notebook is executed with (with --execute); "
                              "default: each notebook's committed parameters")
+    parser.add_argument("--includes", action="store_true",
+                        help="only generate the include files into _generated/ (Quarto's pre-render step)")
     args = parser.parse_args(argv)
+    if args.includes:
+        paths = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+        write_includes(generate_includes([read_notebook(p) for p in paths], load_runs()))
+        return
     if args.execute:
         execute_notebooks(sorted(NOTEBOOKS_DIR.glob("*.ipynb")), args.preset)
     report = build_report()
-    print(f"Report: {report['index'].relative_to(REPO_ROOT)}: {report['pages']} pages (the index and "
-          f"{report['pages'] - 1} notebooks), {report['figures']} figures, {report['runs']} runs of "
+    print(f"Report: {report['index'].relative_to(REPO_ROOT)}: {report['pages']} pages (the index, the claims "
+          f"page and {report['pages'] - 2} notebooks), {report['figures']} figures, {report['runs']} runs of "
           f"{report['experiments']} experiments from the results store.")
 
 

@@ -9,6 +9,7 @@ never executed here. A screenshot of the index is kept in .pytest_cache/report-i
 import base64
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,11 +81,51 @@ def test_includes_tolerate_no_notebooks_and_no_runs(tmp_path):
     assert "No notebook has saved its claims" in includes["summary.md"]
 
 
-def test_index_includes_every_generated_file():
-    text = report.INDEX.read_text()
-    names = [f"{item}.md" for item in report.PAPER_ITEMS] + ["summary.md", "notebooks.md", "provenance.md"]
+def test_the_pages_include_every_generated_file():
+    text = report.INDEX.read_text() + report.CLAIMS_PAGE.read_text()
+    names = [f"{item}.md" for item in report.PAPER_ITEMS] + ["summary.md", "notebooks.md", "provenance.md",
+                                                              "story.md", "headline.md", "scorecard.md"]
     for name in names:
         assert f"{{{{< include _generated/{name} >}}}}" in text
+    assert set(report.generate_includes([], [])) == set(names)
+
+
+# What a typed result looks like in prose: a percentage, a decimal number, a ratio ("100x", "30
+# times", "12-fold"), a power of ten or a number in scientific notation
+TYPED_RESULT = re.compile(r"\d\s*%|\d\.\d|\d\s*(?:x\b|×|times\b|-fold)|10\^|\de[-+]?\d", re.I)
+
+
+def prose(text: str) -> str:
+    """A page's text without its front matter, shortcodes (includes, embeds), code spans and links' targets."""
+    text = text.split("---\n", 2)[2] if text.startswith("---\n") else text
+    text = re.sub(r"\{\{<.*?>\}\}", "", text)
+    text = re.sub(r"`[^`]*`", "", text)
+    return re.sub(r"\]\([^)]*\)", "]", text)
+
+
+def test_the_front_page_types_no_result():
+    """Every number of ours on the front page comes from a generated include: its prose holds no
+    percentage, decimal, ratio or power of ten (the paper's identifiers, such as "ResNet-110" or
+    "layer 55", are not results)."""
+    for page in (report.INDEX, report.CLAIMS_PAGE):
+        typed = [line for line in prose(page.read_text()).splitlines() if TYPED_RESULT.search(line)]
+        assert not typed, f"{page.name} types results outside its includes: {typed}"
+    assert TYPED_RESULT.search("ends at 93.2 % test accuracy") and TYPED_RESULT.search("about 500x larger")
+    assert TYPED_RESULT.search("passes 10^3 at s = 2e-3") and not TYPED_RESULT.search("ResNet-110, layer 55")
+
+
+def test_the_front_page_tells_the_story_first_with_generated_numbers(site):
+    generated = site["tmp"] / "_generated"
+    story = (generated / "story.md").read_text()
+    assert story.startswith("**The question.**") and "**Our answer.** Of the" in story
+    claims = [c for p in site["notebooks"] for c in report.read_notebook(p, site["tmp"] / "figures").claims or []]
+    assert f"Of the {len(claims)} claims we test" in story
+    headline = (generated / "headline.md").read_text()
+    assert "{{< embed notebooks/01_fig1_accuracy.ipynb#fig-fig1-accuracy >}}" in headline
+    scorecard = (generated / "scorecard.md").read_text()
+    assert "| [Demo: Figure 7]" not in scorecard and "(notebooks/99_fig7_demo.html)" in scorecard
+    index = report.INDEX.read_text()
+    assert index.index("story.md") < index.index("headline.md") < index.index("scorecard.md") < index.index("## The question")
 
 
 def test_generated_files_show_the_demo_notebook(site):
@@ -98,7 +139,7 @@ def test_generated_files_show_the_demo_notebook(site):
     reproduced = {report.paper_item(p.stem) for p in site["notebooks"]}
     for item in set(report.PAPER_ITEMS) - reproduced:
         assert "not yet reproduced" in (site["tmp"] / "_generated" / f"{item}.md").read_text()
-    assert site["summary"]["pages"] == 1 + len(site["notebooks"])
+    assert site["summary"]["pages"] == 2 + len(site["notebooks"])
 
 
 class PageLinks(HTMLParser):
