@@ -76,28 +76,11 @@ def within_range(value: float, low: float, high: float,
     return holds(low <= value <= high, partly is not None and partly[0] <= value <= partly[1])
 
 
-def within_factor(value: float, target: float, factor: float = 1.5,
-                  partly_factor: float | None = None) -> str:
-    """yes if value is within a factor `factor` of `target` (both positive); partly within
-    `partly_factor`; else no."""
-    if _missing(value) or value <= 0:
-        return NOT_JUDGED if _missing(value) else NO
-    ratio = max(value / target, target / value)
-    return holds(ratio <= factor, partly_factor is not None and ratio <= partly_factor)
-
-
 def at_least(value: float, threshold: float, partly: float | None = None) -> str:
     """yes if value >= threshold; partly if value >= `partly`; else no."""
     if _missing(value):
         return NOT_JUDGED
     return holds(value >= threshold, partly is not None and value >= partly)
-
-
-def at_most(value: float, threshold: float, partly: float | None = None) -> str:
-    """yes if value <= threshold; partly if value <= `partly`; else no."""
-    if _missing(value):
-        return NOT_JUDGED
-    return holds(value <= threshold, partly is not None and value <= partly)
 
 
 def claims_frame(claims: list[Claim]) -> pd.DataFrame:
