@@ -70,7 +70,7 @@ class RelativeLossConfig(ProbeConfig):
     lr_bn: float = 0.1
     lr_no_bn: float = 1e-4
     probe_batches: tuple[int, ...] = (1, 4, 7)  # 1-based mini-batch numbers of training
-    sizes: int = 80                               # step sizes 10^-5.5 .. 10^0.5
+    sizes: int = 80                               # step sizes, log-spaced from 10^size_low to 10^size_high
     momentum: float = 0.9
     weight_decay: float = 5e-4
     # Two choices the paper leaves open (issue: Fig 3 ablation). The step: "gradient", a plain step
@@ -85,12 +85,16 @@ class RelativeLossConfig(ProbeConfig):
     # to tens of percent of the relative loss. A run's layout is part of its identity, so that no
     # figure mixes the two.
     layout: str = added("nchw")
+    size_low: float = added(-5.5)    # log10 of the smallest step size (the blog's sweep: 10^-5.5 .. 10^0.5)
+    size_high: float = added(0.5)    # log10 of the largest
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("direction", self.direction, FIG3_DIRECTIONS)
         check_choice("state", self.state, FIG3_STATES)
         check_choice("layout", self.layout, FIG3_LAYOUTS)
+        if not self.size_low < self.size_high:
+            raise ValueError(f"RelativeLossConfig: size_low ({self.size_low}) must be below size_high ({self.size_high})")
 
 
 FIG3_DIRECTIONS = ("gradient", "update")
@@ -186,7 +190,7 @@ def measure_relative_loss(cfg: RelativeLossConfig, data: Cifar10, seed: int) -> 
     the relative loss along that batch's gradient (or the optimiser's step: `cfg.direction`), the
     networks in `cfg.layout`."""
     loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfg.batch_size, seed)
-    sizes = probes.step_sizes(cfg.sizes)
+    sizes = probes.step_sizes(cfg.sizes, cfg.size_low, cfg.size_high)
     result = {"sizes": sizes.tolist()}
     layout = FIG3_LAYOUTS[cfg.layout]
     for name, model in network_pair(cfg, seed, data.train_x.device).items():

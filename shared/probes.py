@@ -146,8 +146,9 @@ def contribution_agreement(per_example: torch.Tensor) -> dict:
             "entries": sum_abs.numel()}
 
 
-def step_sizes(n: int = 80, low: float = -5.5, high: float = 0.5) -> torch.Tensor:
-    """Fig 3's step sizes: n values log-spaced from 10^low to 10^high."""
+def step_sizes(n: int, low: float, high: float) -> torch.Tensor:
+    """Fig 3's step sizes: n values log-spaced from 10^low to 10^high (RelativeLossConfig's sizes,
+    size_low, size_high: no default here, so that every stored run's sizes are in its config)."""
     return torch.logspace(low, high, n, dtype=torch.float64)
 
 

@@ -118,3 +118,44 @@ def test_bad_divergence_and_chance_fields_are_refused():
         train_config("cpu", chance_accuracy=1.5)
     with pytest.raises(ValueError, match="DepthConfig.layer_step must be positive, got 0"):
         DepthConfig(layer_step=0)
+
+
+def _alternatives(value):
+    """Other values of a field's type to try, most plausible first."""
+    from shared import config as C
+    from shared.experiments import FIG3_DIRECTIONS, FIG3_LAYOUTS, FIG3_STATES, FIG5_CHANNELS
+    strings = [*C.ARCHS, *C.INITS, *C.SHORTCUTS, *C.RESIDUALS, *C.PRECISIONS, *FIG3_DIRECTIONS, *FIG3_STATES,
+               *FIG3_LAYOUTS, *FIG5_CHANNELS]
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [value + 1, value * 2, 1, 0]
+    if isinstance(value, float):
+        return [value * 2 + 0.1, value / 2, 0.5, value - 1]
+    if isinstance(value, str):
+        return [s for s in strings if s != value]
+    if isinstance(value, tuple):
+        return [value[:-1], value + (value[-1] * 2 if value else 1,), (0.25,), (2,)]
+    return [1, 0.5, "B", "A", (1,), 100]  # None
+
+
+@pytest.mark.parametrize("cls", ["TrainConfig", *sorted(__import__("shared.experiments").experiments.EXPERIMENTS)])
+def test_every_field_of_every_config_is_part_of_a_runs_identity(cls):
+    """Change each field of each config (the training one, each experiment's) to another valid value:
+    the run's key changes. A value with a default outside the config could change a stored number
+    without changing its key (the store would serve a stale run)."""
+    from shared.experiments import experiment_config
+    base = train_config("paper", bn=False) if cls == "TrainConfig" else experiment_config(cls, "paper")
+    untested = []
+    for f in dataclasses.fields(base):
+        for value in _alternatives(getattr(base, f.name)):
+            try:
+                changed = dataclasses.replace(base, **{f.name: value})
+            except (ValueError, TypeError):
+                continue
+            if identity(changed) != identity(base):
+                assert config_hash(changed) != config_hash(base), f"{cls}.{f.name}"
+                break
+        else:
+            untested.append(f.name)
+    assert not untested, f"no other valid value tried for {cls}: {untested}"

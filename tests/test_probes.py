@@ -105,7 +105,7 @@ def test_relative_loss_restores_the_model_and_starts_at_one(batch):
 
 
 def test_step_sizes_and_first_exceeding():
-    sizes = probes.step_sizes()
+    sizes = probes.step_sizes(80, -5.5, 0.5)
     assert len(sizes) == 80 and sizes[0] == pytest.approx(10 ** -5.5) and sizes[-1] == pytest.approx(10 ** 0.5)
     values = torch.tensor([1.0, 2.0, 5e3, float("nan")])
     assert probes.first_exceeding(torch.tensor([1.0, 2.0, 3.0, 4.0]), values, 1e3) == 3.0
