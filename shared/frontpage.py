@@ -44,6 +44,8 @@ HEADLINES = (
              "Gaussian; without BN heavy-tailed and about a hundred times larger."),
 )
 
+HEADLINE_LABELS = {h.label for h in HEADLINES}
+
 # Per paper item, the start of the claim that the scorecard shows as its headline (else its first)
 SCORECARD_CLAIMS = {
     "fig1": "With BN the larger rate gives the better network", "fig2": "Without BN the gradients are about",
@@ -133,26 +135,43 @@ def scorecard_markdown(notebooks, item_label) -> str:
 EMBED = re.compile(r"\{\{< embed (\S+?\.ipynb)#(\S+?) >\}\}")
 
 
-def cell_png(notebook: Path, label: str) -> bytes | None:
-    """The first PNG output of the cell labelled `label` in an executed notebook, or None."""
+def figure_cells(notebook: Path) -> list[tuple[str, str]]:
+    """(label, caption) of each cell of an executed notebook that has a Quarto label, a figure
+    caption (`#| fig-cap:`) and a stored PNG output: what can be embedded by label."""
+    found = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        label = re.search(r"^#\| label: (\S+)\s*$", cell.source, re.M) if cell.cell_type == "code" else None
+        caption = re.search(r'^#\| fig-cap: "(.*)"\s*$', cell.source, re.M) if label else None
+        if caption and any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])):
+            found.append((label[1], caption[1].replace('\\"', '"')))
+    return found
+
+
+def cell_png(notebook: Path, label: str) -> tuple[bytes, str] | None:
+    """The first PNG output of the cell labelled `label` in an executed notebook, and the cell's
+    caption (`#| fig-cap:`, else the label), or None."""
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and re.search(rf"^#\| label: {re.escape(label)}\s*$", cell.source, re.M):
+            caption = re.search(r'^#\| fig-cap: "(.*)"\s*$', cell.source, re.M)
             for output in cell.get("outputs", []):
                 if "image/png" in output.get("data", {}):
-                    return base64.b64decode(output["data"]["image/png"])
+                    return (base64.b64decode(output["data"]["image/png"]),
+                            caption[1].replace('\\"', '"') if caption else label)
     return None
 
 
 def resolve_embeds(text: str, root: Path, out_dir: Path) -> str:
     """`text` with each Quarto embed replaced by an image of the cell's stored PNG output, written
-    to out_dir/figures/embed-<label>.png (the offline site has no Quarto to embed with)."""
+    to out_dir/figures/embed-<label>.png, and the cell's caption below it (the offline site has no
+    Quarto to embed with)."""
     def image(match: re.Match) -> str:
-        png = cell_png(root / match[1], match[2])
-        if png is None:
+        found = cell_png(root / match[1], match[2])
+        if found is None:
             return f"*No stored figure for {match[1]}#{match[2]}.*"
+        png, caption = found
         target = out_dir / "figures" / f"embed-{match[2]}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(png)
-        return f"![{match[2]}](figures/{target.name})"
+        return f"![{caption}](figures/{target.name})\n\n*{caption}*"
     return EMBED.sub(image, text)

@@ -194,8 +194,15 @@ def item_markdown(item: str, notebooks: list[Notebook]) -> str:
     for nb in ours:
         executed = f", executed {nb.executed}" if nb.executed else ""
         parts.append(f"**Our reproduction:** [{nb.title}]({nb.page}) (preset `{nb.preset}`{executed}).")
-        parts += [figure_markdown(f) for f in nb.figures] or [
-            f"*No saved figure `figures/{item}_*.png` for preset `{nb.preset}` yet.*"]
+        labels = [label for label, _ in frontpage.figure_cells(nb.path)]
+        headline = [label for label in labels if label in frontpage.HEADLINE_LABELS]
+        if headline:  # a figure appears once on the page: the headline figures are shown above
+            parts.append(f"*{len(headline)} of its figures {'are' if len(headline) > 1 else 'is'} among the "
+                         "headline figures at the top of the page.*")
+        embeds = [f"{{{{< embed notebooks/{nb.path.name}#{label} >}}}}"  # with the cells' captions
+                  for label in labels if label not in frontpage.HEADLINE_LABELS]
+        parts += embeds or ([] if headline else [figure_markdown(f) for f in nb.figures]) or (
+            [] if headline else [f"*No stored figure for preset `{nb.preset}` yet.*"])
         if nb.claims:
             parts += [f"The notebook's claims, the paper's numbers beside ours ({counts_text(nb.claims)}):",
                       claims_markdown(nb.claims)]
