@@ -257,3 +257,19 @@ def test_the_report_imports_no_torch():
     check = "import sys, shared.report; assert 'torch' not in sys.modules, 'shared.report imports torch'"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_quarto_config_embeds_and_includes_are_consistent(site):
+    """_quarto.yml renders the pages that exist and generates the includes before rendering; every
+    embed in the generated includes names a notebook cell that has a label, a caption and a figure."""
+    import yaml
+    from shared import frontpage
+    config = yaml.safe_load(report.QUARTO_CONFIG.read_text())
+    assert config["project"]["pre-render"].startswith("python -m shared.report --includes")
+    assert {"index.qmd", "claims.qmd"} <= set(config["project"]["render"])
+    embeds = [m for f in (site["tmp"] / "_generated").glob("*.md") for m in frontpage.EMBED.finditer(f.read_text())]
+    assert len(embeds) > 10
+    for match in embeds:
+        labels = dict(frontpage.figure_cells(ROOT / match[1]))
+        assert match[2] in labels and labels[match[2]], f"{match[0]} names no captioned figure cell"
+    assert {h.label for h in frontpage.HEADLINES} <= {m[2] for m in embeds}
