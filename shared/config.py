@@ -4,7 +4,7 @@ Defaults follow the paper's appendix B (see also the project's reference notes):
 SGD with momentum 0.9 and weight decay 5e-4, batch 128, cross-entropy, 165 epochs with the rate
 divided by 10 after 50 % and 75 % of them, and the number of epochs doubled until training
 plateaus ("if learning doesn't plateau for some number of epochs, we roughly double the number of
-epochs until it does"). How the plateau is decided is written down in `shared.train.plateaued`.
+epochs until it does"). How the plateau is decided is written down in `shared.train.loop.plateaued`.
 """
 
 import math

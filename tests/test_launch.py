@@ -64,7 +64,7 @@ def test_two_workers_on_one_grid_train_different_runs(tmp_path, monkeypatch, tin
         time.sleep(0.6)  # long enough for the other worker to find this run locked
         return train(cfg, data, seed, *args, **kwargs)
 
-    monkeypatch.setattr("shared.train.train", slow_train)
+    monkeypatch.setattr("shared.train.runner.train", slow_train)
     start = threading.Barrier(2)
 
     def worker():
@@ -119,7 +119,7 @@ def test_a_failed_job_names_its_run_and_the_status_lists_it(tmp_path, monkeypatc
     def broken(cfg, *args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr("shared.train.train", broken)
+    monkeypatch.setattr("shared.train.runner.train", broken)
     with pytest.raises(RuntimeError):
         TrainJob()([Run(grid[0], 0)], EXPERIMENT, tiny_image_folder, "cpu", False, str(store.root),
                    str(store.checkpoints))

@@ -64,7 +64,7 @@ def test_runs_trained_together_skip_a_run_another_process_holds(tmp_path, monkey
     grid = [train_config("smoke", lr=lr, epochs=1, max_epochs=1, **TINY) for lr in (0.1, 0.01, 0.001)]
     trained = []
     real = run_together.__globals__["train_together"]
-    monkeypatch.setattr("shared.train.train_together",
+    monkeypatch.setattr("shared.train.runner.train_together",
                         lambda cfgs, *a, **k: trained.append([c.lr for c in cfgs]) or real(cfgs, *a, **k))
     with store.lock("grid", grid[1], 0):  # another process is training lr 0.01 (flock: per open file)
         run_together(grid, 0, "grid", tiny_image_folder, device="cpu", progress=False, store=store)
@@ -116,7 +116,7 @@ def test_a_resumed_runs_duration_covers_every_segment(tmp_path, monkeypatch, tin
                 raise Killed     # ... and is killed after its checkpoint
         return train(*args, on_epoch_end=hook, **kwargs)
 
-    monkeypatch.setattr("shared.train.train", slow_first_epoch)
+    monkeypatch.setattr("shared.train.runner.train", slow_first_epoch)
     with pytest.raises(Killed):
         run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
     monkeypatch.undo()

@@ -133,7 +133,7 @@ def test_grid_trained_together_stores_each_run(tmp_path, monkeypatch, tiny_image
     assert all(r["provenance"]["seed"] == 4 and r["provenance"]["config"]["lr"] == c.lr
                for r, c in zip(runs, grid))
     assert not list((tmp_path / "ck").rglob("*.pt"))  # finished batches leave no checkpoint
-    monkeypatch.setattr("shared.train.train_together", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("shared.train.runner.train_together", lambda *a, **k: pytest.fail("retrained"))
     assert run_grid(grid, 4, "grid", together=2, **kwargs) == runs
     assert Store(tmp_path / "results").get("grid", grid[1], 4) == runs[1]
 
@@ -157,7 +157,7 @@ def test_together_groups_share_everything_but_rate_and_length():
 
 
 def test_interrupted_batch_trained_together_resumes(tmp_path, monkeypatch, tiny_image_folder):
-    import shared.train as T
+    import shared.train.loop as T
     grid = [train_config("smoke", lr=lr, epochs=2, max_epochs=2, **TINY) for lr in (0.1, 0.01)]
     kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
                   store=Store(tmp_path / "results", tmp_path / "ck"))

@@ -158,7 +158,7 @@ def test_run_training_stores_and_then_loads(tmp_path, monkeypatch, tiny_image_fo
     assert first["result"]["status"] == "completed"
     assert first["provenance"]["seed"] == 2 and "cpu" in first["provenance"]["device"]
     assert first["provenance"]["data"].startswith(f"image-folder tree {tiny_image_folder.name}")
-    monkeypatch.setattr("shared.train.train", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("shared.train.runner.train", lambda *a, **k: pytest.fail("retrained"))
     assert run_training(cfg, 2, "unit", **kwargs) == first
     assert Store(tmp_path / "results").get("unit", cfg, 2) == first
 
@@ -177,7 +177,7 @@ def test_fig1_grid_and_sweep_cover_the_papers_settings():
 
 
 def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_image_folder):
-    import shared.train as T
+    import shared.train.loop as T
     grid = fig1_grid("smoke", epochs=2, max_epochs=2, **TINY)[:2]
     kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
                   store=Store(tmp_path / "results", tmp_path / "ck"))
@@ -218,7 +218,7 @@ def test_the_training_command_runs_grids_into_the_store_and_resumes(tmp_path, mo
     divergence = [Store(tmp_path / "results").get("training", c, 0) for c in divergence_grid("smoke")]
     assert all(len(r["result"]["metrics"][0]["step_losses"]) == r["result"]["metrics"][0]["steps"]
                for r in divergence)
-    monkeypatch.setattr("shared.train.train", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("shared.train.runner.train", lambda *a, **k: pytest.fail("retrained"))
     main(argv)  # everything is stored: nothing is trained again
 
 

@@ -1,0 +1,181 @@
+"""Training runs into the results store: one run, runs trained together, grids, the command line.
+
+A run is stored once complete (`shared.results.Store`), with a checkpoint after every epoch while
+it trains, so that a killed command picks up where it stopped; runs that another process holds
+are left to it (`run_grid`), and `python -m shared.train GRID ...` trains grids of runs, in this
+process or as jobs (`shared.launch`).
+"""
+
+import contextlib
+import hashlib
+import time
+
+import torch
+
+from ..config import TrainConfig
+from ..fileio import remove_stale_temps
+from ..models import CIFAR_DEPTHS
+from ..precision import AUTO, resolve_precision
+from ..results import Store, code_version, config_hash, default_device, get_or_measure, load_data
+from .engine import shared_fields
+from .loop import train, train_together
+
+
+def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", data_dir=None, *,
+                 device=None, recompute: bool = False, progress: bool = True, compile: bool = False,
+                 store: Store | None = None, wait: bool = True, memory_format: str = "channels_last") -> dict | None:
+    """One stored training run: loaded from the store if complete, else trained (resuming from its
+    checkpoint if a previous attempt was interrupted) and stored. With `wait=False`, a run that
+    another process is training is left to it: None. The memory layout is not part of a run's
+    identity: a run in another layout than the default belongs in an experiment of its own."""
+    store = store or Store()
+    checkpoint = store.checkpoint(experiment, cfg, seed)
+    if recompute:
+        checkpoint.unlink(missing_ok=True)
+    run = get_or_measure(experiment, cfg, seed,
+                         lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile,
+                                            memory_format=memory_format),
+                         data_dir, device, recompute, store, wait)
+    if run is not None:  # a stored run's checkpoint is never resumed again, nor written
+        checkpoint.unlink(missing_ok=True)
+        remove_stale_temps(checkpoint, older_than_s=0)
+    return run
+
+
+def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=None, *, device=None,
+                 progress: bool = True, compile: bool = False, store: Store | None = None) -> None:
+    """Train the runs of `cfgs` (one seed) missing from the store together (`train_together`), with
+    one checkpoint for the batch, and store each run with the batch's provenance. Each run is taken
+    under its lock without waiting: a run another process holds is left to it (`run_grid` then
+    waits for it and loads it), so two processes never train, or store, one run twice."""
+    store = store or Store()
+    with contextlib.ExitStack() as locks:
+        taken = []
+        for cfg in cfgs:
+            if store.get(experiment, cfg, seed) is None:
+                lock = locks.enter_context(store.lock(experiment, cfg, seed, wait=False))
+                if lock is not None and store.get(experiment, cfg, seed) is None:  # re-checked under the lock
+                    taken.append((cfg, lock))
+        if not taken:
+            return
+        store.check_writable(experiment)
+        code = code_version()  # refused before training if the code is not committed
+        missing = [cfg for cfg, _ in taken]
+        device = torch.device(device or default_device())
+        data = load_data(missing[0], data_dir, device)
+        key = hashlib.sha256(" ".join(config_hash(c) for c in missing).encode()).hexdigest()[:12]
+        checkpoint = store.checkpoint(experiment, missing[0], seed).parent.with_name(f"together-{key}")
+        checkpoint = checkpoint / f"seed{seed}.pt"
+        start = time.perf_counter()
+        results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
+        for (cfg, lock), result in zip(taken, results):
+            duration = time.perf_counter() - start + result.pop("earlier_segments_s")
+            store.put(experiment, cfg, seed, result, device, duration, data.source, code)
+            lock.unlink(missing_ok=True)
+        checkpoint.unlink(missing_ok=True)
+        remove_stale_temps(checkpoint, older_than_s=0)
+
+
+def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig]]:
+    """`cfgs` split into groups of at most `size` that can be trained together (`check_stackable`)."""
+    groups: dict[tuple, list[TrainConfig]] = {}
+    for cfg in cfgs:
+        groups.setdefault(tuple(shared_fields(cfg).values()), []).append(cfg)
+    batches = []
+    for group in groups.values():
+        n = size if group[0].arch in CIFAR_DEPTHS else 1  # only CIFAR ResNets stack
+        batches += [group[i:i + n] for i in range(0, len(group), n)]
+    return batches
+
+
+def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=None, *, device=None,
+             progress: bool = True, together: int = 1, compile: bool = False,
+             store: Store | None = None) -> list[dict]:
+    """Every config's stored run for `seed`, training what is missing, `together` runs at a time
+    where they can share one model (`train_together`); an interrupted grid resumes where it stopped
+    (stored runs are loaded, interrupted ones continue from their checkpoint). Runs that another
+    process is training are skipped at first and waited for at the end, so that N processes given
+    one grid train N different runs at a time."""
+    kwargs = dict(device=device, progress=progress, compile=compile, store=store or Store())
+    if together > 1:
+        for group in together_groups(configs, together):
+            run_together(group, seed, experiment, data_dir, **kwargs)
+    runs = [run_training(cfg, seed, experiment, data_dir, wait=False, **kwargs) for cfg in configs]
+    return [run or run_training(cfg, seed, experiment, data_dir, **kwargs) for cfg, run in zip(configs, runs)]
+
+
+def command_line():
+    """The training command's arguments (`main`)."""
+    import argparse
+
+    from ..config import GRIDS, PRECISIONS, TRAIN_PRESETS
+    from ..experiments import device_arg, positive_int_arg, seed_arg
+    from ..launch import LAUNCHERS, LaunchOptions
+
+    parser = argparse.ArgumentParser(prog="python -m shared.train", description=main.__doc__)
+    parser.add_argument("grids", nargs="+", choices=sorted(GRIDS))
+    parser.add_argument("--preset", default="cpu", choices=list(TRAIN_PRESETS))
+    parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
+    parser.add_argument("--rates-per-decade", type=int, default=1, choices=(1, 2), help="sweep only")
+    parser.add_argument("--together", type=positive_int_arg, default=1, help="runs trained as one stacked network")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--precision", default=None, choices=(*PRECISIONS, AUTO),
+                        help="instead of the preset's (fp32): auto is bf16 on a CPU with bf16 units, else fp32")
+    parser.add_argument("--device", type=device_arg, default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--settings", nargs="+", default=None, metavar="SETTING",
+                        help='only these settings of the grids, e.g. "BN, lr 0.1" "no BN, lr 0.0001"')
+    jobs = parser.add_argument_group("jobs (shared.launch; default: train in this process)")
+    defaults = LaunchOptions()
+    jobs.add_argument("--launcher", default=None, choices=LAUNCHERS,
+                      help="slurm: a job array; local: worker processes; debug: jobs in this process")
+    jobs.add_argument("--status", action="store_true", help="list the grids' stored, running, failed, missing runs")
+    jobs.add_argument("--max-parallel", type=positive_int_arg, default=defaults.max_parallel,
+                      help="jobs at once (SLURM array parallelism, local workers)")
+    jobs.add_argument("--time-min", type=positive_int_arg, default=defaults.time_min,
+                      help="a job's time limit in minutes (SLURM requeues it from its checkpoint)")
+    jobs.add_argument("--partition", default=None, help="SLURM partition")
+    jobs.add_argument("--gpus-per-job", type=int, default=defaults.gpus_per_job, help="SLURM")
+    jobs.add_argument("--cpus-per-job", type=positive_int_arg, default=defaults.cpus_per_job, help="SLURM")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train a grid of runs into the results store, on the GPU if there is one, resumable, e.g.
+    `python -m shared.train fig1 sweep divergence --preset cpu --seeds 0 1` or, on a GPU,
+    `python -m shared.train fig1 --preset quick --seeds 0 1 --together 6 --compile`; as SLURM
+    jobs with `--launcher slurm` (`shared.launch`), followed with `--status`."""
+    from ..config import GRIDS, TRAINING_EXPERIMENT, setting_name
+    from ..launch import LaunchOptions, Run, format_status, launch, status
+
+    parser = command_line()
+    args = parser.parse_args(argv)
+    overrides = {}
+    if args.precision is not None:
+        overrides["precision"] = resolve_precision(args.precision, args.device or default_device())
+    grids = [(name, seed, GRIDS[name](args.preset, **overrides,
+                                      **({"rates_per_decade": args.rates_per_decade} if name == "sweep" else {})))
+             for seed in args.seeds for name in args.grids]
+    if args.settings:
+        names = {setting_name(cfg) for _, _, grid in grids for cfg in grid}
+        for wanted in args.settings:
+            if wanted not in names:
+                parser.error(f"unknown setting {wanted!r}; valid: {', '.join(sorted(names))}")
+        grids = [(name, seed, [c for c in grid if setting_name(c) in args.settings]) for name, seed, grid in grids]
+    if args.status or args.launcher:
+        runs = list(dict.fromkeys(Run(cfg, seed) for _, seed, grid in grids for cfg in grid))
+        if args.launcher:
+            options = LaunchOptions(args.launcher, args.max_parallel, args.time_min, args.partition,
+                                    args.gpus_per_job, args.cpus_per_job)
+            jobs = launch(runs, TRAINING_EXPERIMENT, options, args.data_dir, args.device, args.compile)
+            print(f"{len(jobs)} {args.launcher} jobs" + (f": {', '.join(j.job_id for j in jobs)}" if jobs else ""))
+        print(format_status(status(runs, TRAINING_EXPERIMENT, Store())), flush=True)
+        return
+    for name, seed, grid in grids:
+        start = time.perf_counter()
+        runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, device=args.device,
+                        together=args.together, compile=args.compile)
+        statuses = ", ".join(f"{c.lr:g}{'' if c.bn else ' no BN'}: {r['result']['status']}"
+                             for c, r in zip(grid, runs))
+        print(f"{name} preset {args.preset} seed {seed}: {len(runs)} runs in "
+              f"{time.perf_counter() - start:.0f} s ({statuses})", flush=True)
