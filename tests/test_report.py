@@ -1,9 +1,10 @@
 """The report: include files generated from notebooks and the results store, and the offline site
-opened in headless Chromium (every page loads, every image and internal link resolves).
+opened in headless Chromium (every page loads, every image and internal link resolves; screenshots of
+the front page and a figure page are kept in .pytest_cache/).
 
 The site is built from the project's notebooks plus a small generated one (an image output and a
 claims table), so the check means something even before the project has notebooks. Notebooks are
-never executed here. A screenshot of the index is kept in .pytest_cache/report-index.png.
+never executed here.
 """
 
 import base64
@@ -214,14 +215,16 @@ def test_every_page_loads_with_its_images_and_links(site, tmp_path):
     assert "notebooks/99_fig7_demo.html" in index.links
 
 
-def test_screenshot_of_the_index(site, tmp_path):
-    shot = tmp_path / "report-index.png"
+@pytest.mark.parametrize("page", ["index.html", "notebooks/02_fig2_gradients.html"], ids=["front-page", "figure-page"])
+def test_screenshot_of_the_front_page_and_a_figure_page(site, tmp_path, page):
+    """Screenshots in headless Chromium, kept in .pytest_cache/ to look at: not blank."""
+    shot = tmp_path / f"report-{Path(page).stem}.png"
     chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars",
-             (site["out"] / "index.html").as_uri())
+             (site["out"] / page).as_uri())
     low, high = Image.open(shot).convert("L").getextrema()
-    assert high - low > 100, "the screenshot is blank"
+    assert high - low > 100, f"the screenshot of {page} is blank"
     (ROOT / ".pytest_cache").mkdir(exist_ok=True)
-    shutil.copy2(shot, ROOT / ".pytest_cache" / "report-index.png")
+    shutil.copy2(shot, ROOT / ".pytest_cache" / shot.name)
 
 
 def test_make_report_reexecutes_each_notebook_with_its_committed_parameters(tmp_path, monkeypatch):
