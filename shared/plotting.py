@@ -39,6 +39,23 @@ def seed_count(table: pd.DataFrame) -> int:
     return table.index.get_level_values("seed").nunique()
 
 
+class Provenance:
+    """A notebook's closing provenance: one line per group of runs (`runs_summary`), shown collapsed
+    at the end of its page (an HTML <details> element); its text is the lines themselves."""
+
+    def __init__(self, lines: dict[str, str]):
+        self.lines = lines
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{name}: {line}" for name, line in self.lines.items())
+
+    def _repr_html_(self) -> str:
+        from html import escape
+        items = "".join(f"<li><b>{escape(name)}</b>: {escape(line)}</li>" for name, line in self.lines.items())
+        return (f"<details><summary>Provenance: the runs behind this page (preset, seeds, devices, data, "
+                f"code versions, dates)</summary><ul>{items}</ul></details>")
+
+
 def runs_summary(runs: list[dict], preset: str) -> str:
     """One line of provenance for a figure: preset, seeds, devices, data, code versions."""
     provs = [r["provenance"] for r in runs]
