@@ -20,8 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .config import (ARCHS, CIFAR_DEPTHS, FC_INITS, INITS, RESIDUALS, SHORTCUTS,  # noqa: F401 (re-exported)
-                     check_choice)
+from .config import (ARCHS, CIFAR_DEPTHS, DEFAULT_FC_INIT, DEFAULT_INIT, DEFAULT_SHORTCUT, FC_INITS,  # noqa: F401
+                     INITS, RESIDUALS, SHORTCUTS, check_choice)
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions and a shortcut: identity, or at a stage transition option A (zero-pad,
@@ -282,17 +282,27 @@ def remove_bn(model: nn.Module) -> int:
     return len(targets)
 
 
-def build_model(arch: str = "resnet110", bn: bool = True, init: str = "xavier_uniform",
-                num_classes: int = 10, fc_init: str = "same", shortcut: str | None = None, *,
+# build_model's shortcut by default: the project's network where the network has a choice
+PROJECT_SHORTCUT = "default"
+
+
+def build_model(arch: str = "resnet110", bn: bool = True, init: str = DEFAULT_INIT,
+                num_classes: int = 10, fc_init: str = DEFAULT_FC_INIT, shortcut: str | None = PROJECT_SHORTCUT, *,
                 residual: str = "plain") -> nn.Module:
     """The network `arch`, initialised with `init` (classifier: `fc_init`) from torch's global RNG,
-    with or without BN. `shortcut` ("A" or "B", see SHORTCUTS; None: "A") applies to the CIFAR
-    ResNets; torchvision's ResNet-101 has its own projection shortcuts (None or "B").
+    with or without BN. The defaults are the project's network, the one every figure uses
+    (`shared.config`'s DEFAULT_INIT, DEFAULT_FC_INIT and DEFAULT_SHORTCUT: option-B shortcuts,
+    Xavier convolutions, PyTorch's default classifier).
+
+    `shortcut`: "A" or "B" (SHORTCUTS) for the CIFAR ResNets, None for the architecture's standard
+    (option A for the CIFAR ResNets, torchvision's projections for ResNet-101), or "default" (the
+    default): the project's network, DEFAULT_SHORTCUT, where the network has a choice, else its
+    standard.
 
     `residual` (RESIDUALS) is the residual scheme; "skipinit" and "fixup" are for the CIFAR ResNets
     without BN (bn=False). "skipinit" (`SkipInitBlock`): `init`, `fc_init` and `shortcut` apply as for
     "plain", from the same draws, so a seed gives the plain network's weights. "fixup"
-    (`FixupResNet`): option-A shortcuts (None or "A") and Fixup's own init; `init` and `fc_init` are
+    (`FixupResNet`): its authors' option-A shortcuts and Fixup's own init; `init` and `fc_init` are
     not used."""
     check_choice("arch", arch, ARCHS)
     check_choice("init", init, INITS)
@@ -303,14 +313,16 @@ def build_model(arch: str = "resnet110", bn: bool = True, init: str = "xavier_un
     if residual != "plain" and bn:
         check_choice("residual with BN (bn=True)", residual, ("plain",))
     if arch == "resnet101":
-        check_choice("shortcut of resnet101 (torchvision's projections)", shortcut, (None, "B"))
+        check_choice("shortcut of resnet101 (torchvision's projections)", shortcut, (PROJECT_SHORTCUT, None, "B"))
         model = torchvision.models.resnet101(num_classes=num_classes)
     elif residual == "fixup":
-        check_choice("shortcut of fixup (the authors' option A)", shortcut, (None, "A"))
+        check_choice("shortcut of fixup (the authors' option A)", shortcut, (PROJECT_SHORTCUT, None, "A"))
         return FixupResNet(CIFAR_DEPTHS[arch], num_classes)
     else:
+        check_choice("shortcut", shortcut, (PROJECT_SHORTCUT, None, *SHORTCUTS))
+        chosen = DEFAULT_SHORTCUT if shortcut == PROJECT_SHORTCUT else shortcut or "A"
         block = SkipInitBlock if residual == "skipinit" else BasicBlock
-        model = CifarResNet(CIFAR_DEPTHS[arch], num_classes, shortcut=shortcut or "A", block=block)
+        model = CifarResNet(CIFAR_DEPTHS[arch], num_classes, shortcut=chosen, block=block)
     init_weights(model, init, fc_init)
     if not bn:
         remove_bn(model)

@@ -7,8 +7,21 @@ from shared.models import (ARCHS, INITS, CifarResNet, build_model, count_paramet
 
 
 def test_resnet110_parameter_counts_match_the_paper():
-    assert count_parameters(build_model("resnet110", bn=True)) == 1_727_962
-    assert count_parameters(build_model("resnet110", bn=False)) == 1_719_866
+    """He et al.'s ResNet-110 (option-A shortcuts), as the paper names it."""
+    assert count_parameters(build_model("resnet110", bn=True, shortcut="A")) == 1_727_962
+    assert count_parameters(build_model("resnet110", bn=False, shortcut="A")) == 1_719_866
+
+
+def test_the_default_network_is_the_projects():
+    """build_model's defaults are shared.config's, the network every figure uses: option-B
+    shortcuts, Xavier convolutions, PyTorch's default classifier."""
+    from shared.config import network_fields, train_config
+    torch.manual_seed(0)
+    default = build_model("resnet110")
+    torch.manual_seed(0)
+    figures = build_model(bn=True, **network_fields(train_config("paper")))
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), figures.state_dict().values()))
+    assert count_parameters(default) == 1_730_714 and torch.count_nonzero(default.fc.bias) == 10
 
 
 def test_resnet101_is_torchvisions_with_ten_classes():
@@ -48,7 +61,7 @@ def test_layer_out_of_range_names_the_valid_range():
 
 def test_remove_bn_removes_only_batchnorm():
     torch.manual_seed(0)
-    model = build_model("resnet56")
+    model = build_model("resnet56", shortcut="A")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     removed = remove_bn(model)
     assert removed == 1 + 2 * 27
@@ -120,7 +133,7 @@ def test_option_b_shortcuts_add_a_projection_at_each_stage_transition():
 
 def test_classifier_init_is_separate_from_the_convolutions():
     torch.manual_seed(0)
-    same = build_model("resnet20")
+    same = build_model("resnet20", fc_init="same")
     torch.manual_seed(0)
     default_fc = build_model("resnet20", fc_init="pytorch_default")
     convs = [n for n, p in same.named_parameters() if "conv" in n]
@@ -133,7 +146,7 @@ def test_classifier_init_is_separate_from_the_convolutions():
 
 def test_pytorch_default_init_keeps_what_the_constructors_drew():
     torch.manual_seed(3)
-    model = build_model("resnet20", init="pytorch_default")
+    model = build_model("resnet20", init="pytorch_default", fc_init="same", shortcut="A")
     torch.manual_seed(3)
     constructed = CifarResNet(20)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), constructed.state_dict().values()))
@@ -156,7 +169,7 @@ def test_option_b_networks_stack_like_single_ones():
 
 
 def test_bad_shortcut_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown shortcut 'C'; valid: A, B"):
+    with pytest.raises(ValueError, match="unknown shortcut 'C'; valid: default, None, A, B"):
         build_model("resnet20", shortcut="C")
-    with pytest.raises(ValueError, match=r"unknown shortcut of resnet101.*'A'; valid: None, B"):
+    with pytest.raises(ValueError, match=r"unknown shortcut of resnet101.*'A'; valid: default, None, B"):
         build_model("resnet101", shortcut="A")

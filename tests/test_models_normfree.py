@@ -37,9 +37,9 @@ def seeded(seed: int = 0, **kwargs) -> nn.Module:
 
 
 def test_resnet110_parameter_counts():
-    assert count_parameters(build_model("resnet110", bn=False)) == PLAIN_110
+    assert count_parameters(build_model("resnet110", bn=False, shortcut="A")) == PLAIN_110
     # SkipInit: one alpha per block
-    assert count_parameters(build_model("resnet110", bn=False, residual="skipinit")) == PLAIN_110 + BLOCKS_110
+    assert count_parameters(build_model("resnet110", bn=False, residual="skipinit", shortcut="A")) == PLAIN_110 + BLOCKS_110
     assert PLAIN_110 + BLOCKS_110 == 1_719_920
     # Fixup: 4 scalar biases and 1 scale per block, the stem's bias1 and the classifier's bias2
     assert count_parameters(build_model("resnet110", bn=False, residual="fixup")) == PLAIN_110 + 5 * BLOCKS_110 + 2
@@ -193,7 +193,7 @@ def test_fixup_gradients_reach_the_classifier_first_then_every_scalar():
     (dict(bn=True, residual="fixup"), r"unknown residual with BN \(bn=True\) 'fixup'; valid: plain"),
     (dict(bn=True, residual="skipinit"), r"unknown residual with BN \(bn=True\) 'skipinit'; valid: plain"),
     (dict(arch="resnet101", bn=False, residual="skipinit"), r"unknown residual of resnet101 'skipinit'; valid: plain"),
-    (dict(bn=False, residual="fixup", shortcut="B"), r"unknown shortcut of fixup.*'B'; valid: None, A"),
+    (dict(bn=False, residual="fixup", shortcut="B"), r"unknown shortcut of fixup.*'B'; valid: default, None, A"),
 ])
 def test_bad_residual_choices_name_the_valid_ones(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -208,8 +208,10 @@ def test_stacking_supports_the_plain_network_only():
         stack_models(models)
 
 
-@pytest.mark.parametrize("kwargs", [dict(arch="resnet20"), dict(arch="resnet20", bn=False, shortcut="B"),
-                                    dict(arch="resnet32", init="kaiming_normal_fan_out", fc_init="pytorch_default")])
+@pytest.mark.parametrize("kwargs", [dict(arch="resnet20", shortcut="A", fc_init="same"),
+                                    dict(arch="resnet20", bn=False, shortcut="B", fc_init="same"),
+                                    dict(arch="resnet32", init="kaiming_normal_fan_out", fc_init="pytorch_default",
+                                         shortcut="A")])
 def test_plain_is_unchanged(kwargs):
     """residual="plain" is the default and the network of before: same modules, same draws."""
     implicit = seeded(4, **kwargs)
