@@ -143,6 +143,8 @@ class TrainConfig:
     def __post_init__(self):
         check_fields(self)
         check_network(self)
+        # normalised once, while the frozen config is constructed (nothing changes it afterwards)
+        object.__setattr__(self, "shortcut", canonical_shortcut(self.arch, self.shortcut))
         if self.residual != "plain" and self.bn:
             raise ValueError(f"residual {self.residual!r} is a network without BN: set bn=False")
         check_choice("precision", self.precision, PRECISIONS)
@@ -168,7 +170,7 @@ class TrainConfig:
 
 def check_network(cfg) -> None:
     """Validate the network fields shared by training and probe configs (arch, init, fc_init,
-    shortcut) and write the shortcut in its one spelling."""
+    shortcut, residual); a pure check: `canonical_shortcut` gives the one spelling the configs store."""
     check_choice("arch", cfg.arch, ARCHS)
     check_choice("init", cfg.init, INITS)
     check_choice("fc_init", cfg.fc_init, FC_INITS)
@@ -179,11 +181,13 @@ def check_network(cfg) -> None:
         check_choice(f"arch for residual {cfg.residual!r}", cfg.arch, [a for a in ARCHS if a in CIFAR_DEPTHS])
     if cfg.residual == "fixup":
         check_choice("shortcut for fixup (the authors' option A)", cfg.shortcut, (None, "A"))
-    # one spelling per network, so that a network has one identity: None is the architecture's
-    # standard shortcut (option A for the CIFAR ResNets, torchvision's projections for ResNet-101)
-    standard = "B" if cfg.arch == "resnet101" else "A"
-    if cfg.shortcut == standard:
-        object.__setattr__(cfg, "shortcut", None)
+
+
+def canonical_shortcut(arch: str, shortcut: str | None) -> str | None:
+    """One spelling per network, so that a network has one identity (and one stored key): None is
+    the architecture's standard shortcut (option A for the CIFAR ResNets, torchvision's projections,
+    "B", for ResNet-101), which may also be written out."""
+    return None if shortcut == ("B" if arch == "resnet101" else "A") else shortcut
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,8 @@ class ProbeConfig:
     def __post_init__(self):
         check_fields(self)
         check_network(self)
+        # normalised once, while the frozen config is constructed (nothing changes it afterwards)
+        object.__setattr__(self, "shortcut", canonical_shortcut(self.arch, self.shortcut))
         check_positive_fields(self)
 
 

@@ -1,7 +1,8 @@
-"""Figure 1 and the learning-rate sweep from stored training runs: tables, claims and plots.
+"""Figure 1 from stored training runs: tables, claims, the short schedule's targets and plots.
 
-The notebooks `01_fig1_accuracy` and `09_lr_sweep` call these; every run is a stored result of
-`shared.train` (its "status", "failure", "metrics", "initial_loss", "first_above_step", ...).
+The notebook `01_fig1_accuracy` calls these (the learning-rate sweep of `09_lr_sweep`, which judges
+runs by the same rules, is shared.sweep); every run is a stored result of `shared.train` (its
+"status", "failure", "metrics", "initial_loss", "first_above_step", ...).
 """
 
 import itertools
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DIVERGENCE_STEPS, TrainConfig, setting_name
-from .claims import NO, PARTLY, Claim, at_least, holds, judged, unjudged_reason, within_range
+from .claims import Claim, holds, judged, unjudged_reason
 from .train import CHANCE_ACCURACY, learning_failure
 
 # Fig 1's final test accuracies, read off the paper's figure
@@ -287,78 +288,39 @@ def divergence_summary(divergence: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("lr")
 
 
-def outcomes(found: list[dict]) -> dict:
-    """The stored runs of one setting: how many seeds, diverged, failed to learn and trained, and
-    the final test accuracy of the completed ones (mean and std; NaN if none completed)."""
-    results = [r["result"] for r in found]
-    done = [r["metrics"][-1]["test_acc"] for r in results if r["status"] == "completed"]
-    return {"seeds": len(results), "diverged": len(results) - len(done),
-            "failed to learn": sum(r["status"] == "completed" and not trained(r) for r in results),
-            "trained": sum(trained(r) for r in results),
-            "test acc": np.mean(done) if done else np.nan, "test acc std": np.std(done) if done else np.nan}
-
-
-def sweep_table(runs: list[tuple[TrainConfig, list[dict]]]) -> pd.DataFrame:
-    """Per (BN, rate): seeds, diverged, failed to learn, trained, and final test accuracy."""
-    return pd.DataFrame([{"bn": cfg.bn, "lr": cfg.lr, **outcomes(found)} for cfg, found in runs])
-
-
-def largest_training_rate(sweep: pd.DataFrame, bn: bool) -> float | None:
-    """The largest rate at which every seed trained."""
-    rows = sweep[(sweep.bn == bn) & (sweep.trained == sweep.seeds) & (sweep.seeds > 0)]
-    return float(rows.lr.max()) if len(rows) else None
-
-
-def largest_surviving_rate(sweep: pd.DataFrame, bn: bool) -> float | None:
-    """The largest rate below which no run diverges (every smaller rate and it: no seed diverged,
-    whether or not it learned)."""
-    rows = sweep[(sweep.bn == bn) & (sweep.seeds > 0)].sort_values("lr")
-    safe = (rows.diverged == 0).cumprod().astype(bool)
-    return float(rows.lr[safe].max()) if safe.any() else None
-
-
-def sweep_claims(sweep: pd.DataFrame, preset: str) -> list[Claim]:
-    """The sweep's claims. Without BN, rates above about 1e-4 diverge (the largest rate with no
-    diverged run within 3e-5..3.2e-4), judged on any preset; without BN the largest rate that
-    trains is about 1e-4, which needs the full schedule (on a short preview even BN fails to learn
-    at 1e-4); with BN rates at least 100 times larger train: BN's largest rate that trains
-    against the largest at which the network without BN does not diverge. Not judged while runs
-    are missing."""
-    no_bn, with_bn = largest_training_rate(sweep, False), largest_training_rate(sweep, True)
-    survives = largest_surviving_rate(sweep, False)
-    missing = int((sweep.seeds == 0).sum())
-    unless = unjudged_reason(preset) or (f"{missing} of {len(sweep)} runs not yet trained" if missing else None)
-    full = f"{preset} preset: rate 1e-4 needs the full schedule" if preset != "paper" else None
-    above = sweep[(~sweep.bn) & (sweep.lr > (survives or 0))]
-
-    def describe(rate):
-        return f"largest rate that trains: {rate:g}" if rate else "no rate trains"
-
-    return [
-        judged("Without BN, rates above about 1e-4 diverge", "larger rates diverge (not shown)",
-               (f"largest rate with no diverged run: {survives:g}" if survives else "every rate diverges")
-               + f"; above it {int(above.diverged.sum())} of {int(above.seeds.sum())} runs diverge",
-               NO if survives is None else within_range(survives, 3e-5, 3.2e-4), unless=unless),
-        judged("Without BN the largest rate that trains is about 1e-4", "1e-4", describe(no_bn),
-               PARTLY if no_bn is None else within_range(no_bn, 3e-5, 3.2e-4), unless=unless or full),
-        judged("With BN much larger rates train", "0.1 trains (1e-4 without BN)",
-               f"{describe(with_bn)}; without BN no run diverges up to {survives:g}" if survives
-               else describe(with_bn),
-               PARTLY if with_bn is None or survives is None else at_least(with_bn, 100 * survives),
-               unless=unless),
-    ]
-
-
-def plot_sweep(ax, sweep: pd.DataFrame) -> None:
-    """Final test accuracy against the rate, with and without BN; diverged runs as crosses at 0."""
-    for bn, colour in ((True, "C0"), (False, "C3")):
-        rows = sweep[sweep.bn == bn]
-        label = "with BN" if bn else "without BN"
-        ax.errorbar(rows.lr, rows["test acc"], yerr=rows["test acc std"], color=colour, marker="o", label=label)
-        failed = rows[rows.diverged > 0]
-        if len(failed):
-            ax.scatter(failed.lr, np.zeros(len(failed)), marker="x", s=60, color=colour,
-                       label=f"{label}: diverged (drawn at 0)")
-    ax.axhline(CHANCE, color="grey", ls=":", lw=1, label="chance")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="final test accuracy", ylim=(-0.03, 1))
-
+def findings(runs: dict[str, list[dict]], finals: pd.DataFrame, divergence: pd.DataFrame) -> list[str]:
+    """What the stored runs show, in sentences with their numbers: where the network without BN
+    diverges (Fig 1's runs and the probes together), how far BN trains at each rate against the
+    paper, the ordering of BN's rates, and no BN at 1e-4 against BN at 1e-4; what is missing."""
+    lines = []
+    for lr, group in divergence.groupby(level="lr", sort=False):
+        name = setting_name(TrainConfig(bn=False, lr=lr))
+        own = [r["result"] for r in runs.get(name, [])]
+        statuses = list(group["status"]) + [r["status"] for r in own]
+        steps = sorted(set(group["diverged at step"].dropna().astype(int))
+                       | {r["diverged_step"] for r in own if r["status"] == "diverged"})
+        line = (f"Without BN at {lr:g}: {statuses.count('diverged')} of {len(statuses)} runs diverged"
+                + (f" (at step {', '.join(map(str, steps))})" if steps else ""))
+        kept = group[group["status"] == "completed"]
+        if len(kept):
+            line += (f"; {len(kept)} did not (median loss at step {DIVERGENCE_STEPS - 1}: "
+                     f"{kept['last loss'].median():.2f}; a constant guess scores ln 10 = 2.30)")
+        lines.append(line + ".")
+    for name in (*ORDERED, "no BN, lr 0.0001"):
+        if name not in finals.index or np.isnan(finals.loc[name, "test acc"]):
+            lines.append(f"{name}: not trained yet.")
+            continue
+        row = finals.loc[name]
+        lines.append(f"{name}: {row['test acc']:.1%} test accuracy ({row['train acc']:.1%} train) after "
+                     f"{row['epochs']:.0f} epochs, mean of {row['seeds']:.0f} seed(s), the paper {row['paper test acc']:.1%}"
+                     f" after its full schedule" + ("; it failed to learn" if row["failed to learn"] else "") + ".")
+    ordering = runs_ordering(finals)
+    if not missing_of(finals, ORDERED):
+        in_order, seeds = seeds_in_order(runs)
+        lines.append(f"With BN, 0.1 > 0.003 > 1e-4 in final test accuracy: {'yes' if ordering['ordered'] else 'no'} "
+                     f"on the means, in {in_order} of {seeds} seed(s).")
+    gap = curve_gap(runs.get("BN, lr 0.0001", []), runs.get("no BN, lr 0.0001", []))
+    if not np.isnan(gap):
+        lines.append(f"At 1e-4 the test-accuracy curves with and without BN are at most {gap:.1%} apart "
+                     f"(the paper's track each other over its full schedule).")
+    return lines

@@ -162,7 +162,7 @@ def training_table(runs: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
     """Rows (scheme, rate): how many seeds, how many diverged (and at which step, the first seed's),
     failed to learn or trained (`shared.fig1`'s definitions), and the final test accuracy of the
     completed runs (mean; NaN where none completed)."""
-    from .fig1 import outcomes
+    from .sweep import outcomes
     rows = []
     for (label, lr), found in runs.items():
         row = outcomes(found)

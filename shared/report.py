@@ -3,7 +3,10 @@
 `index.qmd` is the report's front page; every number and figure on it comes from markdown files
 this module generates into `_generated/` (ignored by git) and the page includes:
 
-    _generated/summary.md     every claim of the paper, figure by figure, ours and the verdict
+    _generated/story.md       the question, the paper's answer and ours (shared.frontpage)
+    _generated/headline.md    the headline figures, each beside its paper panel, with its finding
+    _generated/scorecard.md   one row per figure: the paper's number, ours, the verdict counts
+    _generated/summary.md     every claim of the paper, figure by figure (the claims page, claims.qmd)
     _generated/<item>.md      per figure or table of the paper (fig1 ... fig7, table1): the
                               notebook(s) reproducing it, their saved figures (figures/*.png) and
                               their claims, or "not yet reproduced"
@@ -13,8 +16,8 @@ this module generates into `_generated/` (ignored by git) and the page includes:
 The claims come from the records each notebook saves beside its figures
 (`figures/claims_<item>_<preset>.json`, `shared.claims`), never from the notebooks' HTML.
 Then, if Quarto is installed, `quarto render` builds the website (`_quarto.yml`) into `_site/`;
-otherwise an offline HTML version of the same pages is written there (nbconvert for the notebooks,
-mistune for the index), which opens from the file system.
+otherwise an offline HTML version of the same pages is written there (shared.offline_site), which
+opens from the file system.
 
     python -m shared.report [--execute] [--preset PRESET]
 
@@ -33,6 +36,8 @@ import nbformat
 import yaml
 
 from . import frontpage
+from .execution import execute_notebooks
+from .offline_site import build_offline
 from .config import PROBE_PRESETS, TRAIN_PRESETS
 from .claims import Claim, load_claims, verdict_counts
 from .fileio import read_json
@@ -309,156 +314,6 @@ def write_includes(includes: dict[str, str], generated_dir: Path = GENERATED_DIR
         (generated_dir / name).write_text(text)
 
 
-def committed_parameters(path: Path) -> dict:
-    """The parameters papermill last executed the notebook with (empty if it never did)."""
-    return dict(nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("parameters", {}))
-
-
-# papermill's and Jupyter's per-execution metadata: times and the paths it ran from
-VOLATILE_METADATA = ("start_time", "end_time", "duration")
-
-
-def without_volatile_metadata(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
-    """`nb` with execution times removed and papermill's paths set to the notebook's own name, so
-    that executing an unchanged notebook again gives the same file."""
-    run = nb.metadata.get("papermill", {})
-    for key in VOLATILE_METADATA:
-        run.pop(key, None)
-    if run:
-        run["input_path"] = run["output_path"] = name
-    for cell in nb.cells:
-        if "injected-parameters" in cell.metadata.get("tags", []):
-            cell.id = "injected-parameters"  # papermill draws a new random id every time
-        cell.metadata.pop("execution", None)
-        for key in VOLATILE_METADATA:
-            cell.metadata.get("papermill", {}).pop(key, None)
-    return nb
-
-
-def stored_seeds(results_dir: Path | None = None) -> list[int]:
-    """Every seed with a completed run of any experiment in the store, ascending."""
-    paths = Path(results_dir or RESULTS_ROOT).glob("*/*/seed*/result.json")
-    return sorted({int(p.parent.name[4:]) for p in paths})
-
-
-def execution_parameters(path: Path, preset: str | None, extra: dict | None = None) -> dict:
-    """What `execute_notebooks` runs a notebook with: its committed parameters (or only `preset`),
-    `extra`, and `seeds`, the seeds in the store now (and the notebook's own seed), which the
-    notebook then shows, and `pytest --nbval` re-runs, whatever seeds are added later."""
-    import papermill
-
-    parameters = {"preset": preset} if preset else committed_parameters(path)
-    parameters.update(extra or {})
-    if "seeds" in papermill.inspect_notebook(str(path)):
-        parameters["seeds"] = sorted(set(stored_seeds()) | {parameters.get("seed", 0)})
-    return parameters
-
-
-def execute_notebooks(paths: list[Path], preset: str | None = None, extra: dict | None = None) -> list[Path]:
-    """Execute every notebook with papermill, from its own folder, and write it back only if its
-    content changed; returns the notebooks written.
-
-    Each runs in a scratch folder first, so a failed execution raises and leaves the committed
-    notebook as it was; volatile metadata (times, absolute paths) is dropped, so an unchanged
-    notebook stays byte-identical. Parameters: see `execution_parameters`. The notebooks save
-    their figures and claims into figures/ (or $BN_FIGURES_DIR where it is set).
-    """
-    written = []
-    saved_to = os.environ.get("BN_FIGURES_DIR")
-    os.environ["BN_FIGURES_DIR"] = saved_to or str(FIGURES_DIR)  # the kernels save the report's figures
-    try:
-        for path in paths:
-            if execute_notebook(path, execution_parameters(path, preset, extra)):
-                written.append(path)
-    finally:
-        if saved_to is None:
-            del os.environ["BN_FIGURES_DIR"]
-    return written
-
-
-def execute_notebook(path: Path, parameters: dict) -> bool:
-    """Execute one notebook in a scratch folder; write it back if its content changed (True)."""
-    import tempfile
-
-    import papermill
-
-    print(f"executing {path.name} ({parameters})", flush=True)
-    with tempfile.TemporaryDirectory(prefix="report-") as scratch:
-        out = Path(scratch) / path.name
-        papermill.execute_notebook(str(path), str(out), parameters=parameters,
-                                   cwd=str(path.parent), kernel_name="python3",
-                                   language="python", progress_bar=False)
-        executed = without_volatile_metadata(nbformat.read(out, as_version=4), path.name)
-    text = nbformat.writes(executed)
-    text += "" if text.endswith("\n") else "\n"
-    if text == path.read_text():
-        return False
-    path.write_text(text)
-    return True
-
-
-# ----- the offline site: the index and every notebook as standalone pages, through nbconvert -----
-
-def html_page(cells: list, title: str, embed_images: bool) -> str:
-    """A standalone HTML page of markdown and executed code cells, through nbconvert's lab
-    template (its markdown renderer, tables and styles), code hidden."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=embed_images)
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={"title": title})
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    return body
-
-
-def page_markdown(page: Path, includes: dict[str, str]) -> tuple[dict, str]:
-    """The front matter and markdown of a `.qmd` page, its `_generated/` includes expanded and
-    Pandoc's attributes on figures (`{#fig-...}`, for Quarto's cross-references) dropped."""
-    _, front, text = page.read_text().split("---\n", 2)
-    for name, include in includes.items():
-        text = text.replace(f"{{{{< include _generated/{name} >}}}}", include)
-        for line in include.splitlines():
-            if line.startswith("![") and line.endswith("}") and "){#" in line:
-                text = text.replace(line, line[:line.rindex("{")])
-    return yaml.safe_load(front), text
-
-
-def build_offline(out_dir: Path, notebooks: list[Notebook], includes: dict[str, str],
-                  figures_dir: Path = FIGURES_DIR, index: Path = INDEX,
-                  quarto_config: Path = QUARTO_CONFIG, claims_page: Path = CLAIMS_PAGE) -> list[Path]:
-    """Write the offline site into `out_dir`; return its pages (index first). The index links
-    every notebook's page (through `_generated/notebooks.md`) and the claims page, each page links
-    back; the index's embedded notebook figures become images of the cells' stored outputs."""
-    site_title = yaml.safe_load(quarto_config.read_text())["website"]["title"]
-    (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    (out_dir / "figures").mkdir(exist_ok=True)
-    for figure in figures_dir.glob("*.png"):
-        shutil.copy2(figure, out_dir / "figures" / figure.name)
-    note = (f"*{site_title}: offline view (Quarto is not installed). "
-            "[Install Quarto](https://quarto.org/docs/get-started/) for the full site.*\n\n")
-    pages = []
-    for page in (index, claims_page):
-        if not page.exists():
-            continue
-        front, text = page_markdown(page, includes)
-        text = frontpage.resolve_embeds(text, page.parent, out_dir)
-        text = re.sub(r"\]\(([\w-]+)\.qmd\)", r"](\1.html)", text)  # Quarto turns links to pages into .html
-        header = f"# {front['title']}\n\n" + (f"*{front['subtitle']}*\n\n" if front.get("subtitle") else "")
-        target = out_dir / f"{page.stem}.html"
-        target.write_text(html_page([nbformat.v4.new_markdown_cell(header + note + text)], front["title"],
-                                    embed_images=False))
-        pages.append(target)
-    for nb in notebooks:
-        shutil.copy2(nb.path, out_dir / "notebooks" / nb.path.name)
-        back = nbformat.v4.new_markdown_cell(
-            f"[← {site_title}](../index.html) · offline view: the notebook's text and outputs, code "
-            f"hidden; the notebook itself: [{nb.path.name}]({nb.path.name})")
-        cells = [back, nbformat.v4.new_markdown_cell(f"# {nb.title}"),
-                 *(c for c in nbformat.read(nb.path, as_version=4).cells if c.cell_type != "raw")]
-        (out_dir / nb.page).write_text(html_page(cells, nb.title, embed_images=True))
-    return pages + [out_dir / nb.page for nb in notebooks]
-
-
 def render_quarto(out_dir: Path) -> None:
     """Render the Quarto website (stored outputs only, see _quarto.yml) into `out_dir`."""
     subprocess.run(["quarto", "render", "--output-dir", os.path.relpath(out_dir, REPO_ROOT)],
@@ -480,7 +335,7 @@ def build_report(out_dir: Path = SITE_DIR, notebook_paths: list[Path] | None = N
         render_quarto(out_dir)
     else:
         print(QUARTO_MISSING, flush=True)
-        build_offline(out_dir, notebooks, includes, figures_dir)
+        build_offline(out_dir, notebooks, includes, figures_dir, INDEX, QUARTO_CONFIG, CLAIMS_PAGE)
     return {"index": out_dir / "index.html", "pages": 2 + len(notebooks),  # the index, the claims page
             "figures": sum(len(nb.figures) for nb in notebooks), "runs": len(runs),
             "experiments": len({r["experiment"] for r in runs})}

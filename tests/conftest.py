@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.cifar_files import CLASSES, DatasetError, find_source, resolve_data_dir
+
 # Tests compute into temporary stores from whatever tree they run in, committed or not: they may use
 # uncommitted code (shared.results.code_version; the tests of that check clear this themselves)
 os.environ.setdefault("BN_ALLOW_DIRTY", "1")
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @pytest.fixture(scope="session")
@@ -26,12 +27,11 @@ def tiny_image_folder(tmp_path_factory):
     return root
 
 
-# The JPEG copy of CIFAR-10 that may lie beside the repository (../shared/data); never committed.
-REAL_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
-
-
 @pytest.fixture(scope="session")
-def real_archive():
-    if not REAL_ARCHIVE.exists():
-        pytest.skip(f"no CIFAR-10 JPEG archive beside the repository at {REAL_ARCHIVE}")
-    return REAL_ARCHIVE
+def real_cifar10() -> Path:
+    """The real CIFAR-10 copy in the data dir ($CIFAR10_DIR, else data/; never committed), in
+    whichever layout shared.data reads; the test is skipped where there is none."""
+    try:
+        return find_source(resolve_data_dir(), download=False)[1]
+    except DatasetError:
+        pytest.skip("no CIFAR-10 copy in the data dir ($CIFAR10_DIR, else data/)")

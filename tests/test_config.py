@@ -1,9 +1,11 @@
 import dataclasses
 import json
+import types
 
 import pytest
 
-from shared.config import TRAIN_PRESETS, TrainConfig, added, identity, stored_config, train_config
+from shared.config import (TRAIN_PRESETS, TrainConfig, added, canonical_shortcut, check_network, identity,
+                           stored_config, train_config)
 from shared.experiments import DepthConfig
 from shared.results import config_hash
 
@@ -62,6 +64,16 @@ def test_a_network_has_one_spelling():
     assert train_config("paper", arch="resnet101", shortcut="B").shortcut is None  # torchvision's own
     with pytest.raises(ValueError, match=r"shortcut for resnet101 'A'; valid: None, B"):
         train_config("paper", arch="resnet101", shortcut="A")
+
+
+def test_validating_a_network_changes_nothing():
+    """check_network only checks; the one spelling is written while the config is constructed."""
+    written = types.SimpleNamespace(arch="resnet110", init="xavier_uniform", fc_init="same", shortcut="A",
+                                    residual="plain")
+    check_network(written)
+    assert written.shortcut == "A"
+    assert canonical_shortcut("resnet110", "A") is None and canonical_shortcut("resnet110", "B") == "B"
+    assert canonical_shortcut("resnet101", "B") is None
 
 
 def test_a_field_added_with_its_neutral_value_keeps_every_stored_key():

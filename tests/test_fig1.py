@@ -1,6 +1,7 @@
 """Fig 1's and the sweep's tables and claims (shared.fig1) on synthetic stored runs."""
 
 from shared import fig1
+from shared import sweep as lrsweep
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.config import TrainConfig, setting_name
 
@@ -89,39 +90,39 @@ def test_fig1_curves_take_the_papers_colours():
 def sweep(no_bn_trains: list[float], bn_trains: list[float], rates=(1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0)):
     runs = [(TrainConfig(bn=bn, lr=lr), [run(0, 0.4 if lr in trains else None)])
             for bn, trains in ((True, bn_trains), (False, no_bn_trains)) for lr in rates]
-    return fig1.sweep_table(runs)
+    return lrsweep.sweep_table(runs)
 
 
 def test_sweep_claims_find_the_largest_rate_that_trains_and_the_divergence_boundary():
     table = sweep(no_bn_trains=[1e-5, 1e-4], bn_trains=[1e-5, 1e-4, 1e-3, 1e-2, 0.1])
-    assert fig1.largest_training_rate(table, False) == 1e-4 and fig1.largest_training_rate(table, True) == 0.1
-    assert fig1.largest_surviving_rate(table, False) == 1e-4 and fig1.largest_surviving_rate(table, True) == 0.1
-    claims = fig1.sweep_claims(table, "paper")
+    assert lrsweep.largest_training_rate(table, False) == 1e-4 and lrsweep.largest_training_rate(table, True) == 0.1
+    assert lrsweep.largest_surviving_rate(table, False) == 1e-4 and lrsweep.largest_surviving_rate(table, True) == 0.1
+    claims = lrsweep.sweep_claims(table, "paper")
     assert [c.verdict for c in claims] == [YES, YES, YES]
     assert claims[0].ours == "largest rate with no diverged run: 0.0001; above it 4 of 4 runs diverge"
     assert claims[2].ours == "largest rate that trains: 0.1; without BN no run diverges up to 0.0001"
     # a preview: the rate that trains without BN needs the full schedule; the rest is judged
-    assert [c.verdict for c in fig1.sweep_claims(table, "cpu")] == [YES, NOT_JUDGED, YES]
+    assert [c.verdict for c in lrsweep.sweep_claims(table, "cpu")] == [YES, NOT_JUDGED, YES]
     table = sweep(no_bn_trains=[1e-5, 1e-4, 1e-3, 1e-2], bn_trains=[1e-5, 1e-4, 1e-3, 1e-2])
-    assert [c.verdict for c in fig1.sweep_claims(table, "paper")] == [NO, NO, NO]
-    assert [c.verdict for c in fig1.sweep_claims(table, "smoke")] == [NOT_JUDGED] * 3
+    assert [c.verdict for c in lrsweep.sweep_claims(table, "paper")] == [NO, NO, NO]
+    assert [c.verdict for c in lrsweep.sweep_claims(table, "smoke")] == [NOT_JUDGED] * 3
 
 
 def test_sweep_claims_count_runs_that_fail_to_learn_as_surviving():
     """A run at chance has not diverged: nothing trains without BN, but nothing below 1e-3 diverges."""
     runs = [(TrainConfig(bn=False, lr=lr), [run(0, 0.1 if lr < 1e-3 else None)]) for lr in (1e-5, 1e-4, 1e-3, 0.1)]
     runs += [(TrainConfig(bn=True, lr=lr), [run(0, 0.1 if lr < 1e-3 else 0.4)]) for lr in (1e-5, 1e-4, 1e-3, 0.1)]
-    table = fig1.sweep_table(runs)
-    assert fig1.largest_training_rate(table, False) is None and fig1.largest_surviving_rate(table, False) == 1e-4
-    claims = fig1.sweep_claims(table, "cpu")
+    table = lrsweep.sweep_table(runs)
+    assert lrsweep.largest_training_rate(table, False) is None and lrsweep.largest_surviving_rate(table, False) == 1e-4
+    claims = lrsweep.sweep_claims(table, "cpu")
     assert [c.verdict for c in claims] == [YES, NOT_JUDGED, YES] and claims[1].ours == "no rate trains"
-    assert [c.verdict for c in fig1.sweep_claims(table, "paper")] == [YES, PARTLY, YES]
+    assert [c.verdict for c in lrsweep.sweep_claims(table, "paper")] == [YES, PARTLY, YES]
 
 
 def test_sweep_claims_wait_for_missing_runs():
     table = sweep(no_bn_trains=[1e-4], bn_trains=[0.1])
     table.loc[0, "seeds"] = 0
-    claims = fig1.sweep_claims(table, "cpu")
+    claims = lrsweep.sweep_claims(table, "cpu")
     assert {c.verdict for c in claims} == {NOT_JUDGED} and "1 of 12 runs not yet trained" in claims[0].note
 
 
@@ -148,3 +149,24 @@ def test_the_ordering_claim_and_the_short_schedule_targets():
     finals = fig1.final_table(runs)
     claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "cpu")}
     assert claims[order.claim].verdict == NOT_JUDGED and "BN, lr 0.003" in claims[order.claim].note
+
+
+def test_the_findings_carry_the_stored_numbers_and_say_what_is_missing():
+    names = [setting_name(TrainConfig(bn=bn, lr=lr)) for bn, lr in
+             ((True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4), (False, 0.003), (False, 0.1))]
+    accs = {names[0]: (0.90, 0.86), names[1]: (0.85, 0.84), names[2]: (0.60, 0.62), names[3]: (0.55, 0.60),
+            names[4]: (None, None), names[5]: (None, None)}
+    runs = {n: [run(s, a) for s, a in enumerate(pair)] for n, pair in accs.items()}
+    probes = fig1.divergence_table([(TrainConfig(bn=False, lr=lr), [run(s, None if s < n else 0.2) for s in range(3)])
+                                    for lr, n in ((0.1, 3), (0.001, 2))])
+    lines = fig1.findings(runs, fig1.final_table(runs), probes)
+    assert lines[0] == "Without BN at 0.1: 5 of 5 runs diverged (at step 1)."  # 3 probes + 2 of Fig 1's runs
+    assert lines[1] == ("Without BN at 0.001: 2 of 3 runs diverged (at step 1); 1 did not (median loss at "
+                        "step 199: 1.00; a constant guess scores ln 10 = 2.30).")
+    assert lines[2] == ("BN, lr 0.1: 88.0% test accuracy (50.0% train) after 1 epochs, mean of 2 seed(s), "
+                        "the paper 93.2% after its full schedule.")
+    assert "With BN, 0.1 > 0.003 > 1e-4 in final test accuracy: yes on the means, in 2 of 2 seed(s)." in lines
+    assert lines[-1].startswith("At 1e-4 the test-accuracy curves with and without BN are at most 3.5% apart")
+    del runs[names[1]]
+    lines = fig1.findings(runs, fig1.final_table(runs), probes)
+    assert "BN, lr 0.003: not trained yet." in lines and not any(line.startswith("With BN, 0.1 >") for line in lines)

@@ -50,21 +50,21 @@ def test_seeds_added_by_a_batch_leave_the_executed_notebook_and_nbval_alone(tmp_
     executed with, a papermill batch adds seeds to the store, `pytest --nbval` on the executed
     notebook still passes, and executing it again (`make report`) shows the new seeds; executing
     an unchanged notebook leaves its file byte-identical, and a failed execution leaves it alone."""
-    from shared import report
+    from shared import execution
 
     store = {var: tmp_path / folder for var, folder in (
         ("BN_RESULTS_DIR", "results"), ("BN_FIGURES_DIR", "figures"), ("BN_CHECKPOINT_DIR", "checkpoints"))}
     for var, folder in store.items():
         monkeypatch.setenv(var, str(folder))
-    monkeypatch.setattr(report, "RESULTS_ROOT", store["BN_RESULTS_DIR"])
+    monkeypatch.setattr(execution, "RESULTS_ROOT", store["BN_RESULTS_DIR"])
     source = next(p for p in NOTEBOOKS if p.name.startswith("05_"))
     notebook = tmp_path / "nb" / source.name
     notebook.parent.mkdir()
     notebook.write_text(source.read_text())
     smoke = {"data_dir": str(tiny_image_folder)}
 
-    assert report.execute_notebooks([notebook], "smoke", smoke) == [notebook]
-    assert report.committed_parameters(notebook)["seeds"] == [0]
+    assert execution.execute_notebooks([notebook], "smoke", smoke) == [notebook]
+    assert execution.committed_parameters(notebook)["seeds"] == [0]
     assert "1 seed(s) in the store" in text_outputs(notebook)
 
     saved = {p.name: p.read_bytes() for p in store["BN_FIGURES_DIR"].iterdir()}
@@ -82,12 +82,12 @@ def test_seeds_added_by_a_batch_leave_the_executed_notebook_and_nbval_alone(tmp_
     before = notebook.read_bytes()
     failing = {"seed": 3, "data_dir": str(tmp_path / "no-data-here")}
     with pytest.raises(papermill.PapermillExecutionError):
-        report.execute_notebooks([notebook], "smoke", failing)
+        execution.execute_notebooks([notebook], "smoke", failing)
     assert notebook.read_bytes() == before
 
-    assert report.execute_notebooks([notebook], "smoke", smoke) == [notebook]
-    assert report.committed_parameters(notebook)["seeds"] == [0, 1, 2]
+    assert execution.execute_notebooks([notebook], "smoke", smoke) == [notebook]
+    assert execution.committed_parameters(notebook)["seeds"] == [0, 1, 2]
     assert "3 seed(s) in the store" in text_outputs(notebook)
     again = notebook.read_bytes()
-    assert report.execute_notebooks([notebook], "smoke", smoke) == []
+    assert execution.execute_notebooks([notebook], "smoke", smoke) == []
     assert notebook.read_bytes() == again

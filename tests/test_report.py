@@ -23,7 +23,7 @@ import nbformat
 import pytest
 from PIL import Image
 
-from shared import report
+from shared import execution, report
 from shared.claims import Claim, save_claims
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,8 +238,8 @@ def test_make_report_reexecutes_each_notebook_with_its_committed_parameters(tmp_
     calls = []
     monkeypatch.setattr("papermill.execute_notebook",
                         lambda src, out, parameters, **kw: (calls.append(parameters), shutil.copy(src, out)))
-    report.execute_notebooks([committed, never_run], None)
-    report.execute_notebooks([committed], "smoke")
+    execution.execute_notebooks([committed, never_run], None)
+    execution.execute_notebooks([committed], "smoke")
     assert calls == [{"preset": "cpu", "seed": 2}, {}, {"preset": "smoke"}]
 
     # a notebook with a `seeds` parameter shows the seeds stored now, and its own seed
@@ -249,9 +249,9 @@ def test_make_report_reexecutes_each_notebook_with_its_committed_parameters(tmp_
     parameters.metadata["tags"] = ["parameters"]
     nbformat.write(nbformat.v4.new_notebook(cells=[parameters], metadata=KERNEL),
                    with_seeds)
-    monkeypatch.setattr(report, "stored_seeds", lambda: [0, 3])
+    monkeypatch.setattr(execution, "stored_seeds", lambda: [0, 3])
     calls.clear()
-    report.execute_notebooks([with_seeds], "paper", {"seed": 7})
+    execution.execute_notebooks([with_seeds], "paper", {"seed": 7})
     assert calls == [{"preset": "paper", "seed": 7, "seeds": [0, 3, 7]}]
 
 

@@ -9,12 +9,12 @@ from shared.results import Store
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["fig2_gradients", "fig5_depth_profile"])
-def test_stored_result_is_reproduced(experiment, real_archive, tmp_path):
+def test_stored_result_is_reproduced(experiment, real_cifar10, tmp_path):
     cfg = experiment_config(experiment, "paper")
     stored = Store().get(experiment, cfg, 0)
     assert stored is not None, f"no committed {experiment} result for seed 0"
-    assert real_archive.name in stored["provenance"]["data"]
-    fresh = run_experiment(experiment, cfg, 0, real_archive, device="cpu", store=Store(tmp_path, tmp_path / "ck"))
+    assert real_cifar10.name in stored["provenance"]["data"]
+    fresh = run_experiment(experiment, cfg, 0, real_cifar10, device="cpu", store=Store(tmp_path, tmp_path / "ck"))
     assert fresh["provenance"]["data"] == stored["provenance"]["data"]  # the same pixels
     compare(fresh["result"], stored["result"])
 

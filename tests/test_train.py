@@ -127,11 +127,11 @@ def test_learning_failure_names_why_a_run_did_not_learn():
 
 
 @pytest.mark.slow
-def test_resnet110_without_bn_is_not_diverged_on_its_initial_loss(real_archive):
+def test_resnet110_without_bn_is_not_diverged_on_its_initial_loss(real_cifar10):
     """The audit's case: ResNet-110 without BN (option A, Xavier on every layer) starts above the
     paper's 1e3 on seeds 1 and 2 (losses 1086 and 1418); at lr 1e-4 training makes it smaller, so
     it has not diverged."""
-    data = load_cifar10(real_archive).subset(None, 100)
+    data = load_cifar10(real_cifar10).subset(None, 100)
     cfg = train_config("paper", bn=False, lr=1e-4, epochs=1, max_epochs=1, steps_per_epoch=3,
                        eval_batch_size=100, shortcut="A", fc_init="same")
     for seed in (1, 2):
