@@ -139,6 +139,17 @@ def training_table(preset: str = "paper") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).set_index(["candidate", "BN", "seed"])
 
 
+def stored_runs(preset: str = "paper") -> dict[str, list[dict]]:
+    """Every stored run behind the network choice, per experiment (the at-init figures of every
+    candidate; "training": the candidates trained at NETWORK_LR), for the notebook's provenance."""
+    found = {experiment: [r for candidate in candidates()
+                          for r in config_runs(experiment, candidate_config(experiment, candidate, preset))]
+             for experiment in dict.fromkeys(experiment for experiment, _ in DISTANCES.values())}
+    found["training"] = [r for fields in NETWORK_CANDIDATES for bn in (False, True)
+                         for r in config_runs(TRAINING_EXPERIMENT, network_config(fields, bn, preset))]
+    return found
+
+
 TRAINS_COLUMN = f"trains without BN at {NETWORK_LR:g} ({NETWORK_EPOCHS} epochs)"
 
 

@@ -233,6 +233,13 @@ def train_ladder(arch: str, bn: bool, seed: int, preset: str = "preview", data_d
     return bisect_stable(LADDER_RATES, diverges)
 
 
+def training_runs(preset: str, archs=tuple(DEPTHS), store: Store | None = None) -> list[dict]:
+    """Every stored run of the training ladder (any network, rate and seed), for provenance."""
+    store = store or Store()
+    return [r for arch in archs for bn in (False, True) for lr in LADDER_RATES
+            for r in store.runs(TRAINING_EXPERIMENT, ladder_training_config(preset, arch, bn, lr))]
+
+
 def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store | None = None) -> pd.DataFrame:
     """Rows (depth, network, seed) of the stored bisections that have begun: the largest stable
     rate (0: below the grid's smallest; NaN: incomplete) and the rates tried ("x": diverged).
