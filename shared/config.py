@@ -40,7 +40,7 @@ def check_choice(what: str, value, valid) -> None:
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
-# The network the paper most likely used, chosen by the candidate comparison (shared.candidates,
+# The network the paper most likely used, chosen by the candidate comparison (shared.figures.candidates,
 # notebooks/10_network_choice.ipynb): option-B shortcuts at the stage transitions, the stated Xavier
 # init on the convolutions, and PyTorch's default init on the classifier.
 DEFAULT_INIT = "xavier_uniform"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from . import probes
 from .data import Cifar10, TrainLoader
-from .collapse import EXPERIMENT as COLLAPSE, CollapseConfig, measure as measure_collapse
+from .figures.collapse import EXPERIMENT as COLLAPSE, CollapseConfig, measure as measure_collapse
 from .config import PROBE_PRESETS as PRESETS
 from .config import ProbeConfig, added, check_fields, check_positive_fields, network_fields  # noqa: F401 (re-exported)
 from .models import build_model, check_choice, weight_layers

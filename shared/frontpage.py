@@ -24,7 +24,7 @@ class Headline:
     whose numbers its caption gives."""
     notebook: str   # the notebook's file stem under notebooks/
     label: str      # the cell's Quarto label (`#| label: ...`)
-    item: str       # the paper item (shared.report.PAPER_ITEMS) whose claim the caption quotes
+    item: str       # the paper item (an id of shared.figures.FIGURES) whose claim the caption quotes
     claim: str      # the start of that claim's text
     paper: str      # the paper's panel, described
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from . import frontpage
+from . import figures, frontpage
 from .execution import execute_notebooks
 from .offline_site import build_offline
 from .config import PROBE_PRESETS, TRAIN_PRESETS
@@ -49,13 +49,6 @@ INDEX = REPO_ROOT / "index.qmd"
 CLAIMS_PAGE = REPO_ROOT / "claims.qmd"   # every claim in one table, one click from the front page
 QUARTO_CONFIG = REPO_ROOT / "_quarto.yml"
 
-# the paper's figures and table, in its order, then our extensions: the learning-rate sweep the
-# paper describes in words, and the choice of its network; a notebook shows one if its name holds the id
-PAPER_ITEMS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "table1", "lr_sweep",
-               "network_choice", "depth_ladder", "normfree")
-EXTENSIONS = {"lr_sweep": "The learning-rate sweep", "network_choice": "The choice of network",
-              "depth_ladder": "Beyond the paper: depth",
-              "normfree": "Beyond the paper: without BN, without the explosion"}
 PRESET_NAMES = sorted(set(TRAIN_PRESETS) | set(PROBE_PRESETS))
 QUARTO_MISSING = ("Quarto is not installed; writing an offline HTML report to _site/ instead "
                   "(install Quarto from https://quarto.org/docs/get-started/ for the full site)")
@@ -66,7 +59,7 @@ class Notebook:
     """What the report shows of one executed notebook."""
     path: Path
     title: str
-    item: str | None       # the paper's figure or table it reproduces (see PAPER_ITEMS)
+    item: str | None       # the figure it reproduces (an id of shared.figures.FIGURES)
     preset: str            # the preset it was last executed with
     executed: str | None   # the date of that execution (papermill's record), if any
     figures: list[Path]    # its saved figures in figures/ (PNG), for its preset
@@ -79,17 +72,14 @@ class Notebook:
 
 
 def paper_item(stem: str) -> str | None:
-    """The paper item a notebook or figure name refers to: "02_fig2_gradients" -> "fig2"."""
-    match = re.search(r"(?:^|_)((?:fig|table)\d+|lr_sweep|network_choice|depth_ladder|normfree)(?:_|$)", stem)
-    return match[1] if match else None
+    """The figure a notebook or figure name refers to (shared.figures): "02_fig2_gradients" -> "fig2"."""
+    found = figures.of_name(stem)
+    return found.id if found else None
 
 
 def item_label(item: str) -> str:
-    """"fig2" -> "Figure 2", "table1" -> "Table 1"."""
-    if item in EXTENSIONS:
-        return EXTENSIONS[item]
-    kind, number = re.fullmatch(r"([a-z]+)(\d+)", item).groups()
-    return f"{'Figure' if kind == 'fig' else 'Table'} {number}"
+    """"fig2" -> "Figure 2", "lr_sweep" -> "The learning-rate sweep" (shared.figures.FIGURES)."""
+    return figures.figure(item).label
 
 
 def front_matter(nb: nbformat.NotebookNode) -> dict:
@@ -162,7 +152,7 @@ def summary_markdown(notebooks: list[Notebook]) -> str:
     """Every claim of every notebook, figure by figure in the paper's order, with its verdict,
     and how many hold: the report's one-glance summary."""
     rows, everything = [], []
-    for item in PAPER_ITEMS:
+    for item in figures.IDS:
         for nb in notebooks:
             if nb.item == item and nb.claims:
                 everything += nb.claims
@@ -171,8 +161,8 @@ def summary_markdown(notebooks: list[Notebook]) -> str:
                          for i, c in enumerate(nb.claims)]
     if not rows:
         return "*No notebook has saved its claims yet.*\n"
-    missing = [item_label(i) for i in PAPER_ITEMS if i not in EXTENSIONS
-               and not any(nb.item == i and nb.claims for nb in notebooks)]
+    missing = [f.label for f in figures.FIGURES if f.in_paper
+               and not any(nb.item == f.id and nb.claims for nb in notebooks)]
     lead = (f"{len(everything)} claims (the paper's, and the predictions our extensions test), each "
             f"with our number and a verdict by a written rule (`shared/claims.py`): {counts_text(everything)}."
             + (f" Not yet reproduced: {', '.join(missing)}." if missing else ""))
@@ -298,7 +288,7 @@ def dirty_summary(runs: list[dict]) -> str:
 def generate_includes(notebooks: list[Notebook], runs: list[dict]) -> dict[str, str]:
     """The include files' contents by file name (`fig1.md`, ..., `notebooks.md`, `provenance.md`, and
     the front page's `story.md`, `headline.md`, `scorecard.md`: `shared.frontpage`)."""
-    includes = {f"{item}.md": item_markdown(item, notebooks) for item in PAPER_ITEMS}
+    includes = {f"{item}.md": item_markdown(item, notebooks) for item in figures.IDS}
     includes["summary.md"] = summary_markdown(notebooks)
     includes["notebooks.md"] = notebooks_markdown(notebooks)
     includes["provenance.md"] = provenance_markdown(runs)

@@ -1,10 +1,10 @@
-"""shared.collapse: the step-by-step trace of the first updates, against closed forms and torch's SGD."""
+"""shared.figures.collapse: the step-by-step trace of the first updates, against closed forms and torch's SGD."""
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import random_cifar
 
-from shared.collapse import (VARIANTS, CollapseConfig, _rate, findings, input_share, measure, summary_table,
+from shared.figures.collapse import (VARIANTS, CollapseConfig, _rate, findings, input_share, measure, summary_table,
                              variant_configs)
 from shared.data import TrainLoader
 from shared.models import build_model

@@ -60,7 +60,7 @@ def test_every_field_is_type_checked(field, value, message):
 
 def test_a_network_has_one_spelling():
     assert train_config("paper", shortcut="A") == train_config("paper", shortcut=None)  # A: the CIFAR standard
-    assert train_config("paper").shortcut == "B"  # the project's default network (shared.candidates)
+    assert train_config("paper").shortcut == "B"  # the project's default network (shared.figures.candidates)
     assert train_config("paper", arch="resnet101", shortcut="B").shortcut is None  # torchvision's own
     with pytest.raises(ValueError, match=r"shortcut for resnet101 'A'; valid: None, B"):
         train_config("paper", arch="resnet101", shortcut="A")

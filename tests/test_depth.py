@@ -1,4 +1,4 @@
-"""shared.depth (the depth ladder and signal propagation) on synthetic stored runs with known answers."""
+"""shared.figures.depth (the depth ladder and signal propagation) on synthetic stored runs with known answers."""
 
 import math
 
@@ -6,7 +6,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from shared import depth
+from shared.figures import depth
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 
 matplotlib.use("Agg")

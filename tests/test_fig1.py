@@ -1,7 +1,7 @@
-"""Fig 1's and the sweep's tables and claims (shared.fig1) on synthetic stored runs."""
+"""Fig 1's and the sweep's tables and claims (shared.figures.fig1) on synthetic stored runs."""
 
-from shared import fig1
-from shared import sweep as lrsweep
+from shared.figures import fig1
+from shared.figures import sweep as lrsweep
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.config import TrainConfig, setting_name
 

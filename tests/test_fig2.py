@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from shared import fig2
+from shared.figures import fig2
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.models import INITS
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import fig3
+from shared.figures import fig3
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 
 SIZES = [1e-4, 1e-3, 1e-2, 0.1, 1.0]

@@ -1,4 +1,4 @@
-"""Fig 4's tables, statistics and claims (shared.fig4) on synthetic stored runs."""
+"""Fig 4's tables, statistics and claims (shared.figures.fig4) on synthetic stored runs."""
 
 import math
 
@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from shared import fig4
+from shared.figures import fig4
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 
 FRACTIONS = [0.0, 0.25, 0.5, 0.75, 1.0]

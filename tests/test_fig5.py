@@ -1,4 +1,4 @@
-"""Fig 5's profile, growth statistics, comparison table and claims (shared.fig5) on synthetic stored
+"""Fig 5's profile, growth statistics, comparison table and claims (shared.figures.fig5) on synthetic stored
 runs whose log10 magnitudes are known lines."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from shared import fig5
+from shared.figures import fig5
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 
 LAYERS = (6, 18, 30, 42, 54, 66, 78, 90, 102, 110)

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import fig6
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+from shared.figures import fig6
+from shared.plotting import seed_result
 
 
 def gradients(probs, labels):
@@ -90,7 +91,7 @@ def test_column_table_has_a_row_per_seed_and_the_statistics_of_both_networks():
     assert table.loc[0, "bn column gradient"] == pytest.approx(0.1 / 4)
     assert table.loc[0, "no_bn top-class share"] == 1.0 and table.loc[7, "no_bn top p"] == pytest.approx(0.6)
     assert table.loc[0, "bn top p"] == pytest.approx(0.1)
-    assert fig6.seed_result(runs, 7) is runs[1]["result"]
+    assert seed_result(runs, 7) is runs[1]["result"]
 
 
 def test_seed_summary_drops_the_column_indices_and_gives_mean_and_sample_std():
@@ -201,7 +202,7 @@ def test_comparison_table_means_over_seeds_and_skips_networks_without_runs():
 
 
 def test_load_comparison_names_every_candidate_and_both_resnet101s():
-    from shared.candidates import candidates
+    from shared.figures.candidates import candidates
     found = fig6.load_comparison("paper", seeds=[0])
     assert len(found) == len(candidates()) + 2
     assert "resnet101 conv kaiming_normal_fan_out | fc pytorch_default" in found

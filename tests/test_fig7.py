@@ -1,4 +1,4 @@
-"""shared.fig7 on synthetic runs: the large-N law against the quarter circle's closed form, the
+"""shared.figures.fig7 on synthetic runs: the large-N law against the quarter circle's closed form, the
 tables' statistics, and the claims' verdicts at their borders."""
 
 import math
@@ -7,8 +7,9 @@ import matplotlib
 import numpy as np
 import pytest
 
-from shared import fig7
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+from shared.figures import fig7
+from shared.plotting import seed_count
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -74,7 +75,7 @@ def test_seed_table_and_depth_table_statistics():
     assert table.loc[(1, 1), "max / limit"] == pytest.approx(1.1)
     assert table.loc[(1, 1), "max / median"] == pytest.approx(2.0)
     assert table.loc[(3, 0), "max / median"] == pytest.approx(3.2 / 0.3)
-    assert fig7.seed_count(table) == 2
+    assert seed_count(table) == 2
     theory = {1: {"median": 1.0, "fraction_below_0.1": 0.25}, 3: {"median": 0.5, "fraction_below_0.1": 0.2}}
     summary = fig7.depth_table(table, theory)
     assert summary.loc[1, "max"] == pytest.approx(2.0)

@@ -1,10 +1,10 @@
-"""shared.normfree (SkipInit and Fixup beside the plain ResNet-110, at initialisation) on synthetic runs."""
+"""shared.figures.normfree (SkipInit and Fixup beside the plain ResNet-110, at initialisation) on synthetic runs."""
 
 import math
 
 import pytest
 
-from shared import normfree
+from shared.figures import normfree
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from test_fig6 import LABELS, UNIFORM, confident, network
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import candidates, paper
+from shared import paper
+from shared.figures import candidates
 
 
 def fig5_result(scale: float = 1.0, reading=math.exp) -> dict:

@@ -23,7 +23,7 @@ import nbformat
 import pytest
 from PIL import Image
 
-from shared import execution, report
+from shared import execution, figures, report
 from shared.claims import Claim, save_claims
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def site(tmp_path_factory) -> dict:
 
 def test_includes_tolerate_no_notebooks_and_no_runs(tmp_path):
     includes = report.generate_includes([], report.load_runs(tmp_path))
-    for item in report.PAPER_ITEMS:
+    for item in figures.IDS:
         assert "not yet reproduced" in includes[f"{item}.md"]
     assert "no runs" in includes["provenance.md"]
     assert "No notebooks" in includes["notebooks.md"]
@@ -84,7 +84,7 @@ def test_includes_tolerate_no_notebooks_and_no_runs(tmp_path):
 
 def test_the_pages_include_every_generated_file():
     text = report.INDEX.read_text() + report.CLAIMS_PAGE.read_text()
-    names = [f"{item}.md" for item in report.PAPER_ITEMS] + ["summary.md", "notebooks.md", "provenance.md",
+    names = [f"{item}.md" for item in figures.IDS] + ["summary.md", "notebooks.md", "provenance.md",
                                                               "story.md", "headline.md", "scorecard.md"]
     for name in names:
         assert f"{{{{< include _generated/{name} >}}}}" in text
@@ -138,7 +138,7 @@ def test_generated_files_show_the_demo_notebook(site):
     summary = (site["tmp"] / "_generated" / "summary.md").read_text()
     assert "the demo holds" in summary and "| the demo waits | 2 | - | **not judged** (demo) |" in summary
     reproduced = {report.paper_item(p.stem) for p in site["notebooks"]}
-    for item in set(report.PAPER_ITEMS) - reproduced:
+    for item in set(figures.IDS) - reproduced:
         assert "not yet reproduced" in (site["tmp"] / "_generated" / f"{item}.md").read_text()
     assert site["summary"]["pages"] == 2 + len(site["notebooks"])
 

@@ -1,4 +1,4 @@
-"""shared.table1 on synthetic runs: the tables' statistics with known answers, and the claims'
+"""shared.figures.table1 on synthetic runs: the tables' statistics with known answers, and the claims'
 verdicts at their borders."""
 
 import math
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import table1
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+from shared.figures import table1
+from shared.plotting import seed_count
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -55,7 +56,7 @@ def test_contribution_table_means_stds_and_seed_ratios():
     assert set(long.columns.get_level_values(0)) == {"with BN", "w/o BN"}
     assert long.loc[(2, 1), ("w/o BN", "Σ|g_b|")] == 1.0 and long.loc[(20, 1), ("with BN", "ratio")] == 12.0
     assert math.isnan(long.loc[(2, 0), ("with BN", "entry ratio (median)")])  # absent in seed 0's run
-    assert table1.seed_count(long) == 2
+    assert seed_count(long) == 2
     means, stds = table1.layer_means(long), table1.layer_stds(long)
     assert means.loc[2, ("with BN", "ratio")] == 12.0 and means.loc[20, ("w/o BN", "ratio")] == 2.0
     assert means.loc[2, ("with BN", "entry ratio (median)")] == 2.0  # the mean skips the missing one

@@ -12,7 +12,7 @@ runs of two at-initialisation experiments of `shared.experiments`:
 
 And in training: the largest learning rate of a half-decade grid that does not diverge (loss
 above 10^3 or not finite) in the first 200 steps on the full training set, found by bisection
-over the grid with early stop on divergence (`train_ladder`, `python -m shared.depth`).
+over the grid with early stop on divergence (`train_ladder`, `python -m shared.figures.depth`).
 
 The notebook `11_depth_ladder` calls these.
 """
@@ -25,10 +25,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .claims import NOT_JUDGED, Claim, holds, judged, unjudged_reason
-from .config import TRAIN_PRESETS, TRAINING_EXPERIMENT, check_choice, divergence_config, sweep_rates
+from ..claims import NOT_JUDGED, Claim, holds, judged, unjudged_reason
+from ..config import TRAIN_PRESETS, TRAINING_EXPERIMENT, check_choice, divergence_config, sweep_rates
 from .fig3 import first_above, reduced_config
-from .results import Store
+from ..results import Store
 
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 # the preset's ladder: smoke keeps to the two smallest networks
@@ -219,7 +219,7 @@ def train_ladder(arch: str, bn: bool, seed: int, preset: str = "preview", data_d
                  store: Store | None = None, progress: bool = False) -> Bisection:
     """`bisect_stable` over LADDER_RATES for one network and seed, each rate a stored training run
     (`shared.train.run_training`, resumable); with compute=False only what the store holds."""
-    from .train import run_training  # the training loop is needed only to compute
+    from ..train import run_training  # the training loop is needed only to compute
     store = store or Store()
 
     def diverges(lr: float) -> bool | None:
@@ -264,8 +264,8 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
 
 def main(argv: list[str] | None = None) -> None:
     """Train the ladder's bisections into the results store, shallowest network first, e.g.
-    `python -m shared.depth --preset cpu --seeds 0 --archs resnet20 resnet32 resnet56 resnet110`."""
-    from .experiments import seed_arg
+    `python -m shared.figures.depth --preset cpu --seeds 0 --archs resnet20 resnet32 resnet56 resnet110`."""
+    from ..experiments import seed_arg
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--preset", default="preview", choices=list(TRAIN_PRESETS))

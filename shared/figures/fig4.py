@@ -17,9 +17,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from .plotting import seed_result  # noqa: F401 (the notebooks call them here)
-from .claims import NO, NOT_JUDGED, YES, Claim, at_least, holds, judged, unjudged_reason
-from .paper import FIG4_AT_100
+from ..claims import NO, NOT_JUDGED, YES, Claim, at_least, holds, judged, unjudged_reason
+from ..paper import FIG4_AT_100
 
 # the paper's colour bars, in the order of its layers 8, 44, 80 (the same positions are used for
 # other depths): how the claims quote them; the largest values are FIG4_AT_100's

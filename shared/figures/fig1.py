@@ -1,7 +1,7 @@
 """Figure 1 from stored training runs: tables, claims, the short schedule's targets and plots.
 
 The notebook `01_fig1_accuracy` calls these (the learning-rate sweep of `09_lr_sweep`, which judges
-runs by the same rules, is shared.sweep); every run is a stored result of `shared.train` (its
+runs by the same rules, is shared.figures.sweep); every run is a stored result of `shared.train` (its
 "status", "failure", "metrics", "initial_loss", "first_above_step", ...).
 """
 
@@ -10,9 +10,9 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from .config import DIVERGENCE_STEPS, TrainConfig, setting_name
-from .claims import Claim, holds, judged, unjudged_reason
-from .train import CHANCE_ACCURACY, learning_failure
+from ..config import DIVERGENCE_STEPS, TrainConfig, setting_name
+from ..claims import Claim, holds, judged, unjudged_reason
+from ..train import CHANCE_ACCURACY, learning_failure
 
 # Fig 1's final test accuracies, read off the paper's figure
 PAPER_TEST_ACC = {"BN, lr 0.1": 0.932, "BN, lr 0.003": 0.905, "BN, lr 0.0001": 0.813,

@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .plotting import seed_result  # noqa: F401 (the notebooks call them here)
-from .claims import Claim, holds, judged, unjudged_reason
+from ..claims import Claim, holds, judged, unjudged_reason
 
 NETWORKS = {"no_bn": "w/o BN", "bn": "with BN"}
 PAPER_COLOUR_RANGE = 0.5  # the paper's colour bar, about ±0.004 for 128 images, is ±0.5 / batch size
@@ -154,7 +153,7 @@ def claims(table: pd.DataFrame, summary: pd.DataFrame, preset: str) -> list[Clai
 
 
 # The ablation behind the "no" with BN: the same measures on other networks. ResNet-110's
-# candidates (`shared.candidates`: shortcut x conv init x classifier init) and ResNet-101 with
+# candidates (`shared.figures.candidates`: shortcut x conv init x classifier init) and ResNet-101 with
 # Xavier and with torchvision's own init (Kaiming fan_out convolutions, default classifier).
 COMPARED = ("bn top-class share", "bn top p", "no_bn top-class share", "no_bn top p")
 
@@ -176,8 +175,8 @@ def load_comparison(preset: str, seeds=None) -> dict[str, list[dict]]:
     Kaiming fan_out (nothing is computed: the network-choice notebook and `python -m
     shared.experiments` compute them)."""
     from .candidates import candidate_config, candidates
-    from .experiments import experiment_config
-    from .results import config_runs
+    from ..experiments import experiment_config
+    from ..results import config_runs
 
     experiment = "fig6_logit_gradients"
     found = {f"resnet110 {c.name}": config_runs(experiment, candidate_config(experiment, c, preset), seeds=seeds)

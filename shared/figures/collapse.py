@@ -32,11 +32,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .config import ProbeConfig, network_fields
-from .data import Cifar10, TrainLoader, eval_batches
-from .health import health, logit_spread
-from .models import build_model
-from .results import config_runs, get_or_measure
+from ..config import ProbeConfig, network_fields
+from ..data import Cifar10, TrainLoader, eval_batches
+from ..health import health, logit_spread
+from ..models import build_model
+from ..results import config_runs, get_or_measure
 
 EXPERIMENT = "collapse"
 
@@ -77,7 +77,7 @@ VARIANTS: dict[str, dict] = {
 
 def variant_configs(preset: str = "paper", **overrides) -> dict[str, CollapseConfig]:
     """Each of VARIANTS as a config of the probe preset `preset` (with `overrides` on every one)."""
-    from .experiments import experiment_config
+    from ..experiments import experiment_config
 
     return {name: experiment_config(EXPERIMENT, preset, **{**fields, **overrides}) for name, fields in VARIANTS.items()}
 
@@ -259,11 +259,11 @@ def plot(found: dict[str, list[dict]], axes) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Trace every variant (VARIANTS) for the seeds given, storing what is missing, e.g.
-    `python -m shared.collapse --seeds 0 1`."""
+    `python -m shared.figures.collapse --seeds 0 1`."""
     import argparse
     import time
 
-    from .experiments import seed_arg
+    from ..experiments import seed_arg
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--preset", default="paper", choices=["paper", "smoke"])

@@ -13,9 +13,8 @@ The notebook `08_table1_contributions` calls these.
 import numpy as np
 import pandas as pd
 
-from .plotting import seed_count  # noqa: F401 (the notebooks call them here)
-from .claims import Claim, holds, judged, unjudged_reason
-from .paper import TABLE1_RATIO
+from ..claims import Claim, holds, judged, unjudged_reason
+from ..paper import TABLE1_RATIO
 
 NETS = {"bn": "with BN", "no_bn": "w/o BN"}  # the run's keys -> the tables' names
 STATS = {"sum_abs": "Σ|g_b|", "abs_sum": "|Σ g_b|", "ratio": "ratio", "entry_ratio_median": "entry ratio (median)",

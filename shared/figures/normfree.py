@@ -16,7 +16,7 @@ Fixup's last convolution and classifier are 0; `tests/test_norm_free.py`). The n
 import numpy as np
 import pandas as pd
 
-from .claims import Claim, holds, judged, unjudged_reason
+from ..claims import Claim, holds, judged, unjudged_reason
 from .fig3 import first_above, reduced_config
 from .fig6 import network_row
 
@@ -34,7 +34,7 @@ FIG3_FIELDS = dict(probe_batches=(1,), sizes=40)  # the depth ladder's: mini-bat
 
 
 def scheme_config(experiment: str, preset: str, label: str):
-    from .experiments import experiment_config
+    from ..experiments import experiment_config
     cfg = experiment_config(experiment, preset, **SCHEMES[label][0])
     if experiment == "fig3_relative_loss":  # never more step sizes than the preset's
         cfg = reduced_config(cfg, FIG3_FIELDS["probe_batches"], FIG3_FIELDS["sizes"])
@@ -44,7 +44,7 @@ def scheme_config(experiment: str, preset: str, label: str):
 def load(experiment: str, preset: str, seeds=None) -> dict[str, list[dict]]:
     """The stored runs of `experiment` for every scheme, {label: runs} (a plain run holds both
     the BN and the no-BN network; `SCHEMES` says which one a label reads)."""
-    from .results import config_runs
+    from ..results import config_runs
     return {label: config_runs(experiment, scheme_config(experiment, preset, label), seeds=seeds)
             for label in SCHEMES}
 
@@ -115,7 +115,7 @@ def claims(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]
 
 
 def signal_frame(signal: dict[str, list[dict]]) -> pd.DataFrame:
-    """`shared.depth.spp_frame` of each scheme's own network, one frame for `depth.plot_spp`."""
+    """`shared.figures.depth.spp_frame` of each scheme's own network, one frame for `depth.plot_spp`."""
     from .depth import spp_frame
     frames = [spp_frame({label: runs}, network=SCHEMES[label][1]) for label, runs in signal.items() if runs]
     return pd.concat(frames)
@@ -145,22 +145,22 @@ TRAINING_RATES = (0.1, 0.003)  # Fig 1's larger rates: the plain ResNet-110 w/o 
 def training_config(label: str, preset: str, lr: float):
     """Fig 1's training run of `preset` (the `preview` preset on a CPU) for scheme `label` at `lr`:
     the plain ones are Fig 1's own runs."""
-    from .config import train_config
+    from ..config import train_config
     fields, name = SCHEMES[label]
     return train_config(preset, lr=lr, bn=name == "bn", **fields)
 
 
 def load_training(preset: str, seeds=None) -> dict[tuple[str, float], list[dict]]:
     """The stored training runs {(label, lr): runs} of every scheme at TRAINING_RATES."""
-    from .config import TRAINING_EXPERIMENT
-    from .results import config_runs
+    from ..config import TRAINING_EXPERIMENT
+    from ..results import config_runs
     return {(label, lr): config_runs(TRAINING_EXPERIMENT, training_config(label, preset, lr), seeds=seeds)
             for label in SCHEMES for lr in TRAINING_RATES}
 
 
 def training_table(runs: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
     """Rows (scheme, rate): how many seeds, how many diverged (and at which step, the first seed's),
-    failed to learn or trained (`shared.fig1`'s definitions), and the final test accuracy of the
+    failed to learn or trained (`shared.figures.fig1`'s definitions), and the final test accuracy of the
     completed runs (mean; NaN where none completed)."""
     from .sweep import outcomes
     rows = []

@@ -1,14 +1,14 @@
 """The learning-rate sweep (notebook `09_lr_sweep`): the claim the paper makes in words beside
 Fig 1, that with BN ResNet-110 trains at rates up to 0.1 while without BN only about 1e-4 trains and
 larger rates diverge ("not shown"); final test accuracy against the rate, with and without BN. Runs are judged by
-Fig 1's rules (shared.fig1: diverged, failed to learn, trained).
+Fig 1's rules (shared.figures.fig1: diverged, failed to learn, trained).
 """
 
 import numpy as np
 import pandas as pd
 
-from .claims import NO, PARTLY, Claim, at_least, judged, unjudged_reason, within_range
-from .config import TrainConfig
+from ..claims import NO, PARTLY, Claim, at_least, judged, unjudged_reason, within_range
+from ..config import TrainConfig
 from .fig1 import CHANCE, trained
 
 

@@ -12,9 +12,9 @@ The notebook `07_fig7_singular_values` calls these.
 import numpy as np
 import pandas as pd
 
-from .plotting import seed_count, seed_result  # noqa: F401 (the notebooks call them here)
-from .claims import Claim, holds, judged, unjudged_reason
-from .probes import product_singular_value_law
+from ..plotting import seed_result
+from ..claims import Claim, holds, judged, unjudged_reason
+from ..probes import product_singular_value_law
 
 # the limits of the largest singular value for M = 1, 3, 5, as the paper's appendix states them
 PAPER_LIMITS = "2, 3.08, 3.86"

@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from .claims import Claim, holds, judged, unjudged_reason
+from ..claims import Claim, holds, judged, unjudged_reason
 
 NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
 PAPER_X_MAX = 0.1  # the largest step size of the paper's figure

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .claims import Claim, holds, judged, unjudged_reason
-from .experiments import experiment_config
-from .models import INITS
-from .paper import FIG2_MAX_ABS
+from ..claims import Claim, holds, judged, unjudged_reason
+from ..experiments import experiment_config
+from ..models import INITS
+from ..paper import FIG2_MAX_ABS
 
 NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
 STATS = ("std", "max_abs", "excess_kurtosis")

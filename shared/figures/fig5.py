@@ -17,8 +17,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from .claims import Claim, at_least, holds, judged, unjudged_reason, within_range
-from .paper import FIG5_LAYERS, FIG5_LOG, fig5_curve_distances
+from ..claims import Claim, at_least, holds, judged, unjudged_reason, within_range
+from ..paper import FIG5_LAYERS, FIG5_LOG, fig5_curve_distances
 
 # the four curves of the figure: (network, stored statistic) -> label
 SERIES = {("bn", "abs_mean"): "channel means, with BN", ("bn", "std"): "channel stds, with BN",
@@ -102,9 +102,9 @@ def comparison_table(found: dict[tuple[str, str], list[dict]]) -> pd.DataFrame:
 def load_comparison(experiment: str, preset: str, arch: str, seed: int, seeds, data_dir) -> dict:
     """The stored runs of every initialisation scheme of `arch` and of ARCHS, {(arch, init): runs};
     the missing runs of `arch` (not the others) are computed for `seed` first."""
-    from .experiments import experiment_config, run_experiment
-    from .models import INITS
-    from .results import config_runs
+    from ..experiments import experiment_config, run_experiment
+    from ..models import INITS
+    from ..results import config_runs
 
     found = {}
     for a in dict.fromkeys([arch, *ARCHS]):
