@@ -355,10 +355,6 @@ def network_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
 GRIDS = {"fig1": fig1_grid, "sweep": sweep_grid, "divergence": divergence_grid, "network": network_grid}
 
 
-# The at-initialisation experiments' presets (shared.experiments): preset -> field overrides,
-# applied where the experiment's config has the field
-PROBE_PRESETS = {
-    "smoke": dict(arch="resnet20", batch_size=16, train_subset=200, epoch_batches=3, sizes=12,
-                  n=64, samples=1, fractions=5, steps=6, health_every=3, health_images=32),
-    "paper": {},
-}
+# The at-initialisation experiments' presets: each a whole config per experiment
+# (shared.experiments.PRESETS); "paper" is the paper's setup, "smoke" a seconds-long check
+PROBE_PRESETS = ("smoke", "paper")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from . import probes
 from .data import Cifar10, TrainLoader
 from .figures.collapse import EXPERIMENT as COLLAPSE, CollapseConfig, measure as measure_collapse
-from .config import PROBE_PRESETS as PRESETS
+from .config import PROBE_PRESETS
 from .config import ProbeConfig, added, check_fields, check_positive_fields, network_fields  # noqa: F401 (re-exported)
 from .models import build_model, check_choice, weight_layers
 from .results import Store, get_or_measure
@@ -273,6 +273,26 @@ EXPERIMENTS = {
     COLLAPSE: (CollapseConfig, measure_collapse),  # beyond the paper: the first updates, step by step
 }
 
+# Each experiment's config under each preset (PROBE_PRESETS), whole: "paper" is the paper's setup
+# (the classes' defaults); "smoke" runs in seconds on ResNet-20 and 200 training images, to check
+# that everything runs. Layer lists are ResNet-110's, scaled to the network (`experiment_config`).
+SMOKE_NETWORK = dict(arch="resnet20", batch_size=16, train_subset=200)
+PRESETS = {
+    "paper": {name: cls() for name, (cls, _) in EXPERIMENTS.items()},
+    "smoke": {
+        "fig2_gradients": GradientConfig(**SMOKE_NETWORK),
+        "fig3_relative_loss": RelativeLossConfig(**SMOKE_NETWORK, sizes=12),
+        "fig4_diverging_update": DivergingUpdateConfig(**SMOKE_NETWORK, fractions=5),
+        "fig5_depth_profile": DepthConfig(**SMOKE_NETWORK),
+        "fig6_logit_gradients": LogitGradientConfig(**SMOKE_NETWORK, epoch_batches=3),
+        "fig7_singular_values": SingularValueConfig(n=64, samples=1),
+        "table1_contributions": ContributionConfig(**SMOKE_NETWORK),
+        "signal_propagation": SignalConfig(**SMOKE_NETWORK),
+        COLLAPSE: CollapseConfig(**SMOKE_NETWORK, steps=6, health_every=3, health_images=32),
+    },
+}
+
+
 def experiment_config(experiment: str, preset: str = "paper", **overrides):
     """The config of `experiment` under `preset`, with fields replaced by `overrides`.
 
@@ -282,15 +302,14 @@ def experiment_config(experiment: str, preset: str = "paper", **overrides):
     overridden.
     """
     check_choice("experiment", experiment, EXPERIMENTS)
-    check_choice("preset", preset, PRESETS)
+    check_choice("preset", preset, PROBE_PRESETS)
     cls = EXPERIMENTS[experiment][0]
     names = {f.name for f in fields(cls)}
     for name in overrides:
         check_choice(f"{cls.__name__} field", name, sorted(names))
     nullable = {f.name for f in fields(cls) if type(None) in get_args(f.type)}
     overrides = {k: v for k, v in overrides.items() if v is not None or k in nullable}
-    values = {k: v for k, v in {**PRESETS[preset], **overrides}.items() if k in names}
-    cfg = cls(**values)
+    cfg = replace(PRESETS[preset][experiment], **overrides)
     if "layers" in names and "layers" not in overrides and cfg.arch != "resnet110":
         depth = len(weight_layers(build_model(bn=False, **network_fields(cfg))))
         cfg = replace(cfg, layers=tuple(min(depth - 1, max(2, round(k * depth / 110))) for k in cfg.layers))

@@ -49,7 +49,7 @@ INDEX = REPO_ROOT / "index.qmd"
 CLAIMS_PAGE = REPO_ROOT / "claims.qmd"   # every claim in one table, one click from the front page
 QUARTO_CONFIG = REPO_ROOT / "_quarto.yml"
 
-PRESET_NAMES = sorted(set(TRAIN_PRESETS) | set(PROBE_PRESETS))
+PRESET_NAMES = sorted({*TRAIN_PRESETS, *PROBE_PRESETS})
 QUARTO_MISSING = ("Quarto is not installed; writing an offline HTML report to _site/ instead "
                   "(install Quarto from https://quarto.org/docs/get-started/ for the full site)")
 

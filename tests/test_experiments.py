@@ -23,6 +23,22 @@ def test_presets_and_bad_names():
         X.experiment_config("fig5_depth_profile", init="ones")
 
 
+def test_a_preset_is_a_whole_config_per_experiment():
+    """Every preset names every experiment's config outright: "paper" the classes' defaults (the
+    paper's setup), "smoke" a small network on a few images (or small matrices, Fig 7)."""
+    assert set(X.PRESETS) == set(X.PROBE_PRESETS)
+    for preset, configs in X.PRESETS.items():
+        assert set(configs) == set(X.EXPERIMENTS), preset
+        for name, cfg in configs.items():
+            assert type(cfg) is X.EXPERIMENTS[name][0]
+    assert all(cfg == type(cfg)() for cfg in X.PRESETS["paper"].values())
+    smoke = X.PRESETS["smoke"]
+    assert {cfg.arch for name, cfg in smoke.items() if hasattr(cfg, "arch")} == {"resnet20"}
+    assert smoke["fig7_singular_values"].n < X.PRESETS["paper"]["fig7_singular_values"].n
+    assert X.experiment_config("fig3_relative_loss", "smoke", sizes=20) == X.RelativeLossConfig(
+        **X.SMOKE_NETWORK, sizes=20)  # overrides replace the preset's fields
+
+
 def test_layer_lists_scale_with_depth():
     assert X.experiment_config("table1_contributions").layers == (2, 20, 38, 55, 74, 92, 109)
     assert X.experiment_config("fig4_diverging_update", arch="resnet101").layers == (7, 40, 73)
