@@ -100,7 +100,8 @@ def step_losses(result: dict) -> np.ndarray:
 def plot_accuracy(axes, runs: dict[str, list[dict]]) -> None:
     """Train and test accuracy against % of training, mean over seeds with a min..max band, in the
     paper's colours (PAPER_COLOURS); the paper's four settings solid, the runs it leaves out
-    dashed (where any of their runs completed: a diverged run has no curve)."""
+    dashed (where any of their runs completed: a diverged run has no curve). On the test panel a
+    triangle at 100 % marks the paper's final test accuracy of each of its settings that we drew."""
     taken = {PAPER_COLOURS[name] for name in runs if name in PAPER_COLOURS}
     spare = itertools.cycle([f"C{i}" for i in range(10) if f"C{i}" not in taken] or ["C9"])
     colours = {name: PAPER_COLOURS.get(name) or next(spare) for name in runs}
@@ -113,6 +114,11 @@ def plot_accuracy(axes, runs: dict[str, list[dict]]) -> None:
             ax.plot(x, acc.mean(0), color=colours[name], ls="-" if name in PAPER_SETTINGS else "--",
                     label=f"{name} ({len(acc)} seed(s))")
             ax.fill_between(x, acc.min(0), acc.max(0), color=colours[name], alpha=0.25)
+            if key == "test_acc" and name in PAPER_TEST_ACC:
+                ax.plot(100, PAPER_TEST_ACC[name], "<", color=colours[name], ms=8, clip_on=False,
+                        label=f"_paper's final, {name}")
+        if key == "test_acc" and any(name in PAPER_TEST_ACC for name in runs):
+            ax.plot([], [], "<", color="grey", label="the paper's final test accuracy")
         ax.axhline(CHANCE, color="grey", ls=":", lw=1)
         ax.set(xlabel="% of training", ylabel=title, ylim=(0, 1))
 
