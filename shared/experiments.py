@@ -8,7 +8,6 @@ training epoch (augmented, as training sees it).
 """
 
 import argparse
-import ast
 import time
 from dataclasses import dataclass, fields, replace
 from typing import get_args
@@ -327,34 +326,12 @@ def run_experiment(experiment: str, cfg, seed: int = 0, data_dir=None, device=No
                           device, recompute, store)
 
 
-def seed_arg(text: str) -> int:
-    """An argparse type: a non-negative int."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"a seed is a non-negative int, got {text!r}")
-    return int(text)
-
-
-def positive_int_arg(text: str) -> int:
-    """An argparse type: a positive int."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a positive int, got {text!r}")
-    return int(text)
-
-
-def device_arg(text: str):
-    """An argparse type: a device this machine has (`shared.results.check_device`)."""
-    from .results import check_device
-
-    try:
-        return str(check_device(text))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def main(argv: list[str] | None = None) -> None:
     """Compute stored runs from the command line, e.g.
     `python -m shared.experiments fig2_gradients --seeds 0 1 2 --set arch=resnet101 init=xavier_normal`."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    from .cli import literal_value, seed_arg
+
+    parser = argparse.ArgumentParser(prog="python -m shared.experiments", description=main.__doc__)
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
@@ -363,18 +340,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recompute", action="store_true")
     args = parser.parse_args(argv)
 
-    def value(text: str):
-        """A Python literal (0.1, True, None, (1, 2)), a float's nan/inf spelling, or the text."""
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return float(text) if text.lower().lstrip("+-") in ("nan", "inf", "infinity") else text
-
     malformed = [item for item in args.set if "=" not in item]
     if malformed:
         parser.error(f"--set takes FIELD=VALUE pairs, got {' '.join(malformed)!r} "
                      f"(for example --set arch=resnet101 init=xavier_normal)")
-    overrides = {k: value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {k: literal_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     try:
         cfg = experiment_config(args.experiment, args.preset, **overrides)
     except ValueError as error:  # a bad field or value: one line naming it, not a traceback

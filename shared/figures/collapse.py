@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import time
 
-    from ..experiments import seed_arg
+    from ..cli import seed_arg
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--preset", default="paper", choices=["paper", "smoke"])

@@ -265,7 +265,7 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
 def main(argv: list[str] | None = None) -> None:
     """Train the ladder's bisections into the results store, shallowest network first, e.g.
     `python -m shared.figures.depth --preset cpu --seeds 0 --archs resnet20 resnet32 resnet56 resnet110`."""
-    from ..experiments import seed_arg
+    from ..cli import seed_arg
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--preset", default="preview", choices=list(TRAIN_PRESETS))

@@ -109,7 +109,7 @@ def command_line():
     import argparse
 
     from ..config import GRIDS, PRECISIONS, TRAIN_PRESETS
-    from ..experiments import device_arg, positive_int_arg, seed_arg
+    from ..cli import device_arg, positive_int_arg, seed_arg
     from ..launch import LAUNCHERS, LaunchOptions
 
     parser = argparse.ArgumentParser(prog="python -m shared.train", description=main.__doc__)
