@@ -63,8 +63,9 @@ def runs_summary(runs: list[dict], preset: str) -> str:
     counted = f"{len(seeds)} seed(s)" if len(seeds) == len(provs) else f"{len(provs)} runs, seed(s)"
     devices = sorted({p["device"] for p in provs})
     data = sorted({p["data"] or "no data" for p in provs})
-    commits = sorted({p["git_commit"][:7] + ("+dirty" if p["git_commit"].endswith("+dirty") else "")
-                      for p in provs})
+    # the stored commit, and every commit a resumed training run was trained under before it
+    versions = [p["git_commit"] for p in provs] + [c for r in runs for c in r["result"].get("code", [])]
+    commits = sorted({c[:7] + ("+dirty" if c.endswith("+dirty") else "") for c in versions})
     dates = sorted(p["date"][:10] for p in provs)
     return (f"preset {preset}; {counted} {seeds}; device {', '.join(devices)}; "
             f"data {', '.join(data)}; code {', '.join(commits)}; "

@@ -3,6 +3,7 @@ import torch
 from helpers import TINY, random_cifar
 
 from shared.config import divergence_grid, fig1_grid, sweep_grid, train_config
+from shared.plotting import runs_summary
 from shared.results import Store
 from shared.data import load_cifar10
 from shared.train import (divergence_thresholds, divergent,
@@ -62,6 +63,32 @@ def test_resumed_training_is_bit_identical(tmp_path):
     drop_time = lambda r: [{k: v for k, v in m.items() if k != "wall_s"} for m in r["metrics"]]
     assert drop_time(straight) == drop_time(resumed)
     assert straight["status"] == "completed" and len(straight["metrics"]) == 2
+    assert resumed["code"] == straight["code"] and len(straight["code"]) == 1  # one commit: one entry
+
+
+def test_a_run_resumed_under_another_commit_records_both(tmp_path, monkeypatch):
+    """The store's provenance names the commit that finished a run; its result lists every commit
+    that trained it, in order, so a resume across commits is not hidden."""
+    import shared.train.loop as T
+    data = random_cifar()
+    cfg = train_config("smoke", epochs=2, max_epochs=2, **TINY)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(epochs_done):
+        if epochs_done == 1:
+            raise Killed
+
+    monkeypatch.setattr(T, "git_commit", lambda: "a" * 40)
+    with pytest.raises(Killed):
+        train(cfg, data, 5, tmp_path / "run.pt", progress=False, on_epoch_end=kill_after_first_epoch)
+    monkeypatch.setattr(T, "git_commit", lambda: "b" * 40 + "+dirty")
+    result = train(cfg, data, 5, tmp_path / "run.pt", progress=False)
+    assert result["code"] == ["a" * 40, "b" * 40 + "+dirty"]
+    found = [{"provenance": {"seed": 5, "device": "cpu", "data": None, "git_commit": "b" * 40 + "+dirty",
+                             "date": "2026-12-06T00:00:00"}, "result": result}]
+    assert "code aaaaaaa, bbbbbbb+dirty;" in runs_summary(found, "smoke")
 
 
 def test_doubling_continues_the_run_as_if_started_with_the_final_length(tmp_path):
