@@ -236,7 +236,7 @@ def _check_positive(**values) -> None:
 
 
 # Fig 1 on 2 CPU cores: epochs of the full-data `cpu` preset, chosen so that a run with BN takes at
-# most 75 minutes on 2 idle cores in bf16 (README: 4.9 minutes an epoch with its evaluation)
+# most 75 minutes on 2 idle cores in bf16 (measured: 214-277 s an epoch with its evaluation)
 CPU_EPOCHS = 15
 
 TRAIN_PRESETS = {
