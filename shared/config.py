@@ -316,8 +316,13 @@ def divergence_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
     return [divergence_config(preset, lr=lr, **{"bn": False, **overrides}) for lr in DIVERGENCE_RATES]
 
 
-def sweep_grid(preset: str = "paper", rates_per_decade: int = 2, **overrides) -> list[TrainConfig]:
-    """Every rate of `sweep_rates(rates_per_decade)`, with BN and without."""
+def sweep_grid(preset: str = "paper", rates_per_decade: int = 2, epochs: int | None = None,
+               **overrides) -> list[TrainConfig]:
+    """Every rate of `sweep_rates(rates_per_decade)`, with BN and without; `epochs`: the preset's
+    schedule cut to that many epochs (the same drops, no doubling), e.g. the full-data sweep of
+    the `cpu` preset at 5 epochs; None: the preset's own."""
+    if epochs is not None:
+        overrides = {"epochs": epochs, "max_epochs": epochs, **overrides}
     return [train_config(preset, bn=bn, lr=lr, **overrides)
             for bn in (True, False) for lr in sweep_rates(rates_per_decade)]
 

@@ -201,6 +201,9 @@ def test_fig1_grid_and_sweep_cover_the_papers_settings():
     assert sorted({c.lr for c in sweep_grid("cpu", rates_per_decade=1)}) == [1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0]
     with pytest.raises(ValueError, match="unknown rates per decade 3; valid: 1, 2"):
         sweep_grid("cpu", rates_per_decade=3)
+    short = sweep_grid("cpu", epochs=5)  # the full-data sweep: the cpu schedule cut to 5 epochs
+    assert {(c.epochs, c.max_epochs, c.lr_drops, c.train_subset) for c in short} == {(5, 5, (0.5, 0.75), None)}
+    assert [c.lr for c in short] == [c.lr for c in sweep_grid("cpu")]
 
 
 def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_image_folder):
@@ -291,3 +294,6 @@ def test_the_training_command_trains_only_the_settings_named(tmp_path, monkeypat
     with pytest.raises(SystemExit):
         main(["fig1", "--preset", "smoke", "--settings", "BN, lr 1"])
     assert "unknown setting 'BN, lr 1'; valid: BN, lr 0.0001, BN, lr 0.003" in capsys.readouterr().err
+    main(["sweep", "--preset", "smoke", "--epochs", "1", "--settings", "no BN, lr 1", "--seeds", "0",
+          "--data-dir", str(tiny_image_folder), "--device", "cpu"])
+    assert store.get("training", sweep_grid("smoke", 1, epochs=1)[-1], 0)["result"]["epochs"] == 1

@@ -117,6 +117,8 @@ def command_line():
     parser.add_argument("--preset", default="cpu", choices=list(TRAIN_PRESETS))
     parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
     parser.add_argument("--rates-per-decade", type=int, default=1, choices=(1, 2), help="sweep only")
+    parser.add_argument("--epochs", type=positive_int_arg, default=None,
+                        help="sweep only: the preset's schedule cut to this many epochs")
     parser.add_argument("--together", type=positive_int_arg, default=1, help="runs trained as one stacked network")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--precision", default=None, choices=(*PRECISIONS, AUTO),
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {}
     if args.precision is not None:
         overrides["precision"] = resolve_precision(args.precision, args.device or default_device())
-    grids = [(name, seed, GRIDS[name](args.preset, **overrides,
-                                      **({"rates_per_decade": args.rates_per_decade} if name == "sweep" else {})))
+    sweep_only = {"rates_per_decade": args.rates_per_decade, "epochs": args.epochs}
+    grids = [(name, seed, GRIDS[name](args.preset, **overrides, **(sweep_only if name == "sweep" else {})))
              for seed in args.seeds for name in args.grids]
     if args.settings:
         names = {setting_name(cfg) for _, _, grid in grids for cfg in grid}
