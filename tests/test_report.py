@@ -276,3 +276,15 @@ def test_quarto_config_embeds_and_includes_are_consistent(site):
         labels = dict(frontpage.figure_cells(ROOT / match[1]))
         assert match[2] in labels and labels[match[2]], f"{match[0]} names no captioned figure cell"
     assert {h.label for h in frontpage.HEADLINES} <= {m[2] for m in embeds}
+
+
+def test_every_quoted_claim_is_found_once_in_the_saved_claims():
+    """The front page quotes claims by the start of their text (the headline captions, the
+    scorecard's rows): each start must name exactly one claim its notebook saved, so that a
+    reworded claim fails here instead of silently dropping a caption."""
+    from shared import frontpage
+    notebooks = {nb.item: nb for nb in map(report.read_notebook, sorted((ROOT / "notebooks").glob("*.ipynb")))}
+    quoted = [(h.item, h.claim) for h in frontpage.HEADLINES] + list(frontpage.SCORECARD_CLAIMS.items())
+    for item, start in quoted:
+        claims = notebooks[item].claims or []
+        assert sum(c.claim.startswith(start) for c in claims) == 1, f"{item}: {start!r}"
