@@ -246,8 +246,7 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
     `seeds`: None for every seed with a stored run of the ladder."""
     store = store or Store()
     if seeds is None:
-        seeds = sorted({r["provenance"]["seed"] for arch in archs for bn in (False, True) for lr in LADDER_RATES
-                        for r in store.runs(TRAINING_EXPERIMENT, ladder_training_config(preset, arch, bn, lr))})
+        seeds = sorted({r["provenance"]["seed"] for r in training_runs(preset, archs, store)})
     rows = []
     for arch in archs:
         for name, label in NETWORKS.items():
