@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .cifar_files import (BATCHES_DIR, CACHE_DIR, CLASSES, DATA_DIR_ENV, DEFAULT_DATA_DIR, HOW_TO_GET,
+from .cifar_files import (BATCHES_DIR, CACHE_DIR, CLASSES, DATA_DIR_ENV, DEFAULT_DATA_DIR,
                           DatasetError, content_digest, decode_source, find_source, fingerprint, load_cache,
                           resolve_data_dir)
 from .fileio import save_torch_atomic, write_atomic
 
-__all__ = ["BATCHES_DIR", "CLASSES", "DATA_DIR_ENV", "DEFAULT_DATA_DIR", "HOW_TO_GET", "Cifar10", "DatasetError",
+__all__ = ["BATCHES_DIR", "CLASSES", "DATA_DIR_ENV", "DEFAULT_DATA_DIR", "Cifar10", "DatasetError",
            "TrainLoader", "augment", "channel_stats", "data_source", "epoch_randomness", "eval_batches",
            "load_cifar10", "normalize", "resolve_data_dir", "source_digest"]
 
@@ -192,6 +192,11 @@ def eval_batches(x_uint8: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std
 # Loading: the decoded tensors, from the cache or decoded once (shared.cifar_files)
 
 
+def cache_file(kind: str, path: Path, cache_dir: Path | None) -> Path:
+    """The decoded tensors' file of a source (its `.source` beside it names what it holds)."""
+    return Path(cache_dir or CACHE_DIR) / f"cifar10-{fingerprint(kind, path)}.pt"
+
+
 def load_cifar10(data_dir: str | Path | None = None, download: bool = True,
                  cache_dir: Path | None = None) -> Cifar10:
     """CIFAR-10 from the first layout found in the data dir (see the module docstring).
@@ -200,7 +205,7 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True,
     Raises DatasetError when no usable copy is found.
     """
     kind, path = find_source(resolve_data_dir(data_dir), download)
-    cache = Path(cache_dir or CACHE_DIR) / f"cifar10-{fingerprint(kind, path)}.pt"
+    cache = cache_file(kind, path, cache_dir)
     tensors = load_cache(cache)
     if tensors is None:
         tensors = decode_source(kind, path)
@@ -232,7 +237,7 @@ def _data_source(data_dir: Path, mtime_ns: int, cache_dir: Path | None) -> str |
         kind, path = find_source(data_dir, download=False)
     except DatasetError:
         return None
-    cache = Path(cache_dir or CACHE_DIR) / f"cifar10-{fingerprint(kind, path)}.source"
+    cache = cache_file(kind, path, cache_dir).with_suffix(".source")
     try:
         return cache.read_text()
     except OSError:
