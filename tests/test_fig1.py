@@ -31,7 +31,7 @@ def test_fig1_claims_on_the_papers_numbers_hold_and_partial_divergence_is_partly
     acc = dict(fig1.PAPER_TEST_ACC)
     acc.update({"no BN, lr 0.003": None, "no BN, lr 0.1": None})
     finals, probes = finals_and_probes(acc, {0.003: 1, 0.1: 3})
-    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "paper")}
+    claims = {c.claim: c for c in fig1.judge(finals, probes, "paper")}
     assert claims["Final test accuracy, BN lr 0.1"].verdict == YES
     assert claims["At the same small rate (1e-4), BN and no BN end about equal"].verdict == YES
     assert claims["BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4"].verdict == YES
@@ -43,22 +43,22 @@ def test_fig1_claims_on_the_papers_numbers_hold_and_partial_divergence_is_partly
 def test_fig1_claims_say_no_and_not_judged_where_they_should():
     acc = {**fig1.PAPER_TEST_ACC, "BN, lr 0.1": 0.80, "no BN, lr 0.003": 0.4, "no BN, lr 0.1": 0.3}
     finals, probes = finals_and_probes(acc, {0.003: 0, 0.1: 0})
-    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "paper")}
+    claims = {c.claim: c for c in fig1.judge(finals, probes, "paper")}
     assert claims["Final test accuracy, BN lr 0.1"].verdict == NO
     assert claims["BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4"].verdict == NO
     assert claims["Without BN, rate 0.1 diverges"].verdict == NO
-    cpu = {c.claim: c for c in fig1.fig1_claims(finals, probes, "cpu")}
+    cpu = {c.claim: c for c in fig1.judge(finals, probes, "cpu")}
     assert cpu["Final test accuracy, BN lr 0.1"].verdict == NOT_JUDGED
     assert "needs the paper preset" in cpu["Final test accuracy, BN lr 0.1"].note
     assert cpu["Without BN, rate 0.1 diverges"].verdict == NO  # judged on a preview too
-    assert all(c.verdict == NOT_JUDGED for c in fig1.fig1_claims(finals, probes, "smoke"))
+    assert all(c.verdict == NOT_JUDGED for c in fig1.judge(finals, probes, "smoke"))
 
 
 def test_a_comparison_of_two_runs_near_chance_is_not_judged():
     # two networks that learned nothing "end about equal" and one "beats" the other by noise
     acc = {**fig1.PAPER_TEST_ACC, "BN, lr 0.1": 0.118, "BN, lr 0.0001": 0.101, "no BN, lr 0.0001": 0.100}
     finals, probes = finals_and_probes(acc, {0.003: 3, 0.1: 3})
-    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "paper")}
+    claims = {c.claim: c for c in fig1.judge(finals, probes, "paper")}
     for name in ("At the same small rate (1e-4), BN and no BN end about equal",
                  "BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4"):
         assert claims[name].verdict == NOT_JUDGED
@@ -67,7 +67,7 @@ def test_a_comparison_of_two_runs_near_chance_is_not_judged():
     assert gain.ours == "+1.7 points (BN, lr 0.1 11.8%, BN, lr 0.0001 10.1%)"
     acc["BN, lr 0.1"] = 0.30  # one of them learned: the comparison means something
     finals, probes = finals_and_probes(acc, {0.003: 3, 0.1: 3})
-    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "paper")}
+    claims = {c.claim: c for c in fig1.judge(finals, probes, "paper")}
     assert claims["BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4"].verdict == YES
 
 
@@ -97,15 +97,15 @@ def test_sweep_claims_find_the_largest_rate_that_trains_and_the_divergence_bound
     table = sweep(no_bn_trains=[1e-5, 1e-4], bn_trains=[1e-5, 1e-4, 1e-3, 1e-2, 0.1])
     assert lrsweep.largest_training_rate(table, False) == 1e-4 and lrsweep.largest_training_rate(table, True) == 0.1
     assert lrsweep.largest_surviving_rate(table, False) == 1e-4 and lrsweep.largest_surviving_rate(table, True) == 0.1
-    claims = lrsweep.sweep_claims(table, "paper")
+    claims = lrsweep.judge(table, "paper")
     assert [c.verdict for c in claims] == [YES, YES, YES]
     assert claims[0].ours == "largest rate with no diverged run: 0.0001; above it 4 of 4 runs diverge"
     assert claims[2].ours == "largest rate that trains: 0.1; without BN no run diverges up to 0.0001"
     # a preview: the rate that trains without BN needs the full schedule; the rest is judged
-    assert [c.verdict for c in lrsweep.sweep_claims(table, "cpu")] == [YES, NOT_JUDGED, YES]
+    assert [c.verdict for c in lrsweep.judge(table, "cpu")] == [YES, NOT_JUDGED, YES]
     table = sweep(no_bn_trains=[1e-5, 1e-4, 1e-3, 1e-2], bn_trains=[1e-5, 1e-4, 1e-3, 1e-2])
-    assert [c.verdict for c in lrsweep.sweep_claims(table, "paper")] == [NO, NO, NO]
-    assert [c.verdict for c in lrsweep.sweep_claims(table, "smoke")] == [NOT_JUDGED] * 3
+    assert [c.verdict for c in lrsweep.judge(table, "paper")] == [NO, NO, NO]
+    assert [c.verdict for c in lrsweep.judge(table, "smoke")] == [NOT_JUDGED] * 3
 
 
 def test_sweep_claims_count_runs_that_fail_to_learn_as_surviving():
@@ -114,15 +114,15 @@ def test_sweep_claims_count_runs_that_fail_to_learn_as_surviving():
     runs += [(TrainConfig(bn=True, lr=lr), [run(0, 0.1 if lr < 1e-3 else 0.4)]) for lr in (1e-5, 1e-4, 1e-3, 0.1)]
     table = lrsweep.sweep_table(runs)
     assert lrsweep.largest_training_rate(table, False) is None and lrsweep.largest_surviving_rate(table, False) == 1e-4
-    claims = lrsweep.sweep_claims(table, "cpu")
+    claims = lrsweep.judge(table, "cpu")
     assert [c.verdict for c in claims] == [YES, NOT_JUDGED, YES] and claims[1].ours == "no rate trains"
-    assert [c.verdict for c in lrsweep.sweep_claims(table, "paper")] == [YES, PARTLY, YES]
+    assert [c.verdict for c in lrsweep.judge(table, "paper")] == [YES, PARTLY, YES]
 
 
 def test_sweep_claims_wait_for_missing_runs():
     table = sweep(no_bn_trains=[1e-4], bn_trains=[0.1])
     table.loc[0, "seeds"] = 0
-    claims = lrsweep.sweep_claims(table, "cpu")
+    claims = lrsweep.judge(table, "cpu")
     assert {c.verdict for c in claims} == {NOT_JUDGED} and "1 of 12 runs not yet trained" in claims[0].note
 
 
@@ -136,7 +136,7 @@ def test_the_ordering_claim_and_the_short_schedule_targets():
     runs = {n: [run(s, a) for s, a in enumerate(pair)] for n, pair in accs.items()}
     finals = fig1.final_table(runs)
     probes = fig1.divergence_table([])
-    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "cpu")}
+    claims = {c.claim: c for c in fig1.judge(finals, probes, "cpu")}
     order = claims["With BN the larger rate gives the better network (0.1, 0.003, 1e-4 in that order)"]
     assert order.verdict == YES and order.ours == "0.1 88.0%, 0.003 86.5%, 1e-4 61.0%"
     t = fig1.targets(runs, finals)
@@ -147,7 +147,7 @@ def test_the_ordering_claim_and_the_short_schedule_targets():
     assert t.loc["Without BN at 1e-4 the curve tracks BN's at 1e-4", "ours"] == "largest gap 51.0%"
     del runs[names[1]]
     finals = fig1.final_table(runs)
-    claims = {c.claim: c for c in fig1.fig1_claims(finals, probes, "cpu")}
+    claims = {c.claim: c for c in fig1.judge(finals, probes, "cpu")}
     assert claims[order.claim].verdict == NOT_JUDGED and "BN, lr 0.003" in claims[order.claim].note
     assert claims[order.claim].ours == "0.1 88.0%, 0.003 not run, 1e-4 61.0%"  # what was run is shown
 

@@ -100,7 +100,7 @@ def test_plots_draw_a_histogram_per_network_and_scheme():
 
 
 def test_claims_verdicts():
-    verdicts = lambda m, preset="paper": [c.verdict for c in fig2.claims(m, preset)]
+    verdicts = lambda m, preset="paper": [c.verdict for c in fig2.judge(m, preset)]
     assert verdicts(mean()) == [YES, YES, YES]
     assert verdicts(mean(ratio=518.0)) == [YES, YES, PARTLY]  # above 300, but above 10
     assert verdicts(mean(ratio=30.0)) == [YES, YES, YES] and verdicts(mean(ratio=300.0))[2] == YES
@@ -111,10 +111,10 @@ def test_claims_verdicts():
 
 
 def test_claims_texts_and_the_smoke_preset():
-    claims = fig2.claims(mean(bn_max=0.0371, bn_kurtosis=0.449, no_bn_kurtosis=19.42, ratio=517.6), "paper")
+    claims = fig2.judge(mean(bn_max=0.0371, bn_kurtosis=0.449, no_bn_kurtosis=19.42, ratio=517.6), "paper")
     assert [c.paper for c in claims] == ["max |g| ≈ 0.04", "tails to ±4 and beyond", "≈ 100x"]
     assert [c.ours for c in claims] == ["max |g| = 0.0371, excess kurtosis 0.45",
                                         "excess kurtosis 19.4, max |g| = 4", "518x (std ratio)"]
-    smoke = fig2.claims(mean(), "smoke")
+    smoke = fig2.judge(mean(), "smoke")
     assert {c.verdict for c in smoke} == {NOT_JUDGED} and all("smoke" in c.note for c in smoke)
-    assert [c.ours for c in smoke] == [c.ours for c in fig2.claims(mean(), "paper")]
+    assert [c.ours for c in smoke] == [c.ours for c in fig2.judge(mean(), "paper")]

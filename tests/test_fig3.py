@@ -114,11 +114,11 @@ def table(bn=None, no_bn=None):
 
 
 def verdicts(t, preset="paper", largest=10 ** 0.5):
-    return [c.verdict for c in fig3.claims(t, largest, 1, preset)]
+    return [c.verdict for c in fig3.judge(t, largest, 1, preset)]
 
 
 def test_claims_hold_on_the_papers_curves():
-    claims = fig3.claims(table(), 10 ** 0.5, 1, "paper")
+    claims = fig3.judge(table(), 10 ** 0.5, 1, "paper")
     assert [c.verdict for c in claims] == [YES] * 7
     assert claims[0].ours == "never up to s = 10^0.5"
     assert claims[1].ours == "10^-0.15..10^0.30"
@@ -137,7 +137,7 @@ def test_claims_partly_and_no():
     assert verdicts(table(no_bn={"first s > 1e3": [2e-3, 0.1]}))[3] == PARTLY
     assert verdicts(table(no_bn={"first s > 1e3": [0.1, 0.2]}))[3] == NO
     # BN explodes at s = 0.05 on one mini-batch: the first claim fails, the ratio is 0.05 / 2.5e-3
-    exploding = fig3.claims(table(bn={"first s > 1e3": [math.inf, 0.05]}), 10 ** 0.5, 1, "paper")
+    exploding = fig3.judge(table(bn={"first s > 1e3": [math.inf, 0.05]}), 10 ** 0.5, 1, "paper")
     assert exploding[0].verdict == NO and exploding[0].ours == "first at s = mini-batch 1: inf, 4: 0.05"
     assert exploding[6].verdict == YES and exploding[6].ours == "≥ 20x"
     assert verdicts(table(bn={"first s > 1e3": 0.02}))[6] == NO  # 8x
@@ -145,9 +145,9 @@ def test_claims_partly_and_no():
 
 
 def test_claims_are_not_judged_for_the_smoke_preset():
-    claims = fig3.claims(table(), 10 ** 0.5, 1, "smoke")
+    claims = fig3.judge(table(), 10 ** 0.5, 1, "smoke")
     assert {c.verdict for c in claims} == {NOT_JUDGED} and all("smoke" in c.note for c in claims)
-    assert [c.ours for c in claims] == [c.ours for c in fig3.claims(table(), 10 ** 0.5, 1, "paper")]
+    assert [c.ours for c in claims] == [c.ours for c in fig3.judge(table(), 10 ** 0.5, 1, "paper")]
 
 
 def test_plots_draw_every_network_and_mini_batch():
@@ -198,13 +198,13 @@ def test_ablation_table_and_claims():
     assert table.loc[(init, "no_bn", 4), "first s > 1e3"] == 1e-3  # median of 1e-3, 1e-3, 0.1
     assert table.loc[(init, "no_bn", 7), "seeds"] == 3
     assert table.loc[(ours, "no_bn", 7), "first s > 1e3"] == 0.1
-    claims = fig3.ablation_claims(runs_by_variant, "paper")
+    claims = fig3.ablation_claims(fig3.variant_probes(runs_by_variant), "paper")
     assert len(claims) == 1 and init in claims[0].claim  # ours has its own claims; update has no runs
     assert claims[0].verdict == PARTLY  # some seeds inside the paper's range, one far out
     assert claims[0].ours == "mini-batch 4: 0.001..0.1, 7: 0.001..0.1 (3 seed(s))"
     explosive_only = {init: runs(batch47(explosive))}
-    assert fig3.ablation_claims(explosive_only, "paper")[0].verdict == YES
-    assert fig3.ablation_claims(explosive_only, "smoke")[0].verdict == NOT_JUDGED
+    assert fig3.ablation_claims(fig3.variant_probes(explosive_only), "paper")[0].verdict == YES
+    assert fig3.ablation_claims(fig3.variant_probes(explosive_only), "smoke")[0].verdict == NOT_JUDGED
 
 
 def test_plot_ablation_draws_every_seed_of_every_variant():

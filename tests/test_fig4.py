@@ -40,7 +40,7 @@ def claims_of(runs, preset="paper"):
     table = fig4.layer_table(runs, LAYERS)
     summary, spread = fig4.layer_summary(table), fig4.layer_spread(table)
     match = fig4.match_table(runs, LAYERS, LR, fig4.paper_scales(LAYERS))
-    return {c.claim.split(":")[0]: c for c in fig4.claims(summary, spread, match, LAYERS, preset)}
+    return {c.claim.split(":")[0]: c for c in fig4.judge(summary, spread, match, LAYERS, preset)}
 
 
 def test_paper_scales_zip_the_papers_colour_bars_with_our_layers():
@@ -177,7 +177,7 @@ def test_a_nan_moment_is_not_judged_with_its_reason_not_a_no():
     summary, spread = fig4.layer_summary(table), fig4.layer_spread(table)
     summary.loc[80, "var max 100%"] = math.nan
     match = fig4.match_table(runs, LAYERS, LR, fig4.paper_scales(LAYERS))
-    claims = {c.claim.split(":")[0]: c for c in fig4.claims(summary, spread, match, LAYERS, "paper")}
+    claims = {c.claim.split(":")[0]: c for c in fig4.judge(summary, spread, match, LAYERS, "paper")}
     layer80 = claims["Layer 80 at 100 % of the step"]
     assert layer80.verdict == NOT_JUDGED and layer80.note == fig4.NAN_NOTE
     assert claims["Layer 8 at 100 % of the step"].verdict == YES and claims["Layer 8 at 100 % of the step"].note == ""

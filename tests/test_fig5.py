@@ -34,7 +34,7 @@ def two_seeds(means, stds, spread: float, bn=lambda k: 0.001 * k):
 
 def claims_of(runs, preset="paper"):
     logs = fig5.log_profile(runs)
-    return fig5.claims(fig5.growth_table(logs), fig5.profile_stats(logs),
+    return fig5.judge(fig5.growth_table(logs), fig5.profile_stats(logs),
                        logs.index.get_level_values("seed").nunique(), preset)
 
 
@@ -131,7 +131,7 @@ def test_claims_under_the_ln_reading():
     runs = two_seeds(line(-1.5 / math.log(10), 5 / math.log(10) / 104), line(-1.3, 0.5 / 12 / math.log(10)),
                      spread=0.5 / math.log(10))
     logs = fig5.log_profile(runs, "ln")
-    ln = fig5.claims(fig5.growth_table(logs), fig5.profile_stats(logs), 2, "paper", "ln")
+    ln = fig5.judge(fig5.growth_table(logs), fig5.profile_stats(logs), 2, "paper", "ln")
     assert len(ln) == 5 and all(c.claim.startswith("(ln reading) ") for c in ln)  # no R² claim
     assert [c.verdict for c in ln] == [YES] * 5
     assert ln[0].ours == "-1.5 → 3.5 (5 ln units)" and ln[0].paper == "≈ -1.5 → 3.5 (≈ 5 ln units)"
@@ -141,13 +141,13 @@ def test_claims_under_the_ln_reading():
 def test_all_claims_add_the_ln_reading_and_the_channel0_error_bars():
     runs = two_seeds(line(-1.5, 5 / 104), line(-1.3, 0.5 / 12), spread=0.5)
     channel0 = two_seeds(line(-1.5, 5 / 104), line(-1.3, 0.5 / 12), spread=0.1)
-    claims = fig5.all_claims(runs, channel0, "paper")
+    claims = fig5.all_claims(fig5.reading_logs(runs), fig5.reading_logs(channel0), "paper")
     assert len(claims) == 6 + 5 + 2
     assert [c.claim for c in claims[:6]] == [c.claim for c in claims_of(runs)]
     assert claims[-2].claim.startswith("(channel 0 only, the blog's way) Networks differ")
     assert claims[-1].claim.startswith("(ln reading, channel 0 only, the blog's way) Networks differ")
     assert claims[-2].verdict == NO and claims[-2].ours.startswith("0.14 .. 0.14 decades")
-    assert len(fig5.all_claims(runs, [], "paper")) == 11
+    assert len(fig5.all_claims(fig5.reading_logs(runs), fig5.reading_logs([]), "paper")) == 11
 
 
 def test_spread_and_readings_tables():

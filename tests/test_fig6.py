@@ -12,6 +12,7 @@ import pytest
 
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.figures import fig6
+from shared.figures.protocol import Source
 from shared.plotting import seed_result
 
 
@@ -141,7 +142,7 @@ def stats(no_bn_share=1.0, bn_share=0.2, bn_columns=4.0, no_bn_columns=1.2, bn_t
 
 
 def verdicts(preset="paper", **kw):
-    return [c.verdict for c in fig6.claims(*stats(**kw), preset)]
+    return [c.verdict for c in fig6.judge(*stats(**kw), preset)]
 
 
 def test_claims_verdicts():
@@ -168,7 +169,7 @@ def test_claims_verdicts():
 def test_claims_texts_and_the_smoke_preset():
     kw = dict(no_bn_share=0.9302, bn_share=0.8406, bn_columns=1.7604, no_bn_columns=1.502, bn_top_p=0.4953,
               no_bn_top_p=0.9746, no_bn_gradient=0.006396, min_share=0.65625)
-    claims = fig6.claims(*stats(**kw), "paper")
+    claims = fig6.judge(*stats(**kw), "paper")
     assert [c.paper for c in claims] == ["≈ all 128 images", "spread over classes",
                                          "(blog: one, sometimes two or three columns)",
                                          "faint, well below the no-BN column's +0.004", "≈ +0.004 or more"]
@@ -179,14 +180,14 @@ def test_claims_texts_and_the_smoke_preset():
         # the number as the rule reads it, and the rule: 0.495 is below 0.5, shown so
         "top probability 0.495 with BN (faint: at most 0.5) vs 0.975 without; dominant column gradient 0.001 vs 0.0064",
         "0.0064 (mean over the batch; with BN 0.001)"]
-    smoke = fig6.claims(*stats(**kw), "smoke")
+    smoke = fig6.judge(*stats(**kw), "smoke")
     assert {c.verdict for c in smoke} == {NOT_JUDGED} and all("smoke" in c.note for c in smoke)
     assert [c.ours for c in smoke] == [c.ours for c in claims]
 
 
 def test_claims_from_a_table_built_from_runs():
     table = fig6.column_table(two_runs())
-    claims = fig6.claims(table, fig6.seed_summary(table), "paper")
+    claims = fig6.judge(table, fig6.seed_summary(table), "paper")
     # no BN: one class for all, one column over the epoch, column gradient (0.225 + 0.15) / 2;
     # BN: uniform p (top p 0.1), 4 effective columns, top-class share 1 (argmax ties at column 0)
     assert [c.verdict for c in claims] == [YES, NO, YES, YES, YES]
@@ -203,6 +204,6 @@ def test_comparison_table_means_over_seeds_and_skips_networks_without_runs():
 
 def test_load_comparison_names_every_candidate_and_both_resnet101s():
     from shared.figures.candidates import candidates
-    found = fig6.load_comparison("paper", seeds=[0])
+    found = fig6.comparison_runs(Source("paper", (0,)))
     assert len(found) == len(candidates()) + 2
     assert "resnet101 conv kaiming_normal_fan_out | fc pytorch_default" in found

@@ -45,7 +45,7 @@ GOOD = dict(maxes=list(LIMITS.values()), medians=[0.8, 0.4, 0.2], fractions=[0.0
 
 
 def verdicts(table, preset="paper"):
-    return [c.verdict for c in fig7.claims(table, 1, preset)]
+    return [c.verdict for c in fig7.judge(table, 1, preset)]
 
 
 def test_law_of_one_matrix_is_the_quarter_circle():
@@ -109,7 +109,7 @@ def test_plots_draw_every_depth():
 
 
 def test_claims_all_hold_on_the_limits_and_the_law():
-    claims = fig7.claims(by_depth(**GOOD), 1, "paper")
+    claims = fig7.judge(by_depth(**GOOD), 1, "paper")
     assert [c.verdict for c in claims] == [YES, YES, YES, YES]
     assert claims[0].paper == "2, 3.08, 3.86"
     assert claims[0].claim.endswith("(M = 1, 3, 5)")
@@ -137,6 +137,6 @@ def test_spike_and_spread_claims_fail_when_depth_does_not_grow_them():
 
 
 def test_smoke_preset_is_not_judged():
-    claims = fig7.claims(by_depth(**GOOD), 1, "smoke")
+    claims = fig7.judge(by_depth(**GOOD), 1, "smoke")
     assert {c.verdict for c in claims} == {NOT_JUDGED}
     assert all("smoke" in c.note for c in claims)

@@ -46,7 +46,7 @@ GOOD = dict(bn=[10.0, 12.0], no_bn=[1.0, 1.2], bn_entry=[50.0, 50.0])
 
 
 def verdicts(means, preset="paper"):
-    return [c.verdict for c in table1.claims(means, 3, BATCH, preset)]
+    return [c.verdict for c in table1.judge(means, 3, BATCH, preset)]
 
 
 def test_contribution_table_means_stds_and_seed_ratios():
@@ -88,7 +88,7 @@ def test_plot_draws_both_networks_and_the_yardsticks():
 
 
 def test_claims_on_a_table_where_bn_is_about_root_batch():
-    claims = table1.claims(means_of(**GOOD), 3, BATCH, "paper")
+    claims = table1.judge(means_of(**GOOD), 3, BATCH, "paper")
     assert [c.verdict for c in claims] == [YES, PARTLY, YES, YES, YES]  # BN at 11, not 100
     assert claims[0].ours == "ratio 1–1.2 over 2 layers (mean 1.1; 3 seeds)"
     assert claims[1].paper == "≈ 100x"
@@ -121,7 +121,7 @@ def test_entry_claim_yes_between_30_and_300_partly_above_the_ratio_of_averages_e
 
 
 def test_smoke_preset_is_not_judged():
-    claims = table1.claims(means_of(**GOOD), 1, BATCH, "smoke")
+    claims = table1.judge(means_of(**GOOD), 1, BATCH, "smoke")
     assert {c.verdict for c in claims} == {NOT_JUDGED}
     assert all("smoke" in c.note for c in claims)
 

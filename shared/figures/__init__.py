@@ -59,3 +59,20 @@ def of_name(name: str) -> Figure | None:
 def module(id: str) -> ModuleType:
     """The figure's module (shared.figures.<module>), imported on first use."""
     return importlib.import_module(f"{__name__}.{figure(id).module}")
+
+
+PROTOCOL = ("Runs", "load", "Tables", "tables", "claims")  # shared.figures.protocol
+
+
+def follows_protocol(id: str) -> bool:
+    """Whether the figure's module has every name of the protocol (load -> tables -> claims)."""
+    return all(hasattr(module(id), name) for name in PROTOCOL)
+
+
+def recompute_claims(id: str, preset: str, seeds=None) -> list:
+    """The claims of figure `id` under `preset`, recomputed from the store through its module's
+    protocol, for its notebook's default network, computing nothing: what its notebook saves."""
+    from .protocol import Source
+
+    fig = module(id)
+    return fig.claims(fig.tables(fig.load(Source(preset, seeds))), preset)

@@ -6,12 +6,15 @@ runs by the same rules, is shared.figures.sweep); every run is a stored result o
 """
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..config import DIVERGENCE_STEPS, TrainConfig, setting_name
+from ..config import DIVERGENCE_STEPS, TRAINING_EXPERIMENT, TrainConfig, divergence_grid, fig1_grid, setting_name
 from ..claims import Claim, holds, judged, unjudged_reason
+from ..results import config_runs
+from .protocol import Source
 from ..train import CHANCE_ACCURACY, learning_failure
 
 # Fig 1's final test accuracies, read off the paper's figure
@@ -153,7 +156,7 @@ def plot_first_steps(axes, runs: list[tuple[TrainConfig, list[dict]]]) -> None:
     traces.set(xlabel="step + 1", ylabel="mini-batch loss", ylim=(1, top * 10))
 
 
-def fig1_claims(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> list[Claim]:
+def judge(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> list[Claim]:
     """Fig 1's claims, the paper's numbers beside ours. Accuracy levels are compared only for the
     paper preset; the equality of BN and no BN at 1e-4 needs the full schedule (the paper's runs
     at 1e-4 took thousands of epochs); the other claims are judged for every preset but smoke.
@@ -332,3 +335,41 @@ def findings(runs: dict[str, list[dict]], finals: pd.DataFrame, divergence: pd.D
         lines.append(f"At 1e-4 the test-accuracy curves with and without BN are at most {gap:.1%} apart "
                      f"(the paper's track each other over its full schedule).")
     return lines
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    """Fig 1's stored training runs: its curves' and the divergence panel's."""
+    runs: dict[str, list[dict]]                          # `setting_name` -> runs, one per seed
+    probes: list[tuple[TrainConfig, list[dict]]]         # the divergence probes, each with its runs
+
+
+def load(source: Source, together: int = 1) -> Runs:
+    """The runs of the preset's Fig 1 grid and divergence probes, after training `source.compute`'s
+    missing ones, `together` at a time (`shared.train.run_grid`)."""
+    grid, probes = fig1_grid(source.preset), divergence_grid(source.preset)
+    if source.compute is not None:
+        from ..train import run_grid
+        run_grid(grid + probes, source.compute, TRAINING_EXPERIMENT, source.data_dir, progress=False,
+                 together=together)
+    stored = lambda cfg: config_runs(TRAINING_EXPERIMENT, cfg, seeds=source.seeds)
+    return Runs({setting_name(cfg): stored(cfg) for cfg in grid}, [(cfg, stored(cfg)) for cfg in probes])
+
+
+@dataclass(frozen=True)
+class Tables:
+    finals: pd.DataFrame        # `final_table`: per setting
+    targets: pd.DataFrame       # `targets`: the short schedule's
+    divergence: pd.DataFrame    # `divergence_table`: per probe
+    divergence_summary: pd.DataFrame  # `divergence_summary`: per rate
+
+
+def tables(found: Runs) -> Tables:
+    finals, divergence = final_table(found.runs), divergence_table(found.probes)
+    return Tables(finals, targets(found.runs, finals), divergence, divergence_summary(divergence))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    return judge(t.finals, t.divergence, preset)

@@ -9,15 +9,20 @@ result of the "fig2_gradients" experiment: per network ("bn", "no_bn") the gradi
 standard deviations without and with BN ("scale_ratio").
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from ..claims import Claim, holds, judged, unjudged_reason
-from ..experiments import experiment_config
+from ..config import DEFAULT_INIT
+from ..experiments import GradientConfig, experiment_config
 from ..models import INITS
 from ..paper import FIG2_MAX_ABS
+from .protocol import Source, probe_runs
 
+EXPERIMENT = "fig2_gradients"
 NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
 STATS = ("std", "max_abs", "excess_kurtosis")
 COMPARED_ARCHS = ("resnet110", "resnet101")  # the initialisation comparison's architectures
@@ -97,7 +102,7 @@ def plot_inits(axes, results: dict[str, dict]) -> None:
             ax.tick_params(labelsize=7)
 
 
-def claims(mean: pd.Series, preset: str) -> list[Claim]:
+def judge(mean: pd.Series, preset: str) -> list[Claim]:
     """Fig 2's claims from the means over seeds (`seed_summary(...).loc["mean"]`): BN's gradients
     small and near Gaussian, no BN's heavy-tailed, and their ratio about 100 (partly above 10)."""
     unless = unjudged_reason(preset)
@@ -112,3 +117,40 @@ def claims(mean: pd.Series, preset: str) -> list[Claim]:
         judged("Without BN the gradients are about two orders of magnitude larger", "≈ 100x",
                f"{ratio:.3g}x (std ratio)", holds(bool(30 <= ratio <= 300), partly=bool(ratio > 10)), unless),
     ]
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    """Fig 2's stored runs: the network's, and the initialisation comparison's."""
+    cfg: GradientConfig
+    runs: list[dict]                               # the network's, one per seed
+    inits: dict[tuple[str, str], list[dict]]       # (arch, init) -> runs, by `comparison_configs`
+
+
+def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
+    """The runs of `arch` (None: the preset's) with convolutions initialised by `init`, and of
+    the comparison (computed only for `arch`'s schemes)."""
+    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
+    runs = probe_runs(EXPERIMENT, cfg, source)
+    inits = {(a, scheme): probe_runs(EXPERIMENT, c, source if a == cfg.arch else source.read_only)
+             for (a, scheme), c in comparison_configs(EXPERIMENT, source.preset, cfg.arch).items()}
+    return Runs(cfg, runs, inits)
+
+
+@dataclass(frozen=True)
+class Tables:
+    gradients: pd.DataFrame  # `gradient_table`: per seed
+    summary: pd.DataFrame    # `seed_summary`: its mean and std over the seeds
+    inits: pd.DataFrame      # `init_comparison`: per (arch, init)
+
+
+def tables(found: Runs) -> Tables:
+    gradients = gradient_table(found.runs)
+    return Tables(gradients, seed_summary(gradients), init_comparison(found.inits))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    """Fig 2's claims, judged on the means over the seeds."""
+    return judge(t.summary.loc["mean"], preset)

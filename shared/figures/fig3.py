@@ -10,13 +10,17 @@ training "lr" and per probed mini-batch ("1", "4", ...) the "relative_loss" at e
 (None where not finite), the "best_relative_loss" and the "best_size".
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from ..claims import Claim, holds, judged, unjudged_reason
+from ..config import DEFAULT_INIT
+from ..experiments import RelativeLossConfig, experiment_config
+from .protocol import Source, probe_runs
 
+EXPERIMENT = "fig3_relative_loss"
 NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
 PAPER_X_MAX = 0.1  # the largest step size of the paper's figure
 PAPER_Y_MIN = 1e-2  # the bottom of the paper's axis
@@ -138,7 +142,7 @@ def by_batch(values: pd.Series) -> str:
     return "mini-batch " + ", ".join(parts)
 
 
-def claims(table: pd.DataFrame, largest_size: float, first_batch: int, preset: str) -> list[Claim]:
+def judge(table: pd.DataFrame, largest_size: float, first_batch: int, preset: str) -> list[Claim]:
     """Fig 3's claims from `probe_table`: `largest_size` is the sweep's largest step (where BN
     never passes 10^3, its first step past it is counted there), `first_batch` the mini-batch
     whose dip without BN is compared with the paper's."""
@@ -218,19 +222,27 @@ def ablation_table(runs: dict[str, list[dict]]) -> pd.DataFrame:
                         ["first s > 1e3", "first s > 1e6", "best s"], "variant")
 
 
-def ablation_claims(runs: dict[str, list[dict]], preset: str) -> list[Claim]:
-    """For each ablation variant with runs: does the network without BN pass 10^3 x at the
-    paper's s ≈ 2e-3..3e-3 on mini-batches 4 and 7 (every seed, factor 2 for reading the axis)?"""
-    unless = unjudged_reason(preset)
+def variant_probes(runs: dict[str, list[dict]]) -> pd.DataFrame:
+    """`probe_table` on the ablation's mini-batches (4, 7) for each variant with runs, indexed by
+    variant, network, mini-batch and seed."""
     batches = [str(b) for b in ABLATION_BATCHES]
+    return pd.concat({name: probe_table(found, batches) for name, found in runs.items() if found},
+                     names=["variant"])
+
+
+def ablation_claims(probes: pd.DataFrame, preset: str) -> list[Claim]:
+    """For each ablation variant in `variant_probes` but ours: does the network without BN pass
+    10^3 x at the paper's s ≈ 2e-3..3e-3 on mini-batches 4 and 7 (every seed, factor 2 for reading
+    the axis)?"""
+    unless = unjudged_reason(preset)
     claims = []
-    for name, variant_runs in runs.items():
-        if not VARIANTS[name] or not variant_runs:
+    for name in probes.index.unique("variant"):
+        if not VARIANTS[name]:
             continue
-        first = probe_table(variant_runs, batches).loc["no_bn", "first s > 1e3"]
+        first = probes.loc[name].loc["no_bn", "first s > 1e3"]
+        n_seeds = first.index.unique("seed").size
         claims.append(judged(f"(ablation: {name}) Without BN, mini-batches 4 and 7 pass 10^3 x at "
-                             f"s ≈ 2e-3..3e-3", "s ≈ 2e-3..3e-3",
-                             f"{by_batch(first)} ({len(variant_runs)} seed(s))",
+                             f"s ≈ 2e-3..3e-3", "s ≈ 2e-3..3e-3", f"{by_batch(first)} ({n_seeds} seed(s))",
                              within(first, 2e-3, 3e-3), unless))
     return claims
 
@@ -255,3 +267,52 @@ def networks_table(found: dict[str, list[dict]], batches: list[str]) -> pd.DataF
     """Per network (`found`'s labels, those with runs), BN or not, and mini-batch: the median over
     seeds of the first step sizes past 10^3 and of the best step, and the number of seeds."""
     return median_table(found, batches, ["first s > 1e3", "best s"], "net")
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+COMPARED = (("resnet101", "xavier_uniform"), ("resnet101", "kaiming_normal_fan_out"))  # beside ours
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Fig 3's stored runs: the network's, the ablation's and the compared networks'."""
+    cfg: RelativeLossConfig
+    runs: list[dict]                    # the network's, one per seed
+    variants: dict[str, list[dict]]     # VARIANTS name -> runs (`ablation_configs`)
+    networks: dict[str, list[dict]]     # "arch, conv init" -> runs: ours ("(ours)") and COMPARED
+
+
+def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
+    """The runs of `arch` (None: the preset's) with convolutions initialised by `init`, of its
+    ablation variants, and of the COMPARED networks (read only)."""
+    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
+    runs = probe_runs(EXPERIMENT, cfg, source)
+    variants = {name: probe_runs(EXPERIMENT, c, source) for name, c in ablation_configs(cfg).items()}
+    networks = {f"{cfg.arch}, conv {cfg.init} (ours)": runs,
+                **{f"{a}, conv {scheme}": probe_runs(EXPERIMENT, experiment_config(
+                    EXPERIMENT, source.preset, arch=a, init=scheme), source.read_only) for a, scheme in COMPARED}}
+    return Runs(cfg, runs, variants, networks)
+
+
+@dataclass(frozen=True)
+class Tables:
+    batches: list[str]        # the probed mini-batches (`batches`)
+    largest_size: float       # the sweep's largest step size
+    probes: pd.DataFrame      # `probe_table`: per network, mini-batch and seed
+    means: pd.DataFrame       # `batch_means`: over the seeds
+    ablation: pd.DataFrame    # `ablation_table`
+    ablation_probes: pd.DataFrame  # `variant_probes`: per variant, network, mini-batch and seed
+    networks: pd.DataFrame    # `networks_table`
+
+
+def tables(found: Runs) -> Tables:
+    cfg, names = found.cfg, batches(found.cfg)
+    probes = probe_table(found.runs, names)
+    return Tables(names, 10 ** cfg.size_high, probes, batch_means(probes), ablation_table(found.variants),
+                  variant_probes(found.variants), networks_table(found.networks, names))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    """Fig 3's claims (`judge`), then the ablation's (`ablation_claims`)."""
+    return judge(t.probes, t.largest_size, int(t.batches[0]), preset) + ablation_claims(t.ablation_probes, preset)

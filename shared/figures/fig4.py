@@ -11,6 +11,8 @@ None where the float32 forward pass overflowed) and the "fractions" themselves. 
 reach the paper's scale, the claims and the plots.
 """
 
+from dataclasses import dataclass
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,8 +20,12 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from ..claims import NO, NOT_JUDGED, YES, Claim, at_least, holds, judged, unjudged_reason
+from ..config import DEFAULT_INIT
+from ..experiments import DivergingUpdateConfig, experiment_config
 from ..paper import FIG4_AT_100
+from .protocol import Source, probe_runs
 
+EXPERIMENT = "fig4_diverging_update"
 # the paper's colour bars, in the order of its layers 8, 44, 80 (the same positions are used for
 # other depths): how the claims quote them; the largest values are FIG4_AT_100's
 PAPER_TEXT = ("means ≈ -0.5..1.2, variances ≤ 1", "means ≈ -3500..2500, variances ≤ 5e6",
@@ -203,8 +209,8 @@ def all_of(verdicts: list[str]) -> str:
 NAN_NOTE = "a measured moment is NaN (missing from the stored runs): nothing to compare"
 
 
-def claims(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, layers,
-           preset: str) -> list[Claim]:
+def judge(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, layers,
+          preset: str) -> list[Claim]:
     """Fig 4's claims from `layer_summary`, `layer_spread` and `match_table`: each layer's scale at
     100 % of the step (means and variances on the paper's scale, `same_scale`), growth with depth,
     one rate matching every layer, and the blow-up happening late; not judged for the smoke preset."""
@@ -243,3 +249,38 @@ def claims(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, lay
                       f"visible (≥ 1 % of the final largest variance) from {late:.0f} % of the step",
                       at_least(late, 75), unless))
     return out
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    cfg: DivergingUpdateConfig
+    runs: list[dict]  # the network's, one per seed
+
+
+def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
+    """The runs of `arch` (None: the preset's) with convolutions initialised by `init`."""
+    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
+    return Runs(cfg, probe_runs(EXPERIMENT, cfg, source))
+
+
+@dataclass(frozen=True)
+class Tables:
+    layers: tuple[int, ...]   # the profiled layers
+    paper: dict               # `paper_scales`: the paper's colour bars, by layer
+    layers_by_seed: pd.DataFrame  # `layer_table`
+    summary: pd.DataFrame     # `layer_summary`: the median over the seeds
+    spread: pd.DataFrame      # `layer_spread`: the range over the seeds
+    match: pd.DataFrame       # `match_table`: the rate at which each layer reaches the paper's scale
+
+
+def tables(found: Runs) -> Tables:
+    cfg = found.cfg
+    by_seed, paper = layer_table(found.runs, cfg.layers), paper_scales(cfg.layers)
+    return Tables(cfg.layers, paper, by_seed, layer_summary(by_seed), layer_spread(by_seed),
+                  match_table(found.runs, cfg.layers, cfg.lr, paper))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    return judge(t.summary, t.spread, t.match, t.layers, preset)

@@ -12,14 +12,19 @@ plots.
 """
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from ..claims import Claim, at_least, holds, judged, unjudged_reason, within_range
+from ..config import DEFAULT_INIT
+from ..experiments import DepthConfig, experiment_config
+from ..models import INITS
 from ..paper import FIG5_LAYERS, FIG5_LOG, fig5_curve_distances
+from .protocol import Source, probe_runs
 
+EXPERIMENT = "fig5_depth_profile"
 # the four curves of the figure: (network, stored statistic) -> label
 SERIES = {("bn", "abs_mean"): "channel means, with BN", ("bn", "std"): "channel stds, with BN",
           ("no_bn", "abs_mean"): "channel means, w/o BN", ("no_bn", "std"): "channel stds, w/o BN"}
@@ -99,23 +104,6 @@ def comparison_table(found: dict[tuple[str, str], list[dict]]) -> pd.DataFrame:
                          for (a, scheme), runs in found.items() if runs]).set_index(["arch", "init"])
 
 
-def load_comparison(experiment: str, preset: str, arch: str, seed: int, seeds, data_dir) -> dict:
-    """The stored runs of every initialisation scheme of `arch` and of ARCHS, {(arch, init): runs};
-    the missing runs of `arch` (not the others) are computed for `seed` first."""
-    from ..experiments import experiment_config, run_experiment
-    from ..models import INITS
-    from ..results import config_runs
-
-    found = {}
-    for a in dict.fromkeys([arch, *ARCHS]):
-        for scheme in INITS:
-            cfg = experiment_config(experiment, preset, arch=a, init=scheme)
-            if a == arch:
-                run_experiment(experiment, cfg, seed, data_dir)
-            found[a, scheme] = config_runs(experiment, cfg, seeds=seeds)
-    return found
-
-
 def plot_profile(ax, logs: pd.DataFrame) -> None:
     """The figure: the mean over seeds of each series against the layer, error bars the std over
     seeds."""
@@ -137,8 +125,8 @@ def plot_inits(axes, found: dict[tuple[str, str], list[dict]], arch: str, scheme
         ax.label_outer()
 
 
-def claims(growths: pd.DataFrame, profile: pd.DataFrame, n_seeds: int, preset: str,
-           reading: str = "log10") -> list[Claim]:
+def judge(growths: pd.DataFrame, profile: pd.DataFrame, n_seeds: int, preset: str,
+          reading: str = "log10") -> list[Claim]:
     """Fig 5's claims from `growth_table` and `profile_stats` of the logs under `reading`: linear
     growth in the log without BN (log10 only: it does not depend on the base), its size (from the
     first to the last layer, slope per 12 layers), BN's range, the spread between networks and
@@ -199,18 +187,23 @@ def channel0_config(cfg):
     return replace(cfg, channels="first")
 
 
-def all_claims(runs: list[dict], channel0_runs: list[dict], preset: str) -> list[Claim]:
-    """Fig 5's claims under both readings of the paper's log (log10 first, then ln), and the
-    error-bar claim measured the blog's way (channel 0) under both, where it has runs."""
+def reading_logs(runs: list[dict]) -> dict[str, pd.DataFrame]:
+    """`log_profile` under each of READINGS (none without runs)."""
+    return {reading: log_profile(runs, reading) for reading in READINGS} if runs else {}
+
+
+def seed_number(logs: pd.DataFrame) -> int:
+    return logs.index.get_level_values("seed").nunique()
+
+
+def all_claims(logs: dict[str, pd.DataFrame], channel0_logs: dict[str, pd.DataFrame], preset: str) -> list[Claim]:
+    """Fig 5's claims under both readings of the paper's log (`reading_logs`: log10 first, then
+    ln), and the error-bar claim measured the blog's way (channel 0) under both, where it has runs."""
     out = []
-    for reading in READINGS:
-        logs = log_profile(runs, reading)
-        n_seeds = logs.index.get_level_values("seed").nunique()
-        out += claims(growth_table(logs), profile_stats(logs), n_seeds, preset, reading)
-    for reading in READINGS if channel0_runs else ():
-        logs = log_profile(channel0_runs, reading)
-        out.append(spread_claim(profile_stats(logs), logs.index.get_level_values("seed").nunique(),
-                                preset, reading, "first"))
+    for reading, found in logs.items():
+        out += judge(growth_table(found), profile_stats(found), seed_number(found), preset, reading)
+    for reading, found in channel0_logs.items():
+        out.append(spread_claim(profile_stats(found), seed_number(found), preset, reading, "first"))
     return out
 
 
@@ -241,3 +234,48 @@ def plot_readings(axes, runs: list[dict]) -> None:
         ax.set_xticks(layers)
         ax.set(xlabel="Layer", ylabel=f"{reading} [magnitude]",
                title=f"read as {reading} (circles: the paper's values)")
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    """Fig 5's stored runs: the network's, measured on channel 0, and the comparison's."""
+    cfg: DepthConfig
+    runs: list[dict]                            # the network's, one per seed
+    channel0: list[dict]                        # the same measured the blog's way (`channel0_config`)
+    inits: dict[tuple[str, str], list[dict]]    # (arch, init) -> runs: every scheme of it and of ARCHS
+
+
+def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
+    """The runs of `arch` (None: the preset's) with convolutions initialised by `init`, measured on
+    channel 0, and under every initialisation scheme of it and of ARCHS (computed only for `arch`)."""
+    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
+    runs = probe_runs(EXPERIMENT, cfg, source)
+    channel0 = probe_runs(EXPERIMENT, channel0_config(cfg), source)
+    inits = {(a, scheme): probe_runs(EXPERIMENT, experiment_config(EXPERIMENT, source.preset, arch=a, init=scheme),
+                                     source if a == cfg.arch else source.read_only)
+             for a in dict.fromkeys([cfg.arch, *ARCHS]) for scheme in INITS}
+    return Runs(cfg, runs, channel0, inits)
+
+
+@dataclass(frozen=True)
+class Tables:
+    logs: dict[str, pd.DataFrame]           # `reading_logs`: per reading, rows (layer, seed)
+    channel0_logs: dict[str, pd.DataFrame]  # the same, channel 0 only
+    profile: pd.DataFrame     # `profile_stats` of the log10 profile: mean and std over the seeds
+    growth: pd.DataFrame      # `growth_table` of it
+    readings: pd.DataFrame    # `readings_table`: the gap to the paper's curves under each reading
+    spread: pd.DataFrame      # `spread_table`: the error bars, all channels and channel 0
+    inits: pd.DataFrame       # `comparison_table`: per (arch, init)
+
+
+def tables(found: Runs) -> Tables:
+    logs = reading_logs(found.runs)
+    return Tables(logs, reading_logs(found.channel0), profile_stats(logs["log10"]), growth_table(logs["log10"]),
+                  readings_table(found.runs), spread_table(found.runs, found.channel0),
+                  comparison_table(found.inits))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    return all_claims(t.logs, t.channel0_logs, preset)

@@ -16,11 +16,18 @@ of the averaged batches have their largest gradient there), the "epoch_dominant_
 "epoch_batches".
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from ..claims import Claim, holds, judged, unjudged_reason
+from ..config import DEFAULT_INIT
+from ..experiments import LogitGradientConfig, experiment_config
+from .protocol import Source, probe_runs
+
+EXPERIMENT = "fig6_logit_gradients"
 
 NETWORKS = {"no_bn": "w/o BN", "bn": "with BN"}
 PAPER_COLOUR_RANGE = 0.5  # the paper's colour bar, about ±0.004 for 128 images, is ±0.5 / batch size
@@ -114,7 +121,7 @@ def plot_column_shares(axes, runs: list[dict]) -> None:
 FAINT_TOP_P = 0.5  # with BN "faint": the mean top probability at most this (the rule, shown with our number)
 
 
-def claims(table: pd.DataFrame, summary: pd.DataFrame, preset: str) -> list[Claim]:
+def judge(table: pd.DataFrame, summary: pd.DataFrame, preset: str) -> list[Claim]:
     """Fig 6's claims from `column_table` and its `seed_summary` (means over seeds): without BN one
     class predicted for every image (first batch and over many batches) and its column at the top of
     the colour scale; with BN the largest gradients spread over the classes and faint. Not judged
@@ -170,18 +177,48 @@ def comparison_table(found: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def load_comparison(preset: str, seeds=None) -> dict[str, list[dict]]:
+def comparison_runs(source: Source) -> dict[str, list[dict]]:
     """The stored Fig 6 runs of every ResNet-110 candidate and of ResNet-101 under Xavier and
-    Kaiming fan_out (nothing is computed: the network-choice notebook and `python -m
-    shared.experiments` compute them)."""
-    from .candidates import candidate_config, candidates
-    from ..experiments import experiment_config
-    from ..results import config_runs
+    Kaiming fan_out (read only: the network-choice notebook and `python -m shared.experiments`
+    compute them)."""
+    from .candidates import candidate_config, candidates  # the candidates' tables read Fig 6's
 
-    experiment = "fig6_logit_gradients"
-    found = {f"resnet110 {c.name}": config_runs(experiment, candidate_config(experiment, c, preset), seeds=seeds)
+    source = source.read_only
+    found = {f"resnet110 {c.name}": probe_runs(EXPERIMENT, candidate_config(EXPERIMENT, c, source.preset), source)
              for c in candidates()}
     for init in ("xavier_uniform", "kaiming_normal_fan_out"):
-        cfg = experiment_config(experiment, preset, arch="resnet101", init=init)
-        found[f"resnet101 conv {init} | fc pytorch_default"] = config_runs(experiment, cfg, seeds=seeds)
+        cfg = experiment_config(EXPERIMENT, source.preset, arch="resnet101", init=init)
+        found[f"resnet101 conv {init} | fc pytorch_default"] = probe_runs(EXPERIMENT, cfg, source)
     return found
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    cfg: LogitGradientConfig
+    runs: list[dict]                  # the network's, one per seed
+    compared: dict[str, list[dict]]   # `comparison_runs`
+
+
+def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
+    """The runs of `arch` (None: the preset's) with convolutions initialised by `init`, and the
+    compared networks' (read only)."""
+    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
+    return Runs(cfg, probe_runs(EXPERIMENT, cfg, source), comparison_runs(source))
+
+
+@dataclass(frozen=True)
+class Tables:
+    columns: pd.DataFrame     # `column_table`: per seed
+    summary: pd.DataFrame     # `seed_summary`: mean and std over the seeds
+    compared: pd.DataFrame    # `comparison_table`
+
+
+def tables(found: Runs) -> Tables:
+    columns = column_table(found.runs)
+    return Tables(columns, seed_summary(columns), comparison_table(found.compared))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    return judge(t.columns, t.summary, preset)

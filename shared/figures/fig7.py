@@ -9,12 +9,18 @@ spectrum (Fuss-Catalan, `shared.probes.product_singular_value_law`) as a check b
 The notebook `07_fig7_singular_values` calls these.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from ..plotting import seed_result
+from ..experiments import SingularValueConfig, experiment_config
+from ..plotting import seed_count, seed_result
 from ..claims import Claim, holds, judged, unjudged_reason
 from ..probes import product_singular_value_law
+from .protocol import Source, probe_runs
+
+EXPERIMENT = "fig7_singular_values"
 
 # the limits of the largest singular value for M = 1, 3, 5, as the paper's appendix states them
 PAPER_LIMITS = "2, 3.08, 3.86"
@@ -102,7 +108,7 @@ def plot_density_vs_theory(axes, shown: dict, theory: dict[int, dict], depths: l
     axes[0].legend(loc="upper right")
 
 
-def claims(by_depth: pd.DataFrame, n_seeds: int, preset: str) -> list[Claim]:
+def judge(by_depth: pd.DataFrame, n_seeds: int, preset: str) -> list[Claim]:
     """Fig 7's claims from `depth_table`'s table: the largest value at its limit (yes within 3 %,
     partly within 10 %), the growing spike of tiny values, the stretching spectrum, and (our check)
     the large-N law (yes within 0.02, partly within 0.1). Not judged for the smoke preset."""
@@ -128,3 +134,36 @@ def claims(by_depth: pd.DataFrame, n_seeds: int, preset: str) -> list[Claim]:
 
 
 shown_run = seed_result  # the seed whose histograms are drawn
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    cfg: SingularValueConfig
+    runs: list[dict]  # one per seed
+
+
+def load(source: Source) -> Runs:
+    """The preset's runs (random matrices: no network, no data)."""
+    cfg = experiment_config(EXPERIMENT, source.preset)
+    return Runs(cfg, probe_runs(EXPERIMENT, cfg, source))
+
+
+@dataclass(frozen=True)
+class Tables:
+    depths: list[int]            # the product depths M (`depths`)
+    theory: dict[int, dict]      # M -> `law(M)`
+    seeds: pd.DataFrame          # `seed_table`: per (M, seed)
+    by_depth: pd.DataFrame       # `depth_table`: per M, beside the law
+
+
+def tables(found: Runs) -> Tables:
+    ms = depths(found.runs)
+    theory = {m: law(m) for m in ms}
+    by_seed = seed_table(found.runs)
+    return Tables(ms, theory, by_seed, depth_table(by_seed, theory))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    return judge(t.by_depth, seed_count(t.seeds), preset)

@@ -4,12 +4,16 @@ larger rates diverge ("not shown"); final test accuracy against the rate, with a
 Fig 1's rules (shared.figures.fig1: diverged, failed to learn, trained).
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from ..claims import NO, PARTLY, Claim, at_least, judged, unjudged_reason, within_range
-from ..config import TrainConfig
+from ..config import TRAINING_EXPERIMENT, TrainConfig, sweep_grid
+from ..results import config_runs
 from .fig1 import CHANCE, trained
+from .protocol import Source
 
 
 def outcomes(found: list[dict]) -> dict:
@@ -42,7 +46,7 @@ def largest_surviving_rate(sweep: pd.DataFrame, bn: bool) -> float | None:
     return float(rows.lr[safe].max()) if safe.any() else None
 
 
-def sweep_claims(sweep: pd.DataFrame, preset: str) -> list[Claim]:
+def judge(sweep: pd.DataFrame, preset: str) -> list[Claim]:
     """The sweep's claims. Without BN, rates above about 1e-4 diverge (the largest rate with no
     diverged run within 3e-5..3.2e-4), judged on any preset; without BN the largest rate that
     trains is about 1e-4, which needs the full schedule (on a short preview even BN fails to learn
@@ -87,3 +91,33 @@ def plot_sweep(ax, sweep: pd.DataFrame) -> None:
     ax.axhline(CHANCE, color="grey", ls=":", lw=1, label="chance")
     ax.set(xscale="log", xlabel="learning rate", ylabel="final test accuracy", ylim=(-0.03, 1))
 
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    runs: list[tuple[TrainConfig, list[dict]]]  # each rate's config (BN and not), with its runs
+
+
+def load(source: Source, rates_per_decade: int = 1, epochs: int | None = None, together: int = 1) -> Runs:
+    """The runs of the preset's sweep (`sweep_grid`: `rates_per_decade`, the schedule cut to
+    `epochs`), after training `source.compute`'s missing ones, `together` at a time."""
+    grid = sweep_grid(source.preset, rates_per_decade, epochs)
+    if source.compute is not None:
+        from ..train import run_grid
+        run_grid(grid, source.compute, TRAINING_EXPERIMENT, source.data_dir, progress=False, together=together)
+    return Runs([(cfg, config_runs(TRAINING_EXPERIMENT, cfg, seeds=source.seeds)) for cfg in grid])
+
+
+@dataclass(frozen=True)
+class Tables:
+    sweep: pd.DataFrame  # `sweep_table`: per (BN, rate)
+
+
+def tables(found: Runs) -> Tables:
+    return Tables(sweep_table(found.runs))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    return judge(t.sweep, preset)

@@ -10,11 +10,19 @@ of magnitude apart with BN; √B is the ratio of B independent contributions wit
 The notebook `08_table1_contributions` calls these.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from ..claims import Claim, holds, judged, unjudged_reason
+from ..config import DEFAULT_INIT
+from ..experiments import ContributionConfig, experiment_config
 from ..paper import TABLE1_RATIO
+from ..plotting import seed_count
+from .protocol import Source, probe_runs
+
+EXPERIMENT = "table1_contributions"
 
 NETS = {"bn": "with BN", "no_bn": "w/o BN"}  # the run's keys -> the tables' names
 STATS = {"sum_abs": "Σ|g_b|", "abs_sum": "|Σ g_b|", "ratio": "ratio", "entry_ratio_median": "entry ratio (median)",
@@ -85,7 +93,7 @@ def plot_contributions(axes, means: pd.DataFrame, stds: pd.DataFrame, sqrt_b: fl
     ax.legend(loc="upper right", fontsize=8, ncol=2)
 
 
-def claims(means: pd.DataFrame, n_seeds: int, batch_size: int, preset: str) -> list[Claim]:
+def judge(means: pd.DataFrame, n_seeds: int, batch_size: int, preset: str) -> list[Claim]:
     """Table 1's claims from `layer_means`'s table: without BN the ratio is close to 1 (yes below
     2 at every layer, partly below √B / 2); with BN about 100 (yes for a mean in [30, 300],
     partly if above 3 times the no-BN mean); BN's ratio above 3 times no BN's at every layer; and
@@ -157,3 +165,37 @@ def statistic_claim(stats: pd.DataFrame, preset: str) -> Claim:
                   "≈ 100x / close", f"with BN / w/o BN: {shown}" + (f" — {'fits' if fits else '≈100x with BN'}: "
                                                                     f"{', '.join(named)}" if named else ""),
                   holds(bool(fits), partly=bool(apart)), unjudged_reason(preset))
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    cfg: ContributionConfig
+    runs: list[dict]  # the network's, one per seed
+
+
+def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
+    """The runs of `arch` (None: the preset's) with convolutions initialised by `init`."""
+    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
+    return Runs(cfg, probe_runs(EXPERIMENT, cfg, source))
+
+
+@dataclass(frozen=True)
+class Tables:
+    batch_size: int
+    contributions: pd.DataFrame  # `contribution_table`: rows (layer, seed), columns (network, quantity)
+    means: pd.DataFrame          # `layer_means`: over the seeds
+    stds: pd.DataFrame           # `layer_stds`
+    statistics: pd.DataFrame     # `statistics_table`: the candidate statistics for "the" ratio
+
+
+def tables(found: Runs) -> Tables:
+    long = contribution_table(found.runs)
+    return Tables(found.cfg.batch_size, long, layer_means(long), layer_stds(long), statistics_table(long))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    """Table 1's claims (`judge`), then the one on the statistic (`statistic_claim`)."""
+    return (judge(t.means, seed_count(t.contributions), t.batch_size, preset)
+            + [statistic_claim(t.statistics, preset)])
