@@ -5,6 +5,7 @@ import math
 import pytest
 
 from shared.figures import normfree
+from shared.figures.protocol import Source
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from test_fig6 import LABELS, UNIFORM, confident, network
 
@@ -60,19 +61,19 @@ def test_at_init_table():
 
 
 def test_claims_of_the_schemes():
-    claims = normfree.claims(table(), largest_size=1.0, preset="paper")
+    claims = normfree.judge(table(), largest_size=1.0, preset="paper")
     assert [c.verdict for c in claims] == [YES] * 6
     assert claims[1].ours == "0.1; 100x the plain network's" and claims[4].ours.startswith("never within the sweep; 1e+03x")
-    verdicts = [c.verdict for c in normfree.claims(table(skip_growth=2, skip_probs=confident(0, LABELS)), 1.0, "paper")]
+    verdicts = [c.verdict for c in normfree.judge(table(skip_growth=2, skip_probs=confident(0, LABELS)), 1.0, "paper")]
     assert verdicts[0] == NO and verdicts[2] == NO
-    assert normfree.claims(table(fix_step=2), 1.0, "paper")[4].verdict == YES  # 1e-2 / 1e-3 = 10x
-    assert {c.verdict for c in normfree.claims(table(), 1.0, "smoke")} == {NOT_JUDGED}
+    assert normfree.judge(table(fix_step=2), 1.0, "paper")[4].verdict == YES  # 1e-2 / 1e-3 = 10x
+    assert {c.verdict for c in normfree.judge(table(), 1.0, "smoke")} == {NOT_JUDGED}
 
 
 def test_claims_partly_when_the_step_grows_less_than_tenfold():
     t = table()
     t.loc["SkipInit", "Fig 3: stable step"] = 3e-3
-    assert normfree.claims(t, 1.0, "paper")[1].verdict == PARTLY
+    assert normfree.judge(t, 1.0, "paper")[1].verdict == PARTLY
 
 
 def test_scheme_configs():
@@ -81,7 +82,7 @@ def test_scheme_configs():
     skip = normfree.scheme_config("fig3_relative_loss", "smoke", "SkipInit")
     assert (skip.residual, skip.shortcut, skip.sizes) == ("skipinit", None, 12)  # option A, written None
     assert normfree.scheme_config("fig5_depth_profile", "paper", "ResNet-110 w/o BN").residual == "plain"
-    assert list(normfree.load("signal_propagation", "paper", seeds=[0])) == list(normfree.SCHEMES)
+    assert list(normfree.scheme_runs("signal_propagation", Source("paper", [0]))) == list(normfree.SCHEMES)
 
 
 def test_signal_frame_and_plot_steps_draw_every_scheme():

@@ -28,7 +28,8 @@ import pandas as pd
 from ..claims import NOT_JUDGED, Claim, holds, judged, unjudged_reason
 from ..config import TRAIN_PRESETS, TRAINING_EXPERIMENT, check_choice, divergence_config, sweep_rates
 from .fig3 import first_above, reduced_config
-from ..results import Store
+from ..results import Store, config_runs
+from .protocol import Source, probe_runs
 
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 # the preset's ladder: smoke keeps to the two smallest networks
@@ -259,6 +260,68 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
                              "tried": ", ".join(f"{r:g}{' x' if d else ''}" for r, d in sorted(b.tried.items()))})
     columns = ["depth", "network", "seed", "stable rate", "tried"]
     return pd.DataFrame(rows, columns=columns).set_index(columns[:3]).sort_index()
+
+
+# ---- the figure's protocol (shared.figures.protocol): load -> tables -> claims ----
+
+@dataclass(frozen=True)
+class Runs:
+    """The ladder's stored runs: at initialisation per depth, and the training bisections."""
+    archs: list[str]                     # the ladder's networks, shallow to deep
+    signal: dict[str, list[dict]]        # "ResNet-20" ... -> signal propagation runs
+    ladder: dict[str, list[dict]]        # arch -> Fig 3 runs on mini-batch 1 (`ladder_config`)
+    fig5: list[dict]                     # ResNet-110's Fig 5 runs of the signal runs' seeds (none without it)
+    train_preset: str
+    training: pd.DataFrame               # `training_ladder`: the stored bisections
+
+
+def load(source: Source, archs=None, train_preset: str | None = None, train_archs=None,
+         compute_training: bool = False) -> Runs:
+    """The ladder of `archs` (None: the preset's PRESET_DEPTHS) at initialisation, computing
+    `source.compute`'s missing runs, and the training ladder of `train_archs` (None: every depth)
+    under `train_preset` (None: the CPU preview; smoke beside smoke), bisecting that seed's
+    missing runs only if `compute_training` (about an hour a seed on a CPU)."""
+    from ..experiments import experiment_config
+    archs = list(archs or PRESET_DEPTHS[source.preset])
+    signal, ladder = {}, {}
+    for arch in archs:
+        signal_cfg = experiment_config("signal_propagation", source.preset, arch=arch)
+        ladder_cfg = ladder_config(experiment_config("fig3_relative_loss", source.preset), arch)
+        signal[f"ResNet-{DEPTHS[arch]}"] = probe_runs("signal_propagation", signal_cfg, source)
+        ladder[arch] = probe_runs("fig3_relative_loss", ladder_cfg, source)
+    fig5 = config_runs("fig5_depth_profile", experiment_config("fig5_depth_profile", source.preset),
+                       seeds=[r["provenance"]["seed"] for r in signal["ResNet-110"]]) if "resnet110" in archs else []
+    train_preset = train_preset or ("smoke" if source.preset == "smoke" else "preview")
+    train_archs = list(train_archs or DEPTHS)
+    if compute_training and source.compute is not None:
+        for arch in train_archs:
+            for bn in (False, True):
+                train_ladder(arch, bn, source.compute, train_preset, source.data_dir)
+    return Runs(archs, signal, ladder, fig5, train_preset, training_ladder(train_preset, source.seeds, train_archs))
+
+
+@dataclass(frozen=True)
+class Tables:
+    spp: pd.DataFrame            # `spp_summary`: per depth and network
+    relation: pd.DataFrame | None  # `fig5_relation` without BN and with (None without ResNet-110)
+    ladder: pd.DataFrame         # `ladder_table` of the stable steps
+    largest_size: float          # the sweep's largest step size
+    train_preset: str
+    training: pd.DataFrame       # `ladder_table` of the training ladder's stable rates
+
+
+def tables(found: Runs) -> Tables:
+    relation = pd.concat({net: fig5_relation(found.signal["ResNet-110"], found.fig5, net) for net in ("no_bn", "bn")},
+                         axis=1) if found.fig5 else None
+    largest = max(found.ladder[found.archs[0]][0]["result"]["sizes"])
+    return Tables(spp_summary(spp_frame(found.signal)), relation, ladder_table(stable_steps(found.ladder)), largest,
+                  found.train_preset, ladder_table(found.training, "stable rate"))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    """The ladder's claims at initialisation, then in training (judged on its own preset)."""
+    return (ladder_claims(t.ladder, t.largest_size, preset)
+            + ladder_claims(t.training, max(LADDER_RATES), t.train_preset, what="rate in training"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,12 +13,17 @@ Fixup's last convolution and classifier are 0; `tests/test_norm_free.py`). The n
 `12_normfree` calls these.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from ..claims import Claim, holds, judged, unjudged_reason
+from ..config import TRAINING_EXPERIMENT, train_config
+from ..results import config_runs
 from .fig3 import first_above, reduced_config
 from .fig6 import network_row
+from .protocol import Source, probe_runs
 
 # label -> (config fields, the network's key in a stored run). Both schemes use option-A shortcuts
 # (subsample and zero-pad: Fixup's authors' choice), so that no unnormalised convolution stays on
@@ -41,11 +46,14 @@ def scheme_config(experiment: str, preset: str, label: str):
     return cfg
 
 
-def load(experiment: str, preset: str, seeds=None) -> dict[str, list[dict]]:
-    """The stored runs of `experiment` for every scheme, {label: runs} (a plain run holds both
-    the BN and the no-BN network; `SCHEMES` says which one a label reads)."""
-    from ..results import config_runs
-    return {label: config_runs(experiment, scheme_config(experiment, preset, label), seeds=seeds)
+AT_INIT = ("fig5_depth_profile", "fig6_logit_gradients", "fig3_relative_loss", "signal_propagation")
+
+
+def scheme_runs(experiment: str, source: Source) -> dict[str, list[dict]]:
+    """The stored runs of `experiment` for every scheme, {label: runs}, after computing
+    `source.compute`'s missing ones (a plain run holds both the BN and the no-BN network;
+    `SCHEMES` says which one a label reads)."""
+    return {label: probe_runs(experiment, scheme_config(experiment, source.preset, label), source)
             for label in SCHEMES}
 
 
@@ -81,7 +89,7 @@ def at_init_table(fig5: dict, fig6: dict, fig3: dict, signal: dict) -> pd.DataFr
     return pd.DataFrame(rows).T
 
 
-def claims(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]:
+def judge(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]:
     """The thesis's predictions for the schemes without BN and without the explosion: their
     activations do not grow with depth (Fig 5's growth within 1 decade, where the plain network
     without BN grows more); their stable step is at least 10x the plain network's without BN (as
@@ -145,15 +153,12 @@ TRAINING_RATES = (0.1, 0.003)  # Fig 1's larger rates: the plain ResNet-110 w/o 
 def training_config(label: str, preset: str, lr: float):
     """Fig 1's training run of `preset` (the `preview` preset on a CPU) for scheme `label` at `lr`:
     the plain ones are Fig 1's own runs."""
-    from ..config import train_config
     fields, name = SCHEMES[label]
     return train_config(preset, lr=lr, bn=name == "bn", **fields)
 
 
 def load_training(preset: str, seeds=None) -> dict[tuple[str, float], list[dict]]:
     """The stored training runs {(label, lr): runs} of every scheme at TRAINING_RATES."""
-    from ..config import TRAINING_EXPERIMENT
-    from ..results import config_runs
     return {(label, lr): config_runs(TRAINING_EXPERIMENT, training_config(label, preset, lr), seeds=seeds)
             for label in SCHEMES for lr in TRAINING_RATES}
 
@@ -194,3 +199,54 @@ def training_claims(table: pd.DataFrame, preset: str) -> list[Claim]:
                               "(the thesis: no explosion, large rates)", ours, verdict,
                               unjudged_reason(preset, missing), note=preview))
     return out
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    """The schemes' stored runs: each at-initialisation experiment's, and in training."""
+    at_init: dict[str, dict[str, list[dict]]]         # AT_INIT experiment -> `scheme_runs`
+    train_preset: str
+    training: dict[tuple[str, float], list[dict]]     # `load_training`
+
+
+def train_preset_of(preset: str) -> str:
+    """The training runs' default preset: the CPU preview ("smoke" beside the smoke preset)."""
+    return "smoke" if preset == "smoke" else "preview"
+
+
+def load(source: Source, train_preset: str | None = None, compute_training: bool = False) -> Runs:
+    """The schemes' at-initialisation runs and their training runs under `train_preset` (None:
+    `train_preset_of`), training `source.compute`'s missing ones of SkipInit and Fixup if
+    `compute_training` (the plain networks' are Fig 1's)."""
+    at_init = {experiment: scheme_runs(experiment, source) for experiment in AT_INIT}
+    train_preset = train_preset or train_preset_of(source.preset)
+    if compute_training and source.compute is not None:
+        from ..train import run_training
+        for label in ("SkipInit", "Fixup"):
+            for lr in TRAINING_RATES:
+                run_training(training_config(label, train_preset, lr), source.compute, TRAINING_EXPERIMENT,
+                             source.data_dir, progress=False)
+    return Runs(at_init, train_preset, load_training(train_preset, source.seeds))
+
+
+@dataclass(frozen=True)
+class Tables:
+    at_init: pd.DataFrame     # `at_init_table`: per scheme
+    largest_size: float       # the Fig 3 sweep's largest step size
+    train_preset: str
+    training: pd.DataFrame    # `training_table`: per (scheme, rate)
+
+
+def tables(found: Runs) -> Tables:
+    fig3 = found.at_init["fig3_relative_loss"]
+    largest = max(next(runs for runs in fig3.values() if runs)[0]["result"]["sizes"])
+    return Tables(at_init_table(*(found.at_init[e] for e in AT_INIT)), largest, found.train_preset,
+                  training_table(found.training))
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    """The claims at initialisation (`judge`), then in training (`training_claims`, judged on the
+    training runs' preset)."""
+    return judge(t.at_init, t.largest_size, preset) + training_claims(t.training, t.train_preset)
