@@ -1,5 +1,6 @@
 """A stored run names the code it was computed from: refused from uncommitted code under shared/,
 unless asked for, and then with the diff beside it (shared.results.code_version)."""
+import math
 import subprocess
 from dataclasses import dataclass
 
@@ -78,3 +79,32 @@ def test_the_report_counts_the_runs_of_uncommitted_code():
     assert line.startswith("2 of the 3 runs were computed from code with uncommitted changes ('+dirty': "
                            "1 of `fig2`, 1 of `training`); 1 of them keep the diff")
     assert dirty_summary(runs[1:2]) == "Every run was computed from committed code."
+
+
+def test_a_run_with_its_code_not_on_record_is_rerun_from_committed_code(repo, tmp_path_factory):
+    """shared.rerun: a "+dirty" run without a diff is found, recomputed from the (clean, committed)
+    code, replaced, and its numbers compared: Fig 7's are a function of the seed, so nothing moves."""
+    from shared import rerun
+    from shared.experiments import experiment_config, run_experiment
+    from shared.fileio import read_json
+    from shared.results import write_json
+
+    store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
+    cfg = experiment_config("fig7_singular_values", "smoke")
+    for seed in (0, 1):
+        run_experiment("fig7_singular_values", cfg, seed, store=store)
+    path = store.run_dir("fig7_singular_values", cfg, 1) / "provenance.json"
+    write_json(path, {**read_json(path), "git_commit": "0123abc+dirty"})  # as stored before the refusal
+    assert [(c, s) for c, s, _ in rerun.unrecorded("fig7_singular_values", store)] == [(cfg, 1)]
+    assert rerun.rerun("fig7_singular_values", store=store, log=lambda line: None) == [(0.0, 0.0)]
+    assert rerun.unrecorded("fig7_singular_values", store) == []
+    assert read_json(path)["git_commit"] == git_commit()
+
+
+def test_a_change_is_measured_number_by_number():
+    from shared.rerun import change, numbers
+    assert numbers({"a": [1, None, {"b": 2.5}], "c": "text", "d": True}) != numbers({"a": [1]})
+    assert change({"a": [1.0, None]}, {"a": [1.0, None]}) == (0.0, 0.0)
+    assert change({"a": [1.0, 4.0]}, {"a": [1.0, 5.0]}) == (0.2, 0.5)
+    assert change({"a": [1.0]}, {"a": [1.0, 2.0]}) == (math.inf, 1.0)
+    assert change({"a": [None]}, {"a": [3.0]})[0] == math.inf
