@@ -8,13 +8,15 @@ at-initialisation experiments (`shared.experiments.EXPERIMENTS`),
     python -m shared.rerun fig2_gradients fig4_diverging_update
 
 recomputes each such run from the committed code (the store refuses a tree with changes under
-shared/), replaces it, and prints how its numbers moved: the largest relative change of any
-number of its result, and the share of them that changed by more than 1e-6.
+shared/), replaces it, and prints how its numbers moved (`Change`): the median and the largest
+relative change over the numbers both results hold, and the numbers measured only since.
 """
 
 import argparse
 import math
+import statistics
 import time
+from dataclasses import dataclass
 
 from .config import stored_config
 from .experiments import EXPERIMENTS, run_experiment
@@ -41,30 +43,46 @@ def unrecorded(experiment: str, store: Store | None = None) -> list[tuple[object
     return found
 
 
-def numbers(obj) -> list[float]:
-    """Every number of a stored result, depth first in its order (None, a non-finite value, is NaN)."""
+def numbers(obj, path: str = "") -> dict[str, float]:
+    """Every number of a stored result by its path ("bn/109/ratio", "sizes/3"); None (a non-finite
+    value) is NaN."""
     if isinstance(obj, dict):
-        return [x for v in obj.values() for x in numbers(v)]
+        return {k: v for key, value in obj.items() for k, v in numbers(value, f"{path}/{key}").items()}
     if isinstance(obj, (list, tuple)):
-        return [x for v in obj for x in numbers(v)]
+        return {k: v for i, value in enumerate(obj) for k, v in numbers(value, f"{path}/{i}").items()}
     if obj is None:
-        return [math.nan]
-    return [float(obj)] if isinstance(obj, (int, float)) and not isinstance(obj, bool) else []
+        return {path: math.nan}
+    return {path: float(obj)} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
 
 
-def change(old: dict, new: dict) -> tuple[float, float]:
-    """(the largest relative change, the share of numbers changed by more than 1e-6 relative) from
-    `old` to `new`; (inf, 1) when their shapes differ. NaN against NaN is no change."""
+@dataclass(frozen=True)
+class Change:
+    """How a result's numbers moved when it was recomputed: relative changes |a - b| / max(|a|, |b|)
+    over the numbers both hold (NaN beside NaN: none; beside a number: inf), and the numbers only
+    the new result holds (a field measured since)."""
+    median: float
+    largest: float
+    moved: float    # the share of the numbers that moved by more than 1e-6
+    new: int        # numbers only the new result holds
+    lost: int       # numbers only the old result held
+
+    def __str__(self) -> str:
+        return (f"relative change median {self.median:.2g}, largest {self.largest:.2g}; {self.moved:.0%} of "
+                f"the numbers moved" + (f"; {self.new} new number(s)" if self.new else "")
+                + (f"; {self.lost} number(s) no longer measured" if self.lost else ""))
+
+
+def change(old: dict, new: dict) -> Change:
+    """How the numbers moved from `old` to `new` (`Change`)."""
     a, b = numbers(old), numbers(new)
-    if len(a) != len(b):
-        return math.inf, 1.0
-    rel = [0.0 if (math.isnan(x) and math.isnan(y)) or x == y else
-           math.inf if math.isnan(x) or math.isnan(y) else abs(x - y) / max(abs(x), abs(y))
-           for x, y in zip(a, b)]
-    return max(rel, default=0.0), sum(r > 1e-6 for r in rel) / max(len(rel), 1)
+    rel = [0.0 if (math.isnan(a[k]) and math.isnan(b[k])) or a[k] == b[k] else
+           math.inf if math.isnan(a[k]) or math.isnan(b[k]) else abs(a[k] - b[k]) / max(abs(a[k]), abs(b[k]))
+           for k in a.keys() & b.keys()]
+    return Change(statistics.median(rel) if rel else 0.0, max(rel, default=0.0),
+                  sum(r > 1e-6 for r in rel) / max(len(rel), 1), len(b.keys() - a.keys()), len(a.keys() - b.keys()))
 
 
-def rerun(experiment: str, data_dir=None, store: Store | None = None, log=print) -> list[tuple[float, float]]:
+def rerun(experiment: str, data_dir=None, store: Store | None = None, log=print) -> list[Change]:
     """Recompute every run of `experiment` whose code is not on record, replacing it in `store`;
     per run, `change` from the old result to the new, also logged."""
     changes = []
@@ -72,8 +90,7 @@ def rerun(experiment: str, data_dir=None, store: Store | None = None, log=print)
         start = time.perf_counter()
         new = run_experiment(experiment, cfg, seed, data_dir, recompute=True, store=store)["result"]
         changes.append(change(old, new))
-        log(f"  {config_hash(cfg)} seed {seed}: largest relative change {changes[-1][0]:.2g}, "
-            f"{changes[-1][1]:.1%} of the numbers moved ({time.perf_counter() - start:.0f} s)")
+        log(f"  {config_hash(cfg)} seed {seed}: {changes[-1]} ({time.perf_counter() - start:.0f} s)")
     return changes
 
 

@@ -96,15 +96,15 @@ def test_a_run_with_its_code_not_on_record_is_rerun_from_committed_code(repo, tm
     path = store.run_dir("fig7_singular_values", cfg, 1) / "provenance.json"
     write_json(path, {**read_json(path), "git_commit": "0123abc+dirty"})  # as stored before the refusal
     assert [(c, s) for c, s, _ in rerun.unrecorded("fig7_singular_values", store)] == [(cfg, 1)]
-    assert rerun.rerun("fig7_singular_values", store=store, log=lambda line: None) == [(0.0, 0.0)]
+    assert rerun.rerun("fig7_singular_values", store=store, log=lambda line: None) == [rerun.Change(0.0, 0.0, 0.0, 0, 0)]
     assert rerun.unrecorded("fig7_singular_values", store) == []
     assert read_json(path)["git_commit"] == git_commit()
 
 
 def test_a_change_is_measured_number_by_number():
-    from shared.rerun import change, numbers
-    assert numbers({"a": [1, None, {"b": 2.5}], "c": "text", "d": True}) != numbers({"a": [1]})
-    assert change({"a": [1.0, None]}, {"a": [1.0, None]}) == (0.0, 0.0)
-    assert change({"a": [1.0, 4.0]}, {"a": [1.0, 5.0]}) == (0.2, 0.5)
-    assert change({"a": [1.0]}, {"a": [1.0, 2.0]}) == (math.inf, 1.0)
-    assert change({"a": [None]}, {"a": [3.0]})[0] == math.inf
+    from shared.rerun import Change, change, numbers
+    assert numbers({"a": [1, None, {"b": 2.5}], "c": "text", "d": True}).keys() == {"/a/0", "/a/1", "/a/2/b"}
+    assert change({"a": [1.0, None]}, {"a": [1.0, None]}) == Change(0.0, 0.0, 0.0, 0, 0)
+    assert change({"a": [1.0, 4.0, 2.0]}, {"a": [1.0, 5.0, 2.0]}) == Change(0.0, 0.2, 1 / 3, 0, 0)
+    assert change({"a": [1.0], "b": 1}, {"a": [1.0, 2.0]}) == Change(0.0, 0.0, 0.0, 1, 1)  # a field added, one gone
+    assert change({"a": [None]}, {"a": [3.0]}).largest == math.inf
