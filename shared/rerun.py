@@ -2,10 +2,10 @@
 
 A run computed from uncommitted code before the store refused that (`shared.results.code_version`)
 records a commit ending in "+dirty" and no diff beside it: nothing can reproduce it. For the
-at-initialisation experiments (`shared.experiments.EXPERIMENTS`),
+at-initialisation experiments (`shared.experiments.EXPERIMENTS`) and the training runs,
 
-    python -m shared.rerun fig2_gradients fig4_diverging_update --list   # what would be re-run
-    python -m shared.rerun fig2_gradients fig4_diverging_update
+    python -m shared.rerun fig2_gradients training --list   # what would be re-run
+    python -m shared.rerun fig2_gradients training --under 600   # those that took under 10 minutes
 
 recomputes each such run from the committed code (the store refuses a tree with changes under
 shared/), replaces it, and prints how its numbers moved (`Change`): the median and the largest
@@ -18,22 +18,24 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from .config import stored_config
+from .config import TRAINING_EXPERIMENT, TrainConfig, stored_config
 from .experiments import EXPERIMENTS, run_experiment
 from .fileio import read_json
 from .results import Store, config_hash
 
 DIRTY = "+dirty"
+CONFIGS = {TRAINING_EXPERIMENT: TrainConfig, **{name: cls for name, (cls, _) in EXPERIMENTS.items()}}
 
 
-def unrecorded(experiment: str, store: Store | None = None) -> list[tuple[object, int, dict]]:
-    """(config, seed, result) of every stored run of `experiment` whose code is not on record."""
+def unrecorded(experiment: str, store: Store | None = None, under_s: float = math.inf) -> list[tuple[object, int, dict]]:
+    """(config, seed, result) of every stored run of `experiment` whose code is not on record (and
+    whose computation took under `under_s` seconds)."""
     store = store or Store()
-    cls = EXPERIMENTS[experiment][0]
+    cls = CONFIGS[experiment]
     found = []
     for path in sorted((store.root / experiment).glob("*/seed*/provenance.json")):
         prov = read_json(path)
-        if not prov["git_commit"].endswith(DIRTY) or "code_diff" in prov:
+        if not prov["git_commit"].endswith(DIRTY) or "code_diff" in prov or prov["duration_s"] >= under_s:
             continue
         cfg = stored_config(cls, prov["config"])
         if config_hash(cfg) != path.parent.parent.name:  # the config's identity changed since: not this run
@@ -44,10 +46,11 @@ def unrecorded(experiment: str, store: Store | None = None) -> list[tuple[object
 
 
 def numbers(obj, path: str = "") -> dict[str, float]:
-    """Every number of a stored result by its path ("bn/109/ratio", "sizes/3"); None (a non-finite
-    value) is NaN."""
+    """Every number of a stored result by its path ("bn/109/ratio", "sizes/3"), but the wall-clock
+    times (keys ending in "_s": a training epoch's "wall_s"); None (a non-finite value) is NaN."""
     if isinstance(obj, dict):
-        return {k: v for key, value in obj.items() for k, v in numbers(value, f"{path}/{key}").items()}
+        return {k: v for key, value in obj.items() if not key.endswith("_s")
+                for k, v in numbers(value, f"{path}/{key}").items()}
     if isinstance(obj, (list, tuple)):
         return {k: v for i, value in enumerate(obj) for k, v in numbers(value, f"{path}/{i}").items()}
     if obj is None:
@@ -82,13 +85,22 @@ def change(old: dict, new: dict) -> Change:
                   sum(r > 1e-6 for r in rel) / max(len(rel), 1), len(b.keys() - a.keys()), len(a.keys() - b.keys()))
 
 
-def rerun(experiment: str, data_dir=None, store: Store | None = None, log=print) -> list[Change]:
-    """Recompute every run of `experiment` whose code is not on record, replacing it in `store`;
-    per run, `change` from the old result to the new, also logged."""
+def recompute(experiment: str, cfg, seed: int, data_dir=None, store: Store | None = None) -> dict:
+    """The run of (cfg, seed) computed again and stored in place of the old one."""
+    if experiment == TRAINING_EXPERIMENT:
+        from .train import run_training  # the training loop is needed only here
+        return run_training(cfg, seed, experiment, data_dir, recompute=True, progress=False, store=store)
+    return run_experiment(experiment, cfg, seed, data_dir, recompute=True, store=store)
+
+
+def rerun(experiment: str, data_dir=None, store: Store | None = None, under_s: float = math.inf,
+          log=print) -> list[Change]:
+    """Recompute every run of `experiment` whose code is not on record (`unrecorded`), replacing it
+    in `store`; per run, `change` from the old result to the new, also logged."""
     changes = []
-    for cfg, seed, old in unrecorded(experiment, store):
+    for cfg, seed, old in unrecorded(experiment, store, under_s):
         start = time.perf_counter()
-        new = run_experiment(experiment, cfg, seed, data_dir, recompute=True, store=store)["result"]
+        new = recompute(experiment, cfg, seed, data_dir, store)["result"]
         changes.append(change(old, new))
         log(f"  {config_hash(cfg)} seed {seed}: {changes[-1]} ({time.perf_counter() - start:.0f} s)")
     return changes
@@ -97,14 +109,18 @@ def rerun(experiment: str, data_dir=None, store: Store | None = None, log=print)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m shared.rerun", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiments", nargs="+", choices=sorted(EXPERIMENTS))
+    parser.add_argument("experiments", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--list", action="store_true", help="only list the runs that would be re-run")
+    parser.add_argument("--under", type=float, default=math.inf, metavar="SECONDS",
+                        help="only the runs whose computation took under SECONDS (as recorded)")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     for experiment in args.experiments:
-        print(f"{experiment}: {len(unrecorded(experiment))} run(s) with code not on record", flush=True)
+        found = unrecorded(experiment, under_s=args.under)
+        print(f"{experiment}: {len(found)} run(s) with code not on record"
+              + (f" that took under {args.under:g} s" if args.under < math.inf else ""), flush=True)
         if not args.list:
-            rerun(experiment, args.data_dir, log=lambda line: print(line, flush=True))
+            rerun(experiment, args.data_dir, under_s=args.under, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

@@ -103,8 +103,28 @@ def test_a_run_with_its_code_not_on_record_is_rerun_from_committed_code(repo, tm
 
 def test_a_change_is_measured_number_by_number():
     from shared.rerun import Change, change, numbers
-    assert numbers({"a": [1, None, {"b": 2.5}], "c": "text", "d": True}).keys() == {"/a/0", "/a/1", "/a/2/b"}
+    assert numbers({"a": [1, None, {"b": 2.5}], "c": "text", "d": True, "wall_s": 3.0}).keys() == {"/a/0", "/a/1", "/a/2/b"}
     assert change({"a": [1.0, None]}, {"a": [1.0, None]}) == Change(0.0, 0.0, 0.0, 0, 0)
     assert change({"a": [1.0, 4.0, 2.0]}, {"a": [1.0, 5.0, 2.0]}) == Change(0.0, 0.2, 1 / 3, 0, 0)
     assert change({"a": [1.0], "b": 1}, {"a": [1.0, 2.0]}) == Change(0.0, 0.0, 0.0, 1, 1)  # a field added, one gone
     assert change({"a": [None]}, {"a": [3.0]}).largest == math.inf
+
+
+def test_a_training_run_with_its_code_not_on_record_is_retrained(repo, tmp_path_factory, tiny_image_folder):
+    """shared.rerun on the training runs: retrained from the committed code into the same place,
+    it gives the same numbers (training on a CPU is deterministic for a seed)."""
+    from shared import rerun
+    from shared.config import TRAINING_EXPERIMENT, train_config
+    from shared.results import write_json
+    from shared.fileio import read_json
+    from shared.train import run_training
+
+    store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
+    cfg = train_config("smoke")
+    run_training(cfg, 0, TRAINING_EXPERIMENT, tiny_image_folder, progress=False, store=store)
+    path = store.run_dir(TRAINING_EXPERIMENT, cfg, 0) / "provenance.json"
+    write_json(path, {**read_json(path), "git_commit": "0123abc+dirty"})
+    assert rerun.unrecorded(TRAINING_EXPERIMENT, store, under_s=0.0) == []  # it took longer than that
+    moved, = rerun.rerun(TRAINING_EXPERIMENT, tiny_image_folder, store, log=lambda line: None)
+    assert moved == rerun.Change(0.0, 0.0, 0.0, 0, 0)
+    assert rerun.unrecorded(TRAINING_EXPERIMENT, store) == []
