@@ -1,4 +1,4 @@
-"""The protocol every figure module of the paper follows: load -> tables -> claims.
+"""The protocol every figure module that judges claims follows: load -> tables -> claims.
 
     found = fig2.load(Source("paper"), arch="resnet101")  # its stored runs: a frozen `Runs`
     t = fig2.tables(found)                                # its tables: a frozen `Tables` of DataFrames
