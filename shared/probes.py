@@ -1,7 +1,7 @@
 """Measurements behind the paper's figures, as functions of a network and a mini-batch.
 
 Each function takes a model (in whatever state the caller prepared) and tensors, and returns
-tensors; the experiments in `shared.experiments` decide which model, which batch and what to
+tensors; the figure modules' measurements (`shared.figures`) decide which model, which batch and what to
 store. Section and figure numbers refer to Bjorck et al. (2018).
 """
 
@@ -270,7 +270,7 @@ def product_singular_value_law(m: int, points: int = 200_001):
 
 def layers_to_profile(model: nn.Module, step: int, first: int) -> list[int]:
     """Fig 5's layers: `first`, `first` + `step`, ... and the last layer (6, 18, 30, ..., 110 for
-    ResNet-110 with the paper's first 6 and step 12, `shared.experiments.DepthConfig`)."""
+    ResNet-110 with the paper's first 6 and step 12, `shared.figures.fig5.DepthConfig`)."""
     depth = len(weight_layers(model))
     return sorted(set(range(first, depth + 1, step)) | {depth})
 

@@ -1,7 +1,8 @@
 """The figures: one module each, and the registry the report, the notebooks and the tests loop over.
 
-Each module holds one figure's tables, claims and plots from stored runs (the at-initialisation
-measurements are `shared.experiments`; the training runs `shared.train`), with the paper's numbers
+Each module holds one figure: its measurement's config and measure function where it is measured
+at initialisation (`shared.experiments` registers them and computes the stored runs; training is
+`shared.train`), then its tables, claims and plots from stored runs, with the paper's numbers
 it is compared against at its top. `FIGURES` lists them in the report's order: the paper's figures
 and table, then what the paper says only in words (the learning-rate sweep), the choice of its
 network, and our experiments beyond it. A notebook reproduces a figure when its file name holds

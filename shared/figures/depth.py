@@ -25,11 +25,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .. import probes
+from ..atinit import first_batch, network_pair
 from ..claims import NOT_JUDGED, Claim, holds, judged, unjudged_reason
-from ..config import TRAIN_PRESETS, TRAINING_EXPERIMENT, check_choice, divergence_config, sweep_rates
+from ..config import TRAIN_PRESETS, TRAINING_EXPERIMENT, ProbeConfig, check_choice, divergence_config, sweep_rates
+from ..data import Cifar10
 from .fig3 import first_above, reduced_config
 from ..results import Store, config_runs
-from .protocol import Source, probe_runs
+from .protocol import Source, experiment_config, probe_runs
 
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 # the preset's ladder: smoke keeps to the two smallest networks
@@ -39,6 +42,19 @@ NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
 STATS = {"mean_sq": "mean squared channel mean", "variance": "mean channel variance",
          "branch_variance": "branch variance"}
 PAPER_RATES = {"bn": 0.1, "no_bn": 1e-4}  # the largest rates the paper trains ResNet-110 at (Fig 1)
+
+
+# ---- the measurement of signal propagation: its config (presets: shared.experiments.PRESETS) and measure ----
+
+@dataclass(frozen=True)
+class SignalConfig(ProbeConfig):
+    """Beyond the paper: Brock et al.'s (2021) signal propagation, per residual block, at initialisation."""
+
+
+def measure_signal_propagation(cfg: SignalConfig, data: Cifar10, seed: int) -> dict:
+    x, _ = first_batch(cfg, data, seed)
+    return {name: {str(b): v for b, v in probes.signal_propagation(model, x).items()}
+            for name, model in network_pair(cfg, seed, x.device).items()}
 
 
 def ladder_config(cfg, arch: str):
@@ -281,7 +297,6 @@ def load(source: Source, archs=None, train_preset: str | None = None, train_arch
     `source.compute`'s missing runs, and the training ladder of `train_archs` (None: every depth)
     under `train_preset` (None: the CPU preview; smoke beside smoke), bisecting that seed's
     missing runs only if `compute_training` (about an hour a seed on a CPU)."""
-    from ..experiments import experiment_config
     archs = list(archs or PRESET_DEPTHS[source.preset])
     signal, ladder = {}, {}
     for arch in archs:

@@ -17,12 +17,36 @@ import seaborn as sns
 
 from ..claims import Claim, holds, judged, unjudged_reason
 from ..config import DEFAULT_INIT
-from ..experiments import GradientConfig, experiment_config
+from .. import probes
+from ..atinit import first_batch, middle_layer, network_pair
+from ..config import ProbeConfig
+from ..data import Cifar10
 from ..models import INITS
 from ..paper import FIG2_MAX_ABS
-from .protocol import Source, probe_runs
+from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig2_gradients"
+
+
+# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+
+@dataclass(frozen=True)
+class GradientConfig(ProbeConfig):
+    """Fig 2: the gradient of one layer's weights at initialisation."""
+    layer: int | None = None  # None: the middle layer (55 of ResNet-110, 51 of ResNet-101)
+    bins: int = 201
+
+
+def measure_gradients(cfg: GradientConfig, data: Cifar10, seed: int) -> dict:
+    x, y = first_batch(cfg, data, seed)
+    result = {}
+    for name, model in network_pair(cfg, seed, x.device).items():
+        k = cfg.layer or middle_layer(model)
+        g = probes.layer_weight_gradient(model, x, y, k)
+        result[name] = {"layer": k, **probes.summary_stats(g), **probes.histogram(g, cfg.bins)}
+    result["scale_ratio"] = result["no_bn"]["std"] / result["bn"]["std"]
+    return result
+
 NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
 STATS = ("std", "max_abs", "excess_kurtosis")
 COMPARED_ARCHS = ("resnet110", "resnet101")  # the initialisation comparison's architectures

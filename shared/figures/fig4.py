@@ -4,7 +4,7 @@ Bjorck et al. (2018), Fig 4: for the network without BN, a single SGD update tha
 is applied in fractions from 0 % to 100 %, and heatmaps show the mean (top) and variance (bottom)
 of every channel of layers 8, 44 and 80 of ResNet-110 along the way. Layer 8 barely moves; deeper
 layers blow up (layer 80's channel means reach about 1e8, its variances about 1e16), late in the
-step. Each run of `shared.experiments`' "fig4_diverging_update" stores, per profiled layer, the
+step. Each run of "fig4_diverging_update" (`measure_diverging_update`) stores, per profiled layer, the
 per-channel "means" and "variances" at every fraction of the update (`[fractions, channels]`,
 None where the float32 forward pass overflowed) and the "fractions" themselves. The notebook
 `04_fig4_diverging_update` calls these: tables per seed and layer, the rate at which our layers
@@ -21,11 +21,36 @@ from matplotlib.ticker import MaxNLocator
 
 from ..claims import NO, NOT_JUDGED, YES, Claim, at_least, holds, judged, unjudged_reason
 from ..config import DEFAULT_INIT
-from ..experiments import DivergingUpdateConfig, experiment_config
+import torch
+
+from .. import probes
+from ..atinit import first_batch, network_pair
+from ..config import ProbeConfig
+from ..data import Cifar10
 from ..paper import FIG4_AT_100
-from .protocol import Source, probe_runs
+from .protocol import NetworkRuns, Source, network_runs
 
 EXPERIMENT = "fig4_diverging_update"
+
+
+# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+
+@dataclass(frozen=True)
+class DivergingUpdateConfig(ProbeConfig):
+    """Fig 4: channel moments of the no-BN network while a diverging update is applied."""
+    lr: float = 3e-3  # a rate at which the no-BN network diverges (Fig 1's middle BN rate)
+    layers: tuple[int, ...] = (8, 44, 80)  # of ResNet-110; scaled to other depths
+    fractions: int = 21                           # 0 %, 5 %, ..., 100 % of the update
+
+
+def measure_diverging_update(cfg: DivergingUpdateConfig, data: Cifar10, seed: int) -> dict:
+    x, y = first_batch(cfg, data, seed)
+    model = network_pair(cfg, seed, x.device)["no_bn"]
+    fractions = torch.linspace(0, 1, cfg.fractions)
+    moments = probes.moments_along_update(model, x, y, cfg.lr, list(cfg.layers), fractions)
+    return {"fractions": fractions.tolist(),
+            "layers": {str(k): {key: v.cpu().tolist() for key, v in m.items()} for k, m in moments.items()}}
+
 # the paper's colour bars, in the order of its layers 8, 44, 80 (the same positions are used for
 # other depths): how the claims quote them; the largest values are FIG4_AT_100's
 PAPER_TEXT = ("means ≈ -0.5..1.2, variances ≤ 1", "means ≈ -3500..2500, variances ≤ 5e6",
@@ -253,16 +278,12 @@ def judge(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, laye
 
 # The figure's protocol (shared.figures.protocol): load -> tables -> claims.
 
-@dataclass(frozen=True)
-class Runs:
-    cfg: DivergingUpdateConfig
-    runs: list[dict]  # the network's, one per seed
+Runs = NetworkRuns  # its config and its runs
 
 
 def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
     """The runs of `arch` (None: the preset's) with convolutions initialised by `init`."""
-    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
-    return Runs(cfg, probe_runs(EXPERIMENT, cfg, source))
+    return network_runs(EXPERIMENT, source, arch, init)
 
 
 @dataclass(frozen=True)

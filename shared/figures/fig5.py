@@ -4,7 +4,7 @@ Bjorck et al. (2018), Fig 5: for layers 6, 18, ..., 102 and 110 of ResNet-110 at
 the log of the channel means and channel standard deviations of the layer's output, with and
 without BN (mean over networks, error bars the std over networks). Without BN both rise roughly
 linearly in the log with depth (the means from about 10^-1.5 to 10^3.5); with BN they stay within
-about 10^-1..10^1. Each run of `shared.experiments`' "fig5_depth_profile" stores, per network
+about 10^-1..10^1. Each run of "fig5_depth_profile" (`measure_depth_profile`) stores, per network
 ("bn", "no_bn") and profiled layer, the mean over channels of |channel mean| ("abs_mean") and the
 mean channel std ("std"). The notebook `05_fig5_depth_profile` calls these: the log10 profile, its
 growth with depth, the comparison of initialisation schemes and architectures, the claims and the
@@ -19,12 +19,43 @@ import pandas as pd
 
 from ..claims import Claim, at_least, holds, judged, unjudged_reason, within_range
 from ..config import DEFAULT_INIT
-from ..experiments import DepthConfig, experiment_config
+from .. import probes
+from ..atinit import first_batch, network_pair
+from ..config import ProbeConfig, added, check_choice
+from ..data import Cifar10
 from ..models import INITS
 from ..paper import FIG5_LAYERS, FIG5_LOG, fig5_curve_distances
-from .protocol import Source, probe_runs
+from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig5_depth_profile"
+
+
+# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+
+@dataclass(frozen=True)
+class DepthConfig(ProbeConfig):
+    """Fig 5: channel means and stds of layers 6, 18, ..., at initialisation."""
+    channels: str = added("all")  # "all": averaged over the layer's channels; "first": channel 0 (the blog's)
+    first_layer: int = added(6)   # the layers profiled: first_layer, + layer_step, ..., and the last
+    layer_step: int = added(12)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("channels", self.channels, FIG5_CHANNELS)
+
+
+FIG5_CHANNELS = ("all", "first")
+
+
+def measure_depth_profile(cfg: DepthConfig, data: Cifar10, seed: int) -> dict:
+    x, _ = first_batch(cfg, data, seed)
+    result = {}
+    for name, model in network_pair(cfg, seed, x.device).items():
+        layers = probes.layers_to_profile(model, cfg.layer_step, cfg.first_layer)
+        profile = probes.depth_profile(model, x, layers, cfg.channels)
+        result[name] = {str(k): v for k, v in profile.items()}
+    return result
+
 # the four curves of the figure: (network, stored statistic) -> label
 SERIES = {("bn", "abs_mean"): "channel means, with BN", ("bn", "std"): "channel stds, with BN",
           ("no_bn", "abs_mean"): "channel means, w/o BN", ("no_bn", "std"): "channel stds, w/o BN"}

@@ -24,10 +24,43 @@ import seaborn as sns
 
 from ..claims import Claim, holds, judged, unjudged_reason
 from ..config import DEFAULT_INIT
-from ..experiments import LogitGradientConfig, experiment_config
-from .protocol import Source, probe_runs
+import torch
+
+from .. import probes
+from ..atinit import network_pair
+from ..config import ProbeConfig
+from ..data import Cifar10, TrainLoader
+from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig6_logit_gradients"
+
+
+# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+
+@dataclass(frozen=True)
+class LogitGradientConfig(ProbeConfig):
+    """Fig 6: gradients w.r.t. the logits at initialisation, one batch and an epoch's average."""
+    epoch_batches: int | None = 50  # mini-batches averaged (6,400 images); None: a full epoch
+
+
+def measure_logit_gradients(cfg: LogitGradientConfig, data: Cifar10, seed: int) -> dict:
+    loader = TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfg.batch_size, seed)
+    n_batches = min(cfg.epoch_batches or len(loader), len(loader))
+    result = {}
+    for name, model in network_pair(cfg, seed, data.train_x.device).items():
+        batches = [probes.logit_gradients(model, x, y) for _, (x, y) in zip(range(n_batches), loader.epoch(0))]
+        full = [g for g in batches if len(g) == cfg.batch_size]  # rows = positions in a full batch
+        columns = torch.cat([g.argmax(1) for g in batches])
+        counts = torch.bincount(columns, minlength=batches[0].shape[1])
+        column, fraction = probes.dominant_column(batches[0])
+        result[name] = {"first_batch": batches[0].cpu().tolist(),
+                        "epoch_mean": torch.stack(full).mean(0).cpu().tolist(),
+                        "dominant_column": column, "dominant_fraction": fraction,
+                        "epoch_column_counts": counts.cpu().tolist(),
+                        "epoch_dominant_fraction": counts.max().item() / len(columns),
+                        "epoch_batches": len(batches)}
+    return result
+
 
 NETWORKS = {"no_bn": "w/o BN", "bn": "with BN"}
 PAPER_COLOUR_RANGE = 0.5  # the paper's colour bar, about ±0.004 for 128 images, is ±0.5 / batch size

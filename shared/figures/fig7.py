@@ -1,5 +1,5 @@
 """Figure 7 (the paper's appendix on random matrix theory): singular values of products of random
-matrices, from stored runs of `shared.experiments.measure_singular_values`.
+matrices, from stored runs of `measure_singular_values` (below).
 
 For each seed and product depth M (1, 3, 5) a run holds the largest, the median and the fraction
 below 0.1 of the pooled singular values of products of M independent N x N Gaussian matrices with
@@ -14,13 +14,47 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..experiments import SingularValueConfig, experiment_config
+import torch
+
+from .. import probes
+from ..config import check_fields, check_positive_fields
 from ..plotting import seed_count, seed_result
 from ..claims import Claim, holds, judged, unjudged_reason
 from ..probes import product_singular_value_law
-from .protocol import Source, probe_runs
+from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig7_singular_values"
+
+
+# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+
+@dataclass(frozen=True)
+class SingularValueConfig:
+    """Fig 7: singular values of products of Gaussian matrices (no network, no data)."""
+    n: int = 1000
+    depths: tuple[int, ...] = (1, 3, 5)
+    samples: int = 4
+    bins: int = 100
+
+    def __post_init__(self):
+        check_fields(self)
+        check_positive_fields(self)
+
+
+def measure_singular_values(cfg: SingularValueConfig, seed: int) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for m in cfg.depths:
+        values = torch.cat([probes.gaussian_product_singular_values(cfg.n, m, generator)
+                            for _ in range(cfg.samples)])
+        counts = torch.histc(values, cfg.bins, 0, values.max().item())
+        result[str(m)] = {"max": values.max().item(), "limit": probes.largest_singular_value_limit(m),
+                          "median": values.median().item(),
+                          "fraction_below_0.1": (values < 0.1).double().mean().item(),
+                          "edges": torch.linspace(0, values.max().item(), cfg.bins + 1).tolist(),
+                          "counts": counts.long().tolist()}
+    return result
+
 
 # the limits of the largest singular value for M = 1, 3, 5, as the paper's appendix states them
 PAPER_LIMITS = "2, 3.08, 3.86"

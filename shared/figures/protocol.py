@@ -12,6 +12,7 @@ registry (`shared.figures.recompute_claims`) without running its notebook.
 
 from dataclasses import dataclass
 
+from ..config import DEFAULT_INIT
 from ..results import check_seed, check_seeds, config_runs
 
 
@@ -37,6 +38,13 @@ class Source:
         return Source(self.preset, self.seeds, None, self.data_dir)
 
 
+def experiment_config(experiment: str, preset: str, **overrides):
+    """`shared.experiments.experiment_config`, imported when called: the registry of experiments
+    imports the figure modules for their configs and measure functions."""
+    from ..experiments import experiment_config as config
+    return config(experiment, preset, **overrides)
+
+
 def probe_runs(experiment: str, cfg, source: Source) -> list[dict]:
     """The stored runs of `experiment` at `cfg` that `source` shows, by seed, after computing
     `source.compute`'s run where it is missing."""
@@ -44,3 +52,16 @@ def probe_runs(experiment: str, cfg, source: Source) -> list[dict]:
         from ..experiments import run_experiment  # the measurements import the figures' registry
         run_experiment(experiment, cfg, source.compute, source.data_dir)
     return config_runs(experiment, cfg, seeds=source.seeds)
+
+
+@dataclass(frozen=True)
+class NetworkRuns:
+    """The `Runs` of a figure measured on one network: its config and its runs, one per seed."""
+    cfg: object
+    runs: list[dict]
+
+
+def network_runs(experiment: str, source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> NetworkRuns:
+    """The runs of `experiment` on `arch` (None: the preset's) with convolutions initialised by `init`."""
+    cfg = experiment_config(experiment, source.preset, arch=arch, init=init)
+    return NetworkRuns(cfg, probe_runs(experiment, cfg, source))

@@ -1,5 +1,5 @@
 """Table 1 of the paper: do the examples of a mini-batch agree on the gradient? From stored runs of
-`shared.experiments.measure_contributions`.
+`measure_contributions` (below), the figure's measurement.
 
 For a few conv layers of the network with BN and the same network without it, at initialisation,
 on one mini-batch, a run holds per layer a = Σ_b |g_b| (the per-example contributions to the
@@ -17,12 +17,33 @@ import pandas as pd
 
 from ..claims import Claim, holds, judged, unjudged_reason
 from ..config import DEFAULT_INIT
-from ..experiments import ContributionConfig, experiment_config
+from .. import probes
+from ..atinit import first_batch, network_pair
+from ..config import ProbeConfig
+from ..data import Cifar10
 from ..paper import TABLE1_RATIO
 from ..plotting import seed_count
-from .protocol import Source, probe_runs
+from .protocol import NetworkRuns, Source, network_runs
 
 EXPERIMENT = "table1_contributions"
+
+
+# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+
+@dataclass(frozen=True)
+class ContributionConfig(ProbeConfig):
+    """Table 1: per-example gradient contributions of a few convolution layers."""
+    layers: tuple[int, ...] = (2, 20, 38, 55, 74, 92, 109)  # of ResNet-110; scaled to other depths
+
+
+def measure_contributions(cfg: ContributionConfig, data: Cifar10, seed: int) -> dict:
+    x, y = first_batch(cfg, data, seed)
+    result = {}
+    for name, model in network_pair(cfg, seed, x.device).items():
+        result[name] = {str(k): probes.contribution_agreement(
+            probes.per_example_contributions(model, x, y, k)) for k in cfg.layers}
+    return result
+
 
 NETS = {"bn": "with BN", "no_bn": "w/o BN"}  # the run's keys -> the tables' names
 STATS = {"sum_abs": "Σ|g_b|", "abs_sum": "|Σ g_b|", "ratio": "ratio", "entry_ratio_median": "entry ratio (median)",
@@ -169,16 +190,12 @@ def statistic_claim(stats: pd.DataFrame, preset: str) -> Claim:
 
 # The figure's protocol (shared.figures.protocol): load -> tables -> claims.
 
-@dataclass(frozen=True)
-class Runs:
-    cfg: ContributionConfig
-    runs: list[dict]  # the network's, one per seed
+Runs = NetworkRuns  # its config and its runs
 
 
 def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
     """The runs of `arch` (None: the preset's) with convolutions initialised by `init`."""
-    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
-    return Runs(cfg, probe_runs(EXPERIMENT, cfg, source))
+    return network_runs(EXPERIMENT, source, arch, init)
 
 
 @dataclass(frozen=True)
