@@ -1,5 +1,6 @@
 """Fig 6's tables, statistics and claims on small synthetic runs with known answers."""
 
+import dataclasses
 import math
 
 import matplotlib
@@ -207,3 +208,10 @@ def test_load_comparison_names_every_candidate_and_both_resnet101s():
     found = fig6.comparison_runs(Source("paper", (0,)))
     assert len(found) == len(candidates()) + 2
     assert "resnet101 conv kaiming_normal_fan_out | fc pytorch_default" in found
+
+
+def test_a_networks_stats_are_typed_and_its_row_names_every_field():
+    result = {"no_bn": network(confident(3, LABELS), LABELS, [0, 0, 0, 4] + [0] * 6)}
+    row, stats = fig6.network_row(result, "no_bn"), fig6.network_stats(result, "no_bn")
+    assert list(fig6.COLUMNS) == [f.name for f in dataclasses.fields(fig6.NetworkStats)]
+    assert row["no_bn top-class share"] == stats.top_class_share and row["no_bn column"] == stats.column == 3

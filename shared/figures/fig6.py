@@ -16,7 +16,7 @@ of the averaged batches have their largest gradient there), the "epoch_dominant_
 "epoch_batches".
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -88,21 +88,39 @@ def probabilities(grads: np.ndarray) -> np.ndarray:
     return p
 
 
-def network_row(result: dict, name: str) -> dict:
-    """Network `name` of one run: the first batch's dominant column and the fraction of its images
-    there, the same fraction over the averaged batches and their effective number of columns, the
-    mean gradient of the dominant column, the share of the images whose most likely class is the
-    most common one, and the mean largest probability (the confidence)."""
+@dataclass(frozen=True)
+class NetworkStats:
+    """Network `name` of one run (`network_stats`), in the tables' column order."""
+    column: int              # the first batch's dominant column (the most common largest gradient)
+    fraction: float          # the share of the first batch's images there
+    epoch_fraction: float    # the same over the averaged batches
+    epoch_columns: float     # the averaged batches' effective number of columns
+    column_gradient: float   # the mean gradient of the dominant column
+    top_class_share: float   # the share of images whose most likely class is the most common one
+    top_p: float             # the mean largest probability (the confidence)
+
+
+def network_stats(result: dict, name: str) -> NetworkStats:
+    """`NetworkStats` of network `name` of one run."""
     res = result[name]
     grads = np.array(res["first_batch"])
     probs = probabilities(grads)
-    return {f"{name} column": res["dominant_column"],
-            f"{name} fraction": res["dominant_fraction"],
-            f"{name} epoch fraction": res["epoch_dominant_fraction"],
-            f"{name} epoch columns": effective_columns(res["epoch_column_counts"]),
-            f"{name} column gradient": grads[:, res["dominant_column"]].mean(),
-            f"{name} top-class share": np.bincount(probs.argmax(1), minlength=probs.shape[1]).max() / len(probs),
-            f"{name} top p": probs.max(1).mean()}
+    return NetworkStats(res["dominant_column"], res["dominant_fraction"], res["epoch_dominant_fraction"],
+                        effective_columns(res["epoch_column_counts"]), grads[:, res["dominant_column"]].mean(),
+                        np.bincount(probs.argmax(1), minlength=probs.shape[1]).max() / len(probs),
+                        probs.max(1).mean())
+
+
+# NetworkStats' fields -> the tables' column names (after the network's: "no_bn top p")
+COLUMNS = {"column": "column", "fraction": "fraction", "epoch_fraction": "epoch fraction",
+           "epoch_columns": "epoch columns", "column_gradient": "column gradient",
+           "top_class_share": "top-class share", "top_p": "top p"}
+
+
+def network_row(result: dict, name: str) -> dict:
+    """`network_stats` as a table row, under COLUMNS' names after the network's."""
+    stats = asdict(network_stats(result, name))
+    return {f"{name} {label}": stats[field] for field, label in COLUMNS.items()}
 
 
 def column_table(runs: list[dict]) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from ..claims import Claim, holds, judged, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, train_config
 from ..results import config_runs
 from .fig3 import first_above, reduced_config
-from .fig6 import network_row
+from .fig6 import network_stats
 from .protocol import Source, probe_runs
 
 # label -> (config fields, the network's key in a stored run). Both schemes use option-A shortcuts
@@ -73,9 +73,9 @@ def at_init_table(fig5: dict, fig6: dict, fig3: dict, signal: dict) -> pd.DataFr
             row.update({f"Fig 5: log10 std, layer {layers[0]}": logs[0],
                         f"Fig 5: log10 std, layer {layers[-1]}": logs[1], "Fig 5: growth (decades)": logs[1] - logs[0]})
         if fig6[label]:
-            stats = pd.DataFrame([network_row(r["result"], name) for r in fig6[label]]).mean()
-            row.update({"Fig 6: top-class share": stats[f"{name} top-class share"],
-                        "Fig 6: top p": stats[f"{name} top p"]})
+            stats = [network_stats(r["result"], name) for r in fig6[label]]
+            row.update({"Fig 6: top-class share": np.mean([st.top_class_share for st in stats]),
+                        "Fig 6: top p": np.mean([st.top_p for st in stats])})
         if fig3[label]:
             row["Fig 3: stable step"] = float(np.median([first_above(r["result"], name, "1", 1e3) for r in fig3[label]]))
         if signal[label]:
