@@ -28,10 +28,10 @@ import pandas as pd
 from .. import probes
 from ..atinit import first_batch, network_pair
 from ..claims import NOT_JUDGED, Claim, holds, judged, unjudged_reason
-from ..config import TRAIN_PRESETS, TRAINING_EXPERIMENT, ProbeConfig, check_choice, divergence_config, sweep_rates
+from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, ProbeConfig, check_choice, divergence_config, sweep_rates
 from ..data import Cifar10
-from .fig3 import first_above, reduced_config
 from ..results import Store, config_runs
+from .fig3 import first_above, reduced_config
 from .protocol import Source, experiment_config, probe_runs
 
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}

@@ -15,17 +15,21 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..claims import Claim, holds, judged, unjudged_reason
-from ..config import DEFAULT_INIT
 from .. import probes
 from ..atinit import first_batch, middle_layer, network_pair
-from ..config import ProbeConfig
+from ..claims import Claim, holds, judged, unjudged_reason
+from ..config import DEFAULT_INIT, ProbeConfig
 from ..data import Cifar10
 from ..models import INITS
 from ..paper import FIG2_MAX_ABS
 from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig2_gradients"
+
+NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
+STATS = ("std", "max_abs", "excess_kurtosis")
+COMPARED_ARCHS = ("resnet110", "resnet101")  # the initialisation comparison's architectures
+PAPER_RATIO = 100  # the paper's no-BN / BN gradient scale, "about two orders of magnitude"
 
 
 # ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
@@ -46,11 +50,6 @@ def measure_gradients(cfg: GradientConfig, data: Cifar10, seed: int) -> dict:
         result[name] = {"layer": k, **probes.summary_stats(g), **probes.histogram(g, cfg.bins)}
     result["scale_ratio"] = result["no_bn"]["std"] / result["bn"]["std"]
     return result
-
-NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
-STATS = ("std", "max_abs", "excess_kurtosis")
-COMPARED_ARCHS = ("resnet110", "resnet101")  # the initialisation comparison's architectures
-PAPER_RATIO = 100  # the paper's no-BN / BN gradient scale, "about two orders of magnitude"
 
 
 def gradient_table(runs: list[dict]) -> pd.DataFrame:

@@ -14,19 +14,22 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-
-from ..claims import Claim, holds, judged, unjudged_reason
-from ..config import DEFAULT_INIT
 import torch
 import torch.nn.functional as F
 
 from .. import probes
 from ..atinit import network_pair
-from ..config import ProbeConfig, added, check_choice
+from ..claims import Claim, holds, judged, unjudged_reason
+from ..config import DEFAULT_INIT, ProbeConfig, added, check_choice
 from ..data import Cifar10, TrainLoader
 from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig3_relative_loss"
+
+NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
+PAPER_X_MAX = 0.1  # the largest step size of the paper's figure
+PAPER_Y_MIN = 1e-2  # the bottom of the paper's axis
+Y_MAX = 1e8  # the top of ours
 
 
 # ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
@@ -106,11 +109,6 @@ def measure_relative_loss(cfg: RelativeLossConfig, data: Cifar10, seed: int) -> 
             optimizer.step()
         result[name] = {"lr": lr, "batches": curves}
     return result
-
-NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
-PAPER_X_MAX = 0.1  # the largest step size of the paper's figure
-PAPER_Y_MIN = 1e-2  # the bottom of the paper's axis
-Y_MAX = 1e8  # the top of ours
 
 
 def batches(cfg) -> list[str]:

@@ -17,20 +17,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import MaxNLocator
-
-from ..claims import NO, NOT_JUDGED, YES, Claim, at_least, holds, judged, unjudged_reason
-from ..config import DEFAULT_INIT
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from .. import probes
 from ..atinit import first_batch, network_pair
-from ..config import ProbeConfig
+from ..claims import NO, NOT_JUDGED, YES, Claim, at_least, holds, judged, unjudged_reason
+from ..config import DEFAULT_INIT, ProbeConfig
 from ..data import Cifar10
 from ..paper import FIG4_AT_100
 from .protocol import NetworkRuns, Source, network_runs
 
 EXPERIMENT = "fig4_diverging_update"
+
+# the paper's colour bars, in the order of its layers 8, 44, 80 (the same positions are used for
+# other depths): how the claims quote them; the largest values are FIG4_AT_100's
+PAPER_TEXT = ("means ≈ -0.5..1.2, variances ≤ 1", "means ≈ -3500..2500, variances ≤ 5e6",
+              "means ≈ -3e8..1e8, variances ≤ 5.5e16")
+CMAP = plt.get_cmap("viridis").with_extremes(bad="0.75")  # grey: non-finite (overflow)
 
 
 # ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
@@ -50,12 +54,6 @@ def measure_diverging_update(cfg: DivergingUpdateConfig, data: Cifar10, seed: in
     moments = probes.moments_along_update(model, x, y, cfg.lr, list(cfg.layers), fractions)
     return {"fractions": fractions.tolist(),
             "layers": {str(k): {key: v.cpu().tolist() for key, v in m.items()} for k, m in moments.items()}}
-
-# the paper's colour bars, in the order of its layers 8, 44, 80 (the same positions are used for
-# other depths): how the claims quote them; the largest values are FIG4_AT_100's
-PAPER_TEXT = ("means ≈ -0.5..1.2, variances ≤ 1", "means ≈ -3500..2500, variances ≤ 5e6",
-              "means ≈ -3e8..1e8, variances ≤ 5.5e16")
-CMAP = plt.get_cmap("viridis").with_extremes(bad="0.75")  # grey: non-finite (overflow)
 
 
 def paper_scales(layers) -> dict:

@@ -17,17 +17,31 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ..claims import Claim, at_least, holds, judged, unjudged_reason, within_range
-from ..config import DEFAULT_INIT
 from .. import probes
 from ..atinit import first_batch, network_pair
-from ..config import ProbeConfig, added, check_choice
+from ..claims import Claim, at_least, holds, judged, unjudged_reason, within_range
+from ..config import DEFAULT_INIT, ProbeConfig, added, check_choice
 from ..data import Cifar10
 from ..models import INITS
 from ..paper import FIG5_LAYERS, FIG5_LOG, fig5_curve_distances
 from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig5_depth_profile"
+
+# the four curves of the figure: (network, stored statistic) -> label
+SERIES = {("bn", "abs_mean"): "channel means, with BN", ("bn", "std"): "channel stds, with BN",
+          ("no_bn", "abs_mean"): "channel means, w/o BN", ("no_bn", "std"): "channel stds, w/o BN"}
+ARCHS = ("resnet110", "resnet101")  # the architectures compared besides the current one
+
+# the paper's numbers as the claims read them off its figure (log10): the means without BN grow
+# about 5 decades from layer 6 to 110, the stds about 0.5 decade per 12 layers
+PAPER_MEANS_DECADES = 5
+PAPER_STDS_SLOPE_12 = 0.5
+
+# The paper's axis reads "Log [magnitude]" without a base: our logs under each reading, in the
+# units the paper's numbers would then be in (log10: decades; ln: e-folds)
+READINGS = {"log10": 1.0, "ln": math.log(10)}  # reading -> factor on log10
+UNITS = {"log10": "decades", "ln": "ln units"}
 
 
 # ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
@@ -55,21 +69,6 @@ def measure_depth_profile(cfg: DepthConfig, data: Cifar10, seed: int) -> dict:
         profile = probes.depth_profile(model, x, layers, cfg.channels)
         result[name] = {str(k): v for k, v in profile.items()}
     return result
-
-# the four curves of the figure: (network, stored statistic) -> label
-SERIES = {("bn", "abs_mean"): "channel means, with BN", ("bn", "std"): "channel stds, with BN",
-          ("no_bn", "abs_mean"): "channel means, w/o BN", ("no_bn", "std"): "channel stds, w/o BN"}
-ARCHS = ("resnet110", "resnet101")  # the architectures compared besides the current one
-
-# the paper's numbers as the claims read them off its figure (log10): the means without BN grow
-# about 5 decades from layer 6 to 110, the stds about 0.5 decade per 12 layers
-PAPER_MEANS_DECADES = 5
-PAPER_STDS_SLOPE_12 = 0.5
-
-# The paper's axis reads "Log [magnitude]" without a base: our logs under each reading, in the
-# units the paper's numbers would then be in (log10: decades; ln: e-folds)
-READINGS = {"log10": 1.0, "ln": math.log(10)}  # reading -> factor on log10
-UNITS = {"log10": "decades", "ln": "ln units"}
 
 
 def log_profile(runs: list[dict], reading: str = "log10") -> pd.DataFrame:

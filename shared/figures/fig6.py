@@ -21,18 +21,19 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 import seaborn as sns
-
-from ..claims import Claim, holds, judged, unjudged_reason
-from ..config import DEFAULT_INIT
 import torch
 
 from .. import probes
 from ..atinit import network_pair
-from ..config import ProbeConfig
+from ..claims import Claim, holds, judged, unjudged_reason
+from ..config import DEFAULT_INIT, ProbeConfig
 from ..data import Cifar10, TrainLoader
 from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig6_logit_gradients"
+
+NETWORKS = {"no_bn": "w/o BN", "bn": "with BN"}
+PAPER_COLOUR_RANGE = 0.5  # the paper's colour bar, about ±0.004 for 128 images, is ±0.5 / batch size
 
 
 # ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
@@ -60,10 +61,6 @@ def measure_logit_gradients(cfg: LogitGradientConfig, data: Cifar10, seed: int) 
                         "epoch_dominant_fraction": counts.max().item() / len(columns),
                         "epoch_batches": len(batches)}
     return result
-
-
-NETWORKS = {"no_bn": "w/o BN", "bn": "with BN"}
-PAPER_COLOUR_RANGE = 0.5  # the paper's colour bar, about ±0.004 for 128 images, is ±0.5 / batch size
 
 
 def colour_limit(batch_size: int) -> float:

@@ -13,17 +13,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
 import torch
 
 from .. import probes
+from ..claims import Claim, holds, judged, unjudged_reason
 from ..config import check_fields, check_positive_fields
 from ..plotting import seed_count, seed_result
-from ..claims import Claim, holds, judged, unjudged_reason
 from ..probes import product_singular_value_law
 from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig7_singular_values"
+
+# the limits of the largest singular value for M = 1, 3, 5, as the paper's appendix states them
+PAPER_LIMITS = "2, 3.08, 3.86"
+NAMES = {1: "one matrix", 3: "three matrices", 5: "five matrices"}
 
 
 # ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
@@ -54,11 +57,6 @@ def measure_singular_values(cfg: SingularValueConfig, seed: int) -> dict:
                           "edges": torch.linspace(0, values.max().item(), cfg.bins + 1).tolist(),
                           "counts": counts.long().tolist()}
     return result
-
-
-# the limits of the largest singular value for M = 1, 3, 5, as the paper's appendix states them
-PAPER_LIMITS = "2, 3.08, 3.86"
-NAMES = {1: "one matrix", 3: "three matrices", 5: "five matrices"}
 
 
 def depth_name(m: int) -> str:

@@ -15,17 +15,26 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..claims import Claim, holds, judged, unjudged_reason
-from ..config import DEFAULT_INIT
 from .. import probes
 from ..atinit import first_batch, network_pair
-from ..config import ProbeConfig
+from ..claims import Claim, holds, judged, unjudged_reason
+from ..config import DEFAULT_INIT, ProbeConfig
 from ..data import Cifar10
 from ..paper import TABLE1_RATIO
 from ..plotting import seed_count
 from .protocol import NetworkRuns, Source, network_runs
 
 EXPERIMENT = "table1_contributions"
+
+NETS = {"bn": "with BN", "no_bn": "w/o BN"}  # the run's keys -> the tables' names
+STATS = {"sum_abs": "Σ|g_b|", "abs_sum": "|Σ g_b|", "ratio": "ratio", "entry_ratio_median": "entry ratio (median)",
+         "entry_ratio_mean": "entry ratio (mean)", "norm_ratio": "norm ratio", "entries": "entries"}
+# The statistics the paper may have reported as "the" ratio (it does not say), as the ablation
+# compares them: per layer, averaged over layers and seeds; "pooled": one ratio of averages over
+# every entry of every layer shown
+STATISTICS = {"ratio of averages (ours)": "ratio", "median of entry ratios": "entry ratio (median)",
+              "mean of entry ratios": "entry ratio (mean)", "ratio of norms": "norm ratio"}
+POOLED = "ratio of averages, layers pooled"
 
 
 # ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
@@ -43,17 +52,6 @@ def measure_contributions(cfg: ContributionConfig, data: Cifar10, seed: int) -> 
         result[name] = {str(k): probes.contribution_agreement(
             probes.per_example_contributions(model, x, y, k)) for k in cfg.layers}
     return result
-
-
-NETS = {"bn": "with BN", "no_bn": "w/o BN"}  # the run's keys -> the tables' names
-STATS = {"sum_abs": "Σ|g_b|", "abs_sum": "|Σ g_b|", "ratio": "ratio", "entry_ratio_median": "entry ratio (median)",
-         "entry_ratio_mean": "entry ratio (mean)", "norm_ratio": "norm ratio", "entries": "entries"}
-# The statistics the paper may have reported as "the" ratio (it does not say), as the ablation
-# compares them: per layer, averaged over layers and seeds; "pooled": one ratio of averages over
-# every entry of every layer shown
-STATISTICS = {"ratio of averages (ours)": "ratio", "median of entry ratios": "entry ratio (median)",
-              "mean of entry ratios": "entry ratio (mean)", "ratio of norms": "norm ratio"}
-POOLED = "ratio of averages, layers pooled"
 
 
 def contribution_table(runs: list[dict]) -> pd.DataFrame:
