@@ -1,12 +1,8 @@
 """The at-initialisation experiments: the registry of each one's config and measure function
 (which live in its figure's module under `shared.figures`), their named presets, and the command
 line that computes stored runs. A measure function turns (config, data, seed) into a small
-JSON-able result for the results store.
-
-Networks measured at initialisation come in pairs: for a seed, the network with BN and the same
-network with its BN layers removed share every convolution weight (`shared.models.build_model`),
-so each run compares the two directly. The mini-batch is the first one of the seed's first
-training epoch (augmented, as training sees it).
+JSON-able result for the results store; the networks and the mini-batch it measures are
+`shared.atinit`'s.
 """
 
 import argparse

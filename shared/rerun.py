@@ -20,28 +20,23 @@ from dataclasses import dataclass
 
 from .config import TRAINING_EXPERIMENT, TrainConfig, stored_config
 from .experiments import EXPERIMENTS, run_experiment
-from .fileio import read_json
-from .results import Store, config_hash
-
-DIRTY = "+dirty"
+from .results import DIRTY, Store, config_hash
 CONFIGS = {TRAINING_EXPERIMENT: TrainConfig, **{name: cls for name, (cls, _) in EXPERIMENTS.items()}}
 
 
 def unrecorded(experiment: str, store: Store | None = None, under_s: float = math.inf) -> list[tuple[object, int, dict]]:
     """(config, seed, result) of every stored run of `experiment` whose code is not on record (and
     whose computation took under `under_s` seconds)."""
-    store = store or Store()
-    cls = CONFIGS[experiment]
     found = []
-    for path in sorted((store.root / experiment).glob("*/seed*/provenance.json")):
-        prov = read_json(path)
+    for run in (store or Store()).runs(experiment):
+        prov = run["provenance"]
         if not prov["git_commit"].endswith(DIRTY) or "code_diff" in prov or prov["duration_s"] >= under_s:
             continue
-        cfg = stored_config(cls, prov["config"])
-        if config_hash(cfg) != path.parent.parent.name:  # the config's identity changed since: not this run
-            raise ValueError(f"{path.parent}: its stored config hashes to {config_hash(cfg)} today, not to its "
-                             "folder's name; re-run it by hand")
-        found.append((cfg, prov["seed"], read_json(path.parent / "result.json")))
+        cfg = stored_config(CONFIGS[experiment], prov["config"])
+        if config_hash(cfg) != prov["config_hash"]:  # the config's identity changed since: not this run
+            raise ValueError(f"{experiment} {prov['config_hash']} seed {prov['seed']}: its stored config hashes "
+                             f"to {config_hash(cfg)} today; re-run it by hand")
+        found.append((cfg, prov["seed"], run["result"]))
     return found
 
 
@@ -97,8 +92,9 @@ def rerun(experiment: str, data_dir=None, store: Store | None = None, under_s: f
           log=print) -> list[Change]:
     """Recompute every run of `experiment` whose code is not on record (`unrecorded`), replacing it
     in `store`; per run, `change` from the old result to the new, also logged."""
-    changes = []
-    for cfg, seed, old in unrecorded(experiment, store, under_s):
+    changes, found = [], unrecorded(experiment, store, under_s)
+    log(f"{experiment}: {len(found)} run(s) with code not on record, recomputed one by one")
+    for cfg, seed, old in found:
         start = time.perf_counter()
         new = recompute(experiment, cfg, seed, data_dir, store)["result"]
         changes.append(change(old, new))
@@ -115,12 +111,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="only the runs whose computation took under SECONDS (as recorded)")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
+    log = lambda line: print(line, flush=True)  # noqa: E731
     for experiment in args.experiments:
-        found = unrecorded(experiment, under_s=args.under)
-        print(f"{experiment}: {len(found)} run(s) with code not on record"
-              + (f" that took under {args.under:g} s" if args.under < math.inf else ""), flush=True)
-        if not args.list:
-            rerun(experiment, args.data_dir, under_s=args.under, log=lambda line: print(line, flush=True))
+        if args.list:
+            log(f"{experiment}: {len(unrecorded(experiment, under_s=args.under))} run(s) with code not on record")
+        else:
+            rerun(experiment, args.data_dir, under_s=args.under, log=log)
 
 
 if __name__ == "__main__":

@@ -109,13 +109,16 @@ def code_changes() -> list[str]:
         return []
 
 
+DIRTY = "+dirty"  # the end of a stored commit when the code under CODE_PATHS differed from it
+
+
 def git_commit() -> str:
     """The code version: HEAD's hash, with "+dirty" when the code under CODE_PATHS differs from it."""
     try:
         head = _git("rev-parse", "HEAD").strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return head + ("+dirty" if code_changes() else "")
+    return head + (DIRTY if code_changes() else "")
 
 
 class UncommittedCodeError(RuntimeError):

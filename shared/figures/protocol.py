@@ -10,7 +10,7 @@ from `found`; the report and the tests recompute any figure's claims from the st
 registry (`shared.figures.recompute_claims`) without running its notebook.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..config import DEFAULT_INIT
 from ..results import check_seed, check_seeds, config_runs
@@ -35,7 +35,7 @@ class Source:
     @property
     def read_only(self) -> "Source":
         """The same runs, computing none (for a figure's comparisons beside its own network)."""
-        return Source(self.preset, self.seeds, None, self.data_dir)
+        return replace(self, compute=None)
 
 
 def experiment_config(experiment: str, preset: str, **overrides):
