@@ -32,7 +32,7 @@ from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, ProbeConfig, check_choi
 from ..data import Cifar10
 from ..results import Store, config_runs
 from .fig3 import first_above, reduced_config
-from .protocol import Source, experiment_config, probe_runs
+from .protocol import Source, experiment_config, probe_runs, training_preset
 
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 # the preset's ladder: smoke keeps to the two smallest networks
@@ -306,7 +306,7 @@ def load(source: Source, archs=None, train_preset: str | None = None, train_arch
         ladder[arch] = probe_runs("fig3_relative_loss", ladder_cfg, source)
     fig5 = config_runs("fig5_depth_profile", experiment_config("fig5_depth_profile", source.preset),
                        seeds=[r["provenance"]["seed"] for r in signal["ResNet-110"]]) if "resnet110" in archs else []
-    train_preset = train_preset or ("smoke" if source.preset == "smoke" else "preview")
+    train_preset = train_preset or training_preset(source.preset)
     train_archs = list(train_archs or DEPTHS)
     if compute_training and source.compute is not None:
         for arch in train_archs:

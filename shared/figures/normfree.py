@@ -23,7 +23,7 @@ from ..config import TRAINING_EXPERIMENT, train_config
 from ..results import config_runs
 from .fig3 import first_above, reduced_config
 from .fig6 import network_stats
-from .protocol import Source, probe_runs
+from .protocol import Source, probe_runs, training_preset
 
 # label -> (config fields, the network's key in a stored run). Both schemes use option-A shortcuts
 # (subsample and zero-pad: Fixup's authors' choice), so that no unnormalised convolution stays on
@@ -211,17 +211,12 @@ class Runs:
     training: dict[tuple[str, float], list[dict]]     # `load_training`
 
 
-def train_preset_of(preset: str) -> str:
-    """The training runs' default preset: the CPU preview ("smoke" beside the smoke preset)."""
-    return "smoke" if preset == "smoke" else "preview"
-
-
 def load(source: Source, train_preset: str | None = None, compute_training: bool = False) -> Runs:
     """The schemes' at-initialisation runs and their training runs under `train_preset` (None:
-    `train_preset_of`), training `source.compute`'s missing ones of SkipInit and Fixup if
+    `training_preset`), training `source.compute`'s missing ones of SkipInit and Fixup if
     `compute_training` (the plain networks' are Fig 1's)."""
     at_init = {experiment: scheme_runs(experiment, source) for experiment in AT_INIT}
-    train_preset = train_preset or train_preset_of(source.preset)
+    train_preset = train_preset or training_preset(source.preset)
     if compute_training and source.compute is not None:
         from ..train import run_training
         for label in ("SkipInit", "Fixup"):

@@ -45,6 +45,12 @@ def experiment_config(experiment: str, preset: str, **overrides):
     return config(experiment, preset, **overrides)
 
 
+def training_preset(preset: str) -> str:
+    """The default preset of a figure's training runs beside its at-initialisation `preset`: the
+    CPU preview ("smoke" beside the smoke preset)."""
+    return "smoke" if preset == "smoke" else "preview"
+
+
 def probe_runs(experiment: str, cfg, source: Source) -> list[dict]:
     """The stored runs of `experiment` at `cfg` that `source` shows, by seed, after computing
     `source.compute`'s run where it is missing."""
