@@ -11,6 +11,7 @@ says why: a reduced preset, runs missing). The rules below are the only place ve
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,11 +22,14 @@ from .paths import FIGURES_DIR, saved_figures_dir
 
 YES, PARTLY, NO, NOT_JUDGED = "yes", "partly", "no", "not judged"
 VERDICTS = (YES, PARTLY, NO, NOT_JUDGED)
+KEY = re.compile(r"[a-z][a-z0-9_]*")  # a claim's key: a snake_case name
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper: what it says, its number, ours, the verdict and why."""
+    """One claim of the paper: its key (a snake_case name, unique among its figure's claims, by
+    which the report quotes it), what it says, its number, ours, the verdict and why."""
+    key: str
     claim: str
     paper: str
     ours: str
@@ -33,16 +37,24 @@ class Claim:
     note: str = ""
 
     def __post_init__(self):
+        if not KEY.fullmatch(self.key):
+            raise ValueError(f"a claim's key is a snake_case name ({KEY.pattern}), got {self.key!r}")
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
         if self.verdict == NOT_JUDGED and not self.note:
             raise ValueError(f"a claim that is not judged says why in its note: {self.claim!r}")
 
 
-def judged(claim: str, paper: str, ours: str, verdict: str, unless: str | None = None,
+def judged(key: str, claim: str, paper: str, ours: str, verdict: str, unless: str | None = None,
            note: str = "") -> Claim:
     """A claim with `verdict`, or "not judged" with the reason `unless` when there is one."""
-    return Claim(claim, paper, ours, NOT_JUDGED if unless else verdict, unless or note)
+    return Claim(key, claim, paper, ours, NOT_JUDGED if unless else verdict, unless or note)
+
+
+def slug(text: object) -> str:
+    """`text` as a part of a claim's key: lower case, each run of other characters one "_"
+    ("BN, lr 0.1" -> "bn_lr_0_1")."""
+    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")
 
 
 def unjudged_reason(preset: str, missing: int = 0, needs: str | None = None) -> str | None:
@@ -99,6 +111,9 @@ def save_claims(item: str, preset: str, claims: list[Claim], directory: Path | N
     """Write the claims of a report item (fig1 ... fig7, table1, lr_sweep) for `preset` into
     `directory` (default: where the notebooks save their figures, `shared.paths.saved_figures_dir`;
     nowhere if that is unset), and return them as a table to show."""
+    keys = [c.key for c in claims]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{item}: two claims share a key: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
     directory = directory or saved_figures_dir()
     if directory is None:
         return claims_frame(claims)

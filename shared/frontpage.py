@@ -25,41 +25,40 @@ class Headline:
     notebook: str   # the notebook's file stem under notebooks/
     label: str      # the cell's Quarto label (`#| label: ...`)
     item: str       # the paper item (an id of shared.figures.FIGURES) whose claim the caption quotes
-    claim: str      # the start of that claim's text
+    key: str        # that claim's key (`shared.claims.Claim.key`)
     paper: str      # the paper's panel, described
 
 
 HEADLINES = (
-    Headline("01_fig1_accuracy", "fig-fig1-accuracy", "fig1", "With BN the larger rate gives the better network",
+    Headline("01_fig1_accuracy", "fig-fig1-accuracy", "fig1", "bn_larger_rate_better",
              "The paper's Fig 1: train and test accuracy of ResNet-110 over its training. With BN, rate 0.1 "
              "ends highest; without BN only rate 1e-4 trains, and it ends beside BN's run at 1e-4."),
-    Headline("01_fig1_accuracy", "fig-fig1-divergence", "fig1", "Without BN, rate 0.1 diverges",
+    Headline("01_fig1_accuracy", "fig-fig1-divergence", "fig1", "no_bn_diverges_at_0_1",
              "Not drawn in the paper, which says that without BN the larger rates diverge (\"not shown\")."),
-    Headline("05_fig5_depth_profile", "fig-fig5-readings", "fig5", "(ln reading) Without BN, channel means grow",
+    Headline("05_fig5_depth_profile", "fig-fig5-readings", "fig5", "ln_no_bn_means_grow",
              "The paper's Fig 5 (circles below): channel means and standard deviations against depth at "
              "initialisation, on an axis labelled \"Log\" without a base. Without BN they rise steadily with "
              "depth; with BN they stay flat."),
-    Headline("02_fig2_gradients", "fig-fig2-gradients", "fig2", "Without BN the gradients are about two orders",
+    Headline("02_fig2_gradients", "fig-fig2-gradients", "fig2", "no_bn_gradients_100x_larger",
              "The paper's Fig 2: the gradients of layer 55's weights at initialisation. With BN small and "
              "Gaussian; without BN heavy-tailed and about a hundred times larger."),
 )
 
 HEADLINE_LABELS = {h.label for h in HEADLINES}
 
-# Per paper item, the start of the claim that the scorecard shows as its headline (else its first)
+# Per paper item, the key of the claim that the scorecard shows as its headline (else its first)
 SCORECARD_CLAIMS = {
-    "fig1": "With BN the larger rate gives the better network", "fig2": "Without BN the gradients are about",
-    "fig3": "BN allows far larger steps", "fig4": "Deeper layers blow up more",
-    "fig5": "(ln reading) Without BN, channel means grow", "fig6": "Without BN one column",
-    "fig7": "The largest singular value", "table1": "With BN they differ",
-    "lr_sweep": "Without BN, rates above", "depth_ladder": "Without BN the largest stable step falls",
-    "normfree": "SkipInit trains at lr 0.1",
+    "fig1": "bn_larger_rate_better", "fig2": "no_bn_gradients_100x_larger", "fig3": "bn_allows_larger_steps",
+    "fig4": "deeper_layers_blow_up_more", "fig5": "ln_no_bn_means_grow", "fig6": "no_bn_one_class_first_batch",
+    "fig7": "largest_singular_value_limit", "table1": "bn_two_orders_apart",
+    "lr_sweep": "no_bn_rates_above_1e_4_diverge", "depth_ladder": "no_bn_stable_step_falls_with_depth",
+    "normfree": "skipinit_trains_at_lr_0_1",
 }
 
 
-def find_claim(claims: list[Claim] | None, start: str) -> Claim | None:
-    """The first of `claims` whose text starts with `start`."""
-    return next((c for c in claims or [] if c.claim.startswith(start)), None)
+def find_claim(claims: list[Claim] | None, key: str) -> Claim | None:
+    """The claim of `claims` whose key is `key`."""
+    return next((c for c in claims or [] if c.key == key), None)
 
 
 def verdict_text(claim: Claim) -> str:
@@ -91,7 +90,7 @@ def story_markdown(notebooks) -> str:
             f"{counts.get(NO, 0)} do not; the other {counts.get(NOT_JUDGED, 0)} wait for the paper's training "
             "schedule or for runs not yet made."]
     for h in HEADLINES:
-        claim = find_claim(by_item.get(h.item), h.claim)
+        claim = find_claim(by_item.get(h.item), h.key)
         if claim is not None and claim.verdict != NOT_JUDGED:
             ours.append(f"{claim.claim}: ours {claim.ours}, the paper {claim.paper} ({claim.verdict}).")
     return "\n\n".join([question, answer, " ".join(ours)]) + "\n"
@@ -107,7 +106,7 @@ def headline_markdown(notebooks) -> str:
         if nb is None or nb.path.stem != h.notebook:
             parts.append(f"*{h.notebook}: not yet executed.*")
             continue
-        claim = find_claim(nb.claims, h.claim)
+        claim = find_claim(nb.claims, h.key)
         caption = (f"{claim.claim}: ours {claim.ours}; the paper {claim.paper} ({verdict_text(claim)})."
                    if claim else "*The notebook has not saved this claim yet.*")
         parts += [f"**{h.paper}**", f"{{{{< embed notebooks/{h.notebook}.ipynb#{h.label} >}}}}",

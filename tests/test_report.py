@@ -42,7 +42,8 @@ def png_bytes(color: str) -> bytes:
 def demo_notebook(path: Path, figures: Path) -> None:
     """An executed-looking notebook reproducing "fig7" with the quick preset: an image output,
     then its claims, saved beside the figures as the figure notebooks save theirs."""
-    claims = [Claim("the demo holds", "1.0", "1.0", "yes"), Claim("the demo waits", "2", "-", "not judged", "demo")]
+    claims = [Claim("holds", "the demo holds", "1.0", "1.0", "yes"),
+              Claim("waits", "the demo waits", "2", "-", "not judged", "demo")]
     table = save_claims("fig7", "quick", claims, figures)
     image = nbformat.v4.new_output("display_data", data={
         "image/png": base64.b64encode(png_bytes("steelblue")).decode(), "text/plain": "<Figure>"})
@@ -278,13 +279,12 @@ def test_quarto_config_embeds_and_includes_are_consistent(site):
     assert {h.label for h in frontpage.HEADLINES} <= {m[2] for m in embeds}
 
 
-def test_every_quoted_claim_is_found_once_in_the_saved_claims():
-    """The front page quotes claims by the start of their text (the headline captions, the
-    scorecard's rows): each start must name exactly one claim its notebook saved, so that a
-    reworded claim fails here instead of silently dropping a caption."""
+def test_every_quoted_claim_is_found_in_the_saved_claims():
+    """The front page quotes claims by key (the headline captions, the scorecard's rows): each key
+    must name a claim its notebook saved, so that a renamed claim fails here instead of silently
+    dropping a caption."""
     from shared import frontpage
     notebooks = {nb.item: nb for nb in map(report.read_notebook, sorted((ROOT / "notebooks").glob("*.ipynb")))}
-    quoted = [(h.item, h.claim) for h in frontpage.HEADLINES] + list(frontpage.SCORECARD_CLAIMS.items())
-    for item, start in quoted:
-        claims = notebooks[item].claims or []
-        assert sum(c.claim.startswith(start) for c in claims) == 1, f"{item}: {start!r}"
+    quoted = [(h.item, h.key) for h in frontpage.HEADLINES] + list(frontpage.SCORECARD_CLAIMS.items())
+    for item, key in quoted:
+        assert key in [c.key for c in notebooks[item].claims or []], f"{item}: {key!r}"

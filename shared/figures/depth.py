@@ -27,7 +27,7 @@ import pandas as pd
 
 from .. import probes
 from ..atinit import first_batch, network_pair
-from ..claims import NOT_JUDGED, Claim, holds, judged, unjudged_reason
+from ..claims import NOT_JUDGED, Claim, holds, judged, slug, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, ProbeConfig, check_choice, divergence_config, sweep_rates
 from ..data import Cifar10
 from ..results import Store, config_runs
@@ -96,19 +96,22 @@ def ladder_claims(table: pd.DataFrame, largest_size: float, preset: str, what: s
     no_bn = table["w/o BN: median"].dropna().clip(upper=largest_size)
     bn = table["with BN: median"].dropna().clip(upper=largest_size)
     claims = []
-    for claim, values in ((f"Without BN the largest stable {what} falls with depth", no_bn),
-                          (f"With BN the largest stable {what} does not", bn)):
+    for key, claim, values in (
+            (f"no_bn_stable_{slug(what)}_falls_with_depth",
+             f"Without BN the largest stable {what} falls with depth", no_bn),
+            (f"bn_stable_{slug(what)}_flat_with_depth", f"With BN the largest stable {what} does not", bn)):
         if len(values) < 2:
-            claims.append(judged(claim, paper, steps(values) or "-", NOT_JUDGED,
+            claims.append(judged(key, claim, paper, steps(values) or "-", NOT_JUDGED,
                                  unless or f"needs two depths or more, has {len(values)}"))
         elif values is no_bn:
             first, last = values.iloc[0], values.iloc[-1]
             falls = bool((values.diff().dropna() < 0).all()) and first / last >= 3
-            claims.append(judged(claim, paper, f"depth {steps(values)}; {'≥ ' if first >= largest_size else ''}"
+            claims.append(judged(key, claim, paper, f"depth {steps(values)}; {'≥ ' if first >= largest_size else ''}"
                                  f"{first / last:.3g}x from {values.index[0]} to {values.index[-1]}",
                                  holds(falls, partly=bool(first > last)), unless))
         else:
-            claims.append(judged(claim, paper, steps(values), holds(bool(values.max() / values.min() <= 3)), unless))
+            claims.append(judged(key,
+                                 claim, paper, steps(values), holds(bool(values.max() / values.min() <= 3)), unless))
     return claims
 
 

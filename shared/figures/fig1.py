@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import DIVERGENCE_STEPS, TRAINING_EXPERIMENT, TrainConfig, divergence_grid, fig1_grid, setting_name
-from ..claims import Claim, holds, judged, unjudged_reason
+from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..results import config_runs
 from .protocol import Source
 from ..train import CHANCE_ACCURACY, learning_failure
@@ -168,28 +168,32 @@ def judge(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> list[C
 
     def versus_paper(name: str) -> Claim:
         ours, paper = acc.get(name, np.nan), PAPER_TEST_ACC[name]
-        return judged("Final test accuracy, " + name.replace(", lr", " lr"), f"{paper:.1%}",
+        return judged(f"final_test_acc_{slug(name)}",
+                      "Final test accuracy, " + name.replace(", lr", " lr"), f"{paper:.1%}",
                       "not run" if np.isnan(ours) else f"{ours:.1%}",
                       holds(bool(abs(ours - paper) < 0.02)),
                       unless=unjudged_reason(preset, needs="paper") or (missing if np.isnan(ours) else None))
 
-    def comparison(claim: str, paper: str, a: str, b: str, gap: float, verdict: str, needs: str | None) -> Claim:
+    def comparison(key: str, claim: str, paper: str, a: str, b: str, gap: float, verdict: str,
+                   needs: str | None) -> Claim:
         """A claim comparing settings `a` and `b`: never judged where either is missing or both
         are within NEAR_CHANCE of chance (two runs that learned nothing compare as equal)."""
         pair = acc.get(a, np.nan), acc.get(b, np.nan)
         at_chance = not np.isnan(gap) and near_chance(*pair)
         ours = "not run" if np.isnan(gap) else f"{100 * gap:+.1f} points ({a} {pair[0]:.1%}, {b} {pair[1]:.1%})"
-        return judged(claim, paper, ours, verdict, unless=smoke or needs or (missing if np.isnan(gap) else None)
+        return judged(key, claim, paper, ours, verdict, unless=smoke or needs or (missing if np.isnan(gap) else None)
                       or (f"both within {100 * NEAR_CHANCE:.0f} points of chance: nothing learned to compare"
                           if at_chance else None))
 
     small_gap = acc.get("BN, lr 0.0001", np.nan) - acc.get("no BN, lr 0.0001", np.nan)
     large_gain = acc.get("BN, lr 0.1", np.nan) - acc.get("BN, lr 0.0001", np.nan)
     claims = [versus_paper(name) for name in PAPER_SETTINGS]
-    claims.append(comparison("At the same small rate (1e-4), BN and no BN end about equal", "0.7 points apart",
+    claims.append(comparison("small_rate_bn_equals_no_bn",
+                             "At the same small rate (1e-4), BN and no BN end about equal", "0.7 points apart",
                              "BN, lr 0.0001", "no BN, lr 0.0001", small_gap, holds(bool(abs(small_gap) < 0.02)),
                              full))
-    claims.append(comparison("BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4", "+11.9 points",
+    claims.append(comparison("bn_gain_from_large_rate",
+                             "BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4", "+11.9 points",
                              "BN, lr 0.1", "BN, lr 0.0001", large_gain, holds(bool(large_gain > 0.05)), None))
     claims.append(ordering_claim(runs_ordering(finals), unless=smoke or missing_of(finals, ORDERED)))
     for lr in (0.003, 0.1):
@@ -199,7 +203,8 @@ def judge(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> list[C
         n_div = int((probes["status"] == "diverged").sum())
         runs = finals.loc[name, "seeds"] + len(probes)
         diverged = finals.loc[name, "diverged"] + n_div
-        claims.append(judged(f"Without BN, rate {lr:g} diverges", "diverges (not shown)",
+        claims.append(judged(f"no_bn_diverges_at_{slug(f'{lr:g}')}",
+                             f"Without BN, rate {lr:g} diverges", "diverges (not shown)",
                              f"diverged: {in_fig1}, {n_div}/{len(probes)} on the full training set",
                              holds(bool(diverged == runs), partly=bool(diverged > 0)),
                              unless=smoke or (missing if runs == 0 else None)))
@@ -240,7 +245,8 @@ def ordering_claim(ordering: dict, unless: str | None = None) -> Claim:
     it has no completed run."""
     ours = ", ".join(f"{rate} {'not run' if np.isnan(a) else f'{a:.1%}'}"
                      for rate, a in zip(("0.1", "0.003", "1e-4"), ordering["means"]))
-    return judged("With BN the larger rate gives the better network (0.1, 0.003, 1e-4 in that order)",
+    return judged("bn_larger_rate_better",
+                  "With BN the larger rate gives the better network (0.1, 0.003, 1e-4 in that order)",
                   "93.2 % > 90.5 % > 81.3 %", ours, holds(ordering["ordered"]), unless=unless)
 
 

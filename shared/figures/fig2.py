@@ -131,13 +131,16 @@ def judge(mean: pd.Series, preset: str) -> list[Claim]:
     unless = unjudged_reason(preset)
     ratio = mean["no_bn/bn std"]
     return [
-        judged("With BN: gradients roughly Gaussian, within about ±0.04", f"max |g| ≈ {FIG2_MAX_ABS['bn']:g}",
+        judged("bn_gradients_gaussian",
+               "With BN: gradients roughly Gaussian, within about ±0.04", f"max |g| ≈ {FIG2_MAX_ABS['bn']:g}",
                f"max |g| = {mean['bn max_abs']:.3g}, excess kurtosis {mean['bn excess_kurtosis']:.2g}",
                holds(bool(mean["bn max_abs"] < 0.1 and abs(mean["bn excess_kurtosis"]) < 3)), unless),
-        judged("Without BN: heavy-tailed (sharp peak, long tails)", f"tails to ±{FIG2_MAX_ABS['no_bn']:g} and beyond",
+        judged("no_bn_gradients_heavy_tailed",
+               "Without BN: heavy-tailed (sharp peak, long tails)", f"tails to ±{FIG2_MAX_ABS['no_bn']:g} and beyond",
                f"excess kurtosis {mean['no_bn excess_kurtosis']:.3g}, max |g| = {mean['no_bn max_abs']:.3g}",
                holds(bool(mean["no_bn excess_kurtosis"] > 3)), unless),
-        judged("Without BN the gradients are about two orders of magnitude larger", "≈ 100x",
+        judged("no_bn_gradients_100x_larger",
+               "Without BN the gradients are about two orders of magnitude larger", "≈ 100x",
                f"{ratio:.3g}x (std ratio)", holds(bool(30 <= ratio <= 300), partly=bool(ratio > 10)), unless),
     ]
 

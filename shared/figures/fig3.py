@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .. import probes
 from ..atinit import network_pair
-from ..claims import Claim, holds, judged, unjudged_reason
+from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import DEFAULT_INIT, ProbeConfig, added, check_choice
 from ..data import Cifar10, TrainLoader
 from .protocol import Source, experiment_config, probe_runs
@@ -239,24 +239,30 @@ def judge(table: pd.DataFrame, largest_size: float, first_batch: int, preset: st
     first = no_bn.xs(first_batch, level="mini-batch", drop_level=False)
     never = bool(np.isinf(bn_first).all())
     return [
-        judged("With BN the loss does not explode (> 10^3 x) for steps up to s = 0.1", "never up to s = 0.1",
+        judged("bn_no_explosion_up_to_0_1",
+               "With BN the loss does not explode (> 10^3 x) for steps up to s = 0.1", "never up to s = 0.1",
                "never up to s = 10^0.5" if never else f"first at s = {by_batch(bn_first)}",
                holds(bool((bn_first > 0.1).all())), unless),
-        judged("With BN the relative loss stays within about 10^-0.2..10^0.5 up to s = 0.1", "10^-0.2..10^0.5",
+        judged("bn_relative_loss_range",
+               "With BN the relative loss stays within about 10^-0.2..10^0.5 up to s = 0.1", "10^-0.2..10^0.5",
                f"10^{bn_log.min():.2f}..10^{bn_log.max():.2f}",
                holds(bool(bn_log.min() >= -0.3 and bn_log.max() <= 0.6), partly=bool(bn_log.max() <= 1)),
                unless),
-        judged("With BN the best step (the dip of the curve) is near s = 0.02..0.1", "s ≈ 0.02..0.1",
+        judged("bn_best_step", "With BN the best step (the dip of the curve) is near s = 0.02..0.1", "s ≈ 0.02..0.1",
                f"{by_batch(bn['best s'])}", within(bn["best s"], 0.02, 0.1), unless),
-        judged("Without BN the loss passes 10^3 x its value at s ≈ 2e-3..3e-3", "s ≈ 2e-3..3e-3",
+        judged("no_bn_passes_1e3",
+               "Without BN the loss passes 10^3 x its value at s ≈ 2e-3..3e-3", "s ≈ 2e-3..3e-3",
                f"{by_batch(no_bn['first s > 1e3'])}", within(no_bn["first s > 1e3"], 2e-3, 3e-3), unless),
-        judged("Without BN the loss passes 10^6 x its value at s ≈ 3e-3..6e-3", "s ≈ 3e-3..6e-3",
+        judged("no_bn_passes_1e6",
+               "Without BN the loss passes 10^6 x its value at s ≈ 3e-3..6e-3", "s ≈ 3e-3..6e-3",
                f"{by_batch(no_bn['first s > 1e6'])}", within(no_bn["first s > 1e6"], 3e-3, 6e-3), unless),
-        judged(f"Without BN, mini-batch {first_batch}'s curve dips near s = 2e-4", "best s ≈ 2e-4, ratio ≈ 10^-1.3",
+        judged("no_bn_first_batch_dip",
+               f"Without BN, mini-batch {first_batch}'s curve dips near s = 2e-4", "best s ≈ 2e-4, ratio ≈ 10^-1.3",
                f"best s = {first['best s'].min():.2g}..{first['best s'].max():.2g}, ratio "
                f"{first['best relative loss'].min():.2g}..{first['best relative loss'].max():.2g}",
                within(first["best s"], 2e-4, 2e-4), unless),
-        judged("BN allows far larger steps: first step past 10^3 x, BN / no BN", "≥ 0.1 / 3e-3 ≈ 30x",
+        judged("bn_allows_larger_steps",
+               "BN allows far larger steps: first step past 10^3 x, BN / no BN", "≥ 0.1 / 3e-3 ≈ 30x",
                f"≥ {factor:.3g}x" + (" (BN never passes 10^3 x in the sweep)" if never else ""),
                holds(bool(factor >= 10)), unless),
     ]
@@ -325,7 +331,9 @@ def ablation_claims(probes: pd.DataFrame, preset: str) -> list[Claim]:
             continue
         first = probes.loc[name].loc["no_bn", "first s > 1e3"]
         n_seeds = first.index.unique("seed").size
-        claims.append(judged(f"(ablation: {name}) Without BN, mini-batches 4 and 7 pass 10^3 x at "
+        key = "_".join(slug(v) for v in VARIANTS[name].values())  # "init", "update": what the variant changes
+        claims.append(judged(f"ablation_{key}_no_bn_passes_1e3",
+                             f"(ablation: {name}) Without BN, mini-batches 4 and 7 pass 10^3 x at "
                              f"s ≈ 2e-3..3e-3", "s ≈ 2e-3..3e-3", f"{by_batch(first)} ({n_seeds} seed(s))",
                              within(first, 2e-3, 3e-3), unless))
     return claims

@@ -245,19 +245,21 @@ def judge(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, laye
         m = summary.loc[k]
         largest_mean = max(abs(m["means min 100%"]), abs(m["means max 100%"]))
         verdict = all_of([same_scale(largest_mean, paper_mean), same_scale(m["var max 100%"], paper_var)])
-        out.append(judged(f"Layer {k} at 100 % of the step: scale of the channel moments", text,
+        out.append(judged(f"layer_{k}_scale", f"Layer {k} at 100 % of the step: scale of the channel moments", text,
                           f"median over {n_seeds} seed(s): means {m['means min 100%']:.2g}..{m['means max 100%']:.2g}, "
                           f"variances ≤ {m['var max 100%']:.2g} (per seed {spread.loc[k, ('var max 100%', 'min')]:.2g}"
                           f"..{spread.loc[k, ('var max 100%', 'max')]:.2g})",
                           verdict, unless, note=NAN_NOTE if verdict == NOT_JUDGED else ""))
     growth = summary["var growth"]
-    out.append(judged("Deeper layers blow up more: the variance growth (0 → 100 %) rises with depth",
+    out.append(judged("deeper_layers_blow_up_more",
+                      "Deeper layers blow up more: the variance growth (0 → 100 %) rises with depth",
                       "layer 8 ≈ 1x, layer 44 ≫ 1, layer 80 ≫ layer 44",
                       ", ".join(f"layer {k}: {g:.3g}x" for k, g in growth.items()),
                       holds(bool(growth.is_monotonic_increasing and growth.iloc[-1] > 1e3)), unless))
     there = match.loc["median"]
     verdicts = [same_scale(there[f"layer {k} var there"], paper[k][2]) for k in layers[:-1]]
-    out.append(judged(f"One rate gives the paper's scale in every layer: where layer {layers[-1]}'s variance "
+    out.append(judged("one_rate_matches_every_layer",
+                      f"One rate gives the paper's scale in every layer: where layer {layers[-1]}'s variance "
                       "reaches the paper's, the other layers' match it too",
                       ", ".join(f"layer {k}: variances ≤ {paper[k][2]:.2g}" for k in layers[:-1]),
                       (f"at rate ≈ {there['rate']:.2g}: "
@@ -267,7 +269,8 @@ def judge(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, laye
                       all_of(verdicts) if np.isfinite(there["rate"]) else NO, unless,
                       note=NAN_NOTE if np.isfinite(there["rate"]) and all_of(verdicts) == NOT_JUDGED else ""))
     late = summary.loc[layers[-1], "visible from %"]
-    out.append(judged(f"The blow-up happens late in the step: layer {layers[-1]}'s variances are flat on the "
+    out.append(judged("blow_up_late_in_step",
+                      f"The blow-up happens late in the step: layer {layers[-1]}'s variances are flat on the "
                       "linear colour scale until near the end", "visible from ≈ 80..90 % of the step",
                       f"visible (≥ 1 % of the final largest variance) from {late:.0f} % of the step",
                       at_least(late, 75), unless))

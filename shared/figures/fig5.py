@@ -19,7 +19,7 @@ import pandas as pd
 
 from .. import probes
 from ..atinit import first_batch, network_pair
-from ..claims import Claim, at_least, holds, judged, unjudged_reason, within_range
+from ..claims import Claim, at_least, holds, judged, slug, unjudged_reason, within_range
 from ..config import DEFAULT_INIT, ProbeConfig, added, check_choice
 from ..data import Cifar10
 from ..models import INITS
@@ -164,6 +164,7 @@ def judge(growths: pd.DataFrame, profile: pd.DataFrame, n_seeds: int, preset: st
     unless = unjudged_reason(preset)
     unit = UNITS[reading]
     tag = "" if reading == "log10" else f"({reading} reading) "
+    key = "" if reading == "log10" else f"{slug(reading)}_"
     layers = list(profile.index)
     g = growths
     means, stds = g.loc[SERIES["no_bn", "abs_mean"]], g.loc[SERIES["no_bn", "std"]]
@@ -173,26 +174,30 @@ def judge(growths: pd.DataFrame, profile: pd.DataFrame, n_seeds: int, preset: st
     gap = (profile.loc[last_conv, (SERIES["no_bn", "abs_mean"], "mean")]
            - profile.loc[last_conv, (SERIES["bn", "abs_mean"], "mean")])
     growth, slope = means["first to last"], stds["slope / 12 layers"]
-    linear = [judged("Without BN, channel means and stds rise roughly linearly in log with depth",
+    linear = [judged("no_bn_linear_in_log",
+                     "Without BN, channel means and stds rise roughly linearly in log with depth",
                      "straight-ish rising lines",
                      f"R² of a line: means {means['R2']:.2f}, stds {stds['R2']:.2f}; slopes > 0",
                      holds(bool(min(means["R2"], stds["R2"]) >= 0.9
                                 and min(means["slope / layer"], stds["slope / layer"]) > 0)), unless)]
     return (linear if reading == "log10" else []) + [
-        judged(f"{tag}Without BN, channel means grow from layer {layers[0]} to {layers[-1]}",
+        judged(f"{key}no_bn_means_grow", f"{tag}Without BN, channel means grow from layer {layers[0]} to {layers[-1]}",
                f"≈ -1.5 → 3.5 (≈ 5 {unit})",
                f"{means[f'log at {layers[0]}']:.2g} → {means[f'log at {layers[-1]}']:.2g} "
                f"({growth:.2g} {unit})",
                within_range(growth, PAPER_MEANS_DECADES / 1.5, PAPER_MEANS_DECADES * 1.5,
                             partly=(2, math.inf)), unless),
-        judged(f"{tag}Without BN, channel stds grow by a fixed factor per block", f"≈ 0.5 {unit[:-1]} per 12 layers",
+        judged(f"{key}no_bn_stds_fixed_factor",
+               f"{tag}Without BN, channel stds grow by a fixed factor per block", f"≈ 0.5 {unit[:-1]} per 12 layers",
                f"{slope:.2g} {unit[:-1]} per 12 layers ({stds['slope / layer']:.2g} per layer)",
                holds(bool(PAPER_STDS_SLOPE_12 / 1.5 <= slope <= PAPER_STDS_SLOPE_12 * 1.5),
                      partly=bool(slope > 0.1)), unless),
-        judged(f"{tag}With BN, channel means and stds stay within about -1..1 ({reading})", "-1 .. 1",
+        judged(f"{key}bn_within_one",
+               f"{tag}With BN, channel means and stds stay within about -1..1 ({reading})", "-1 .. 1",
                f"{bn_low:.2g} .. {bn_high:.2g}", holds(bool(-1 <= bn_low and bn_high <= 1)), unless),
         spread_claim(profile, n_seeds, preset, reading),
-        judged(f"{tag}At the top (layer {last_conv}) the means without BN are orders of magnitude above those with BN",
+        judged(f"{key}top_gap_orders_of_magnitude",
+               f"{tag}At the top (layer {last_conv}) the means without BN are orders of magnitude above those with BN",
                f"≈ 3 {unit}", f"{gap:.2g} {unit}", at_least(gap, 2, partly=1), unless),
     ]
 
@@ -206,7 +211,9 @@ def spread_claim(profile: pd.DataFrame, n_seeds: int, preset: str, reading: str 
     how = [] if reading == "log10" else [f"{reading} reading"]
     how += [] if channels == "all" else ["channel 0 only, the blog's way"]
     tag = f"({', '.join(how)}) " if how else ""
-    return judged(f"{tag}Networks differ a lot: error bars (std over networks of the log) of about 1",
+    key = ("" if reading == "log10" else f"{slug(reading)}_") + "networks_differ" + (
+        "" if channels == "all" else f"_{slug(channels)}_channel")
+    return judged(key, f"{tag}Networks differ a lot: error bars (std over networks of the log) of about 1",
                   f"≈ 0.5 .. 1.3 {unit}", f"{spread.min():.2g} .. {spread.max():.2g} {unit} "
                   f"(mean {spread.mean():.2g}, {n_seeds} networks)",
                   at_least(spread.mean(), 0.4, partly=0.2), unjudged_reason(preset))

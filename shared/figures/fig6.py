@@ -178,29 +178,34 @@ def judge(table: pd.DataFrame, summary: pd.DataFrame, preset: str) -> list[Claim
     m = summary.loc["mean"]
     no_bn_share, bn_share = m["no_bn top-class share"], m["bn top-class share"]
     return [
-        judged("Without BN one column is positive for almost every image: one class predicted for all (first batch)",
+        judged("no_bn_one_class_first_batch",
+               "Without BN one column is positive for almost every image: one class predicted for all (first batch)",
                "≈ all 128 images", f"top-class share {no_bn_share:.3g} (min over {len(table)} seeds "
                f"{table['no_bn top-class share'].min():.3g}); dominant fraction {m['no_bn fraction']:.3g}",
                holds(bool(no_bn_share >= 0.9), partly=bool(no_bn_share >= 0.5)), unless),
-        judged("With BN the largest gradients are spread over the classes (first batch)", "spread over classes",
+        judged("bn_spread_over_classes",
+               "With BN the largest gradients are spread over the classes (first batch)", "spread over classes",
                f"top-class share {bn_share:.3g}, dominant fraction {m['bn fraction']:.3g}; "
                f"{m['bn epoch columns']:.3g} effective columns over the epoch average",
                holds(bool(bn_share <= 0.4 and m["bn epoch columns"] >= 3),
                      partly=bool(bn_share < no_bn_share - 0.2)), unless),
-        judged("Without BN the same column dominates over many batches (the blog's epoch average)",
+        judged("no_bn_same_column_over_batches",
+               "Without BN the same column dominates over many batches (the blog's epoch average)",
                "(blog: one, sometimes two or three columns)",
                f"dominant fraction {m['no_bn epoch fraction']:.3g}, {m['no_bn epoch columns']:.3g} effective "
                f"columns (with BN {m['bn epoch fraction']:.3g}, {m['bn epoch columns']:.3g})",
                holds(bool(m["no_bn epoch columns"] <= 3),
                      partly=bool(m["no_bn epoch columns"] < m["bn epoch columns"])), unless),
-        judged("With BN the positive gradients are faint: no confident prediction (paper's colours)",
+        judged("bn_faint_gradients",
+               "With BN the positive gradients are faint: no confident prediction (paper's colours)",
                "faint, well below the no-BN column's +0.004",
                f"top probability {m['bn top p']:.3g} with BN (faint: at most {FAINT_TOP_P}) vs "
                f"{m['no_bn top p']:.3g} without; dominant column gradient {m['bn column gradient']:.2g} vs "
                f"{m['no_bn column gradient']:.2g}",
                holds(bool(m["bn top p"] <= FAINT_TOP_P), partly=bool(m["bn top p"] <= m["no_bn top p"] - 0.2)),
                unless),
-        judged("Without BN the dominant column's gradients reach the top of the colour scale", "≈ +0.004 or more",
+        judged("no_bn_column_top_of_scale",
+               "Without BN the dominant column's gradients reach the top of the colour scale", "≈ +0.004 or more",
                f"{m['no_bn column gradient']:.2g} (mean over the batch; with BN {m['bn column gradient']:.2g})",
                holds(bool(m["no_bn column gradient"] >= 0.003), partly=bool(m["no_bn column gradient"] > 0)),
                unless),

@@ -150,16 +150,18 @@ def judge(by_depth: pd.DataFrame, n_seeds: int, preset: str) -> list[Claim]:
     fractions, spread = by_depth["fraction < 0.1"], by_depth["max / median"]
     gap = law_gap(by_depth)
     return [
-        judged(f"The largest singular value tends to sqrt((M+1)^(M+1)/M^M) (M = {listed(by_depth.index)})",
+        judged("largest_singular_value_limit",
+               f"The largest singular value tends to sqrt((M+1)^(M+1)/M^M) (M = {listed(by_depth.index)})",
                PAPER_LIMITS, f"{listed(by_depth['max'])} (mean of {n_seeds} seeds; "
                f"{listed(100 * (ratio - 1), 2)} % off)", holds(off < 0.03, partly=off < 0.1), unless),
-        judged("Depth piles up tiny singular values (the spike at 0 grows with M)", "spike at 0 grows with M",
+        judged("tiny_values_pile_up",
+               "Depth piles up tiny singular values (the spike at 0 grows with M)", "spike at 0 grows with M",
                f"fraction below 0.1: {listed(fractions)}",
                holds(fractions.is_monotonic_increasing and fractions.iloc[-1] > 2 * fractions.iloc[0]), unless),
-        judged("Depth stretches the spectrum: a few large values, the bulk shrinking",
+        judged("spectrum_stretches", "Depth stretches the spectrum: a few large values, the bulk shrinking",
                "largest 2 → 3.86 while the bulk moves to 0", f"largest / median: {listed(spread)}",
                holds(spread.is_monotonic_increasing and by_depth["median"].is_monotonic_decreasing), unless),
-        judged("(our check) The spectra follow the large-N Fuss–Catalan law", "not in the paper",
+        judged("fuss_catalan_law", "(our check) The spectra follow the large-N Fuss–Catalan law", "not in the paper",
                f"largest gap: {gap:.2g} (fraction below 0.1, absolute; median, relative)",
                holds(gap < 0.02, partly=gap < 0.1), unless),
     ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..claims import Claim, holds, judged, unjudged_reason
+from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, train_config
 from ..results import config_runs
 from .fig3 import first_above, reduced_config
@@ -106,15 +106,18 @@ def judge(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]:
         capped = min(step, largest_size)
         ratio = capped / plain.get("Fig 3: stable step", np.nan)
         out += [
-            judged(f"{label}: the activations do not grow with depth (Fig 5, layer 6 to 102)",
+            judged(f"{slug(label)}_no_growth",
+                   f"{label}: the activations do not grow with depth (Fig 5, layer 6 to 102)",
                    "(the thesis: no explosion without BN)",
                    f"{growth:+.2g} decades (plain w/o BN {plain.get('Fig 5: growth (decades)', np.nan):+.2g})",
                    holds(bool(abs(growth) <= 1)), unless),
-            judged(f"{label}: large steps are safe (Fig 3's stable step ≥ 10x the plain network's w/o BN)",
+            judged(f"{slug(label)}_large_steps_safe",
+                   f"{label}: large steps are safe (Fig 3's stable step ≥ 10x the plain network's w/o BN)",
                    "(the thesis: no explosion, large steps)",
                    f"{'never within the sweep' if np.isinf(step) else f'{step:.2g}'}; {ratio:.3g}x the plain network's",
                    holds(bool(ratio >= 10), partly=bool(ratio > 1)), unless),
-            judged(f"{label}: no confident prediction at initialisation (Fig 6: mean top probability below 0.5)",
+            judged(f"{slug(label)}_no_confident_prediction",
+                   f"{label}: no confident prediction at initialisation (Fig 6: mean top probability below 0.5)",
                    "(the thesis: the output does not explode)",
                    f"top probability {top_p:.2g} (plain w/o BN {plain.get('Fig 6: top p', np.nan):.2g}); "
                    f"top-class share {share:.2g}", holds(bool(top_p < 0.5)), unless),
@@ -195,7 +198,8 @@ def training_claims(table: pd.DataFrame, preset: str) -> list[Claim]:
                             partly=bool(row["seeds"] and row["diverged"] == 0))
             preview = "" if preset == "paper" else (
                 f"{preset} preset, {row['seeds']:.0f} seed(s): a preview, not the paper's schedule")
-            out.append(judged(f"{label} trains at lr {lr:g}, where plain ResNet-110 w/o BN diverges",
+            out.append(judged(f"{slug(label)}_trains_at_lr_{slug(f'{lr:g}')}",
+                              f"{label} trains at lr {lr:g}, where plain ResNet-110 w/o BN diverges",
                               "(the thesis: no explosion, large rates)", ours, verdict,
                               unjudged_reason(preset, missing), note=preview))
     return out

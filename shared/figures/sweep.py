@@ -64,13 +64,15 @@ def judge(sweep: pd.DataFrame, preset: str) -> list[Claim]:
         return f"largest rate that trains: {rate:g}" if rate else "no rate trains"
 
     return [
-        judged("Without BN, rates above about 1e-4 diverge", "larger rates diverge (not shown)",
+        judged("no_bn_rates_above_1e_4_diverge",
+               "Without BN, rates above about 1e-4 diverge", "larger rates diverge (not shown)",
                (f"largest rate with no diverged run: {survives:g}" if survives else "every rate diverges")
                + f"; above it {int(above.diverged.sum())} of {int(above.seeds.sum())} runs diverge",
                NO if survives is None else within_range(survives, 3e-5, 3.2e-4), unless=unless),
-        judged("Without BN the largest rate that trains is about 1e-4", "1e-4", describe(no_bn),
+        judged("no_bn_largest_rate_1e_4",
+               "Without BN the largest rate that trains is about 1e-4", "1e-4", describe(no_bn),
                PARTLY if no_bn is None else within_range(no_bn, 3e-5, 3.2e-4), unless=unless or full),
-        judged("With BN much larger rates train", "0.1 trains (1e-4 without BN)",
+        judged("bn_larger_rates_train", "With BN much larger rates train", "0.1 trains (1e-4 without BN)",
                f"{describe(with_bn)}; without BN no run diverges up to {survives:g}" if survives
                else describe(with_bn),
                PARTLY if with_bn is None or survives is None else at_least(with_bn, 100 * survives),

@@ -126,20 +126,24 @@ def judge(means: pd.DataFrame, n_seeds: int, batch_size: int, preset: str) -> li
     separation = bn_ratio / no_bn_ratio
     n_layers = len(means)
     return [
-        judged("Without BN Σ|g_b| and |Σ g_b| are close (the examples agree on the sign)", "close (ratio ≈ 1)",
+        judged("no_bn_sums_close",
+               "Without BN Σ|g_b| and |Σ g_b| are close (the examples agree on the sign)", "close (ratio ≈ 1)",
                f"ratio {no_bn_ratio.min():.3g}–{no_bn_ratio.max():.3g} over {n_layers} layers "
                f"(mean {no_bn_ratio.mean():.3g}; {n_seeds} seeds)",
                holds(no_bn_ratio.max() < 2, partly=no_bn_ratio.max() < sqrt_b / 2), unless),
-        judged("With BN they differ by about two orders of magnitude", f"≈ {TABLE1_RATIO['bn']:.0f}x",
+        judged("bn_two_orders_apart",
+               "With BN they differ by about two orders of magnitude", f"≈ {TABLE1_RATIO['bn']:.0f}x",
                f"ratio {bn_ratio.min():.3g}–{bn_ratio.max():.3g} (mean {bn_ratio.mean():.3g})",
                holds(30 <= bn_ratio.mean() <= 300, partly=bn_ratio.mean() > 3 * no_bn_ratio.mean()), unless),
-        judged("With BN the examples disagree far more than without, at every layer", "every layer shown",
+        judged("bn_disagree_every_layer",
+               "With BN the examples disagree far more than without, at every layer", "every layer shown",
                f"{int((separation > 3).sum())} of {n_layers} layers; BN ratio / no-BN ratio "
                f"{separation.min():.3g}–{separation.max():.3g}", holds((separation > 3).all()), unless),
-        judged("(our reading) With BN the contributions cancel like independent random signs",
+        judged("bn_random_signs", "(our reading) With BN the contributions cancel like independent random signs",
                "not in the paper", f"ratio {bn_ratio.mean():.3g} vs √B = {sqrt_b:.3g}",
                holds(0.5 <= bn_ratio.mean() / sqrt_b <= 2), unless),
-        judged("(our reading) Averaged entry by entry (median of each entry's ratio) the gap is larger",
+        judged("entry_median_gap_larger",
+               "(our reading) Averaged entry by entry (median of each entry's ratio) the gap is larger",
                "not stated", f"with BN {bn_entry.min():.3g}–{bn_entry.max():.3g} (mean {bn_entry.mean():.3g}); "
                f"w/o BN {no_bn_entry.min():.3g}–{no_bn_entry.max():.3g}",
                holds(30 <= bn_entry.mean() <= 300, partly=bool(bn_entry.mean() > bn_ratio.mean())), unless),
@@ -180,7 +184,8 @@ def statistic_claim(stats: pd.DataFrame, preset: str) -> Claim:
     shown = "; ".join(f"{name} {row['with BN: mean']:.3g} / {row['w/o BN: mean']:.3g}"
                       for name, row in stats.iterrows() if not np.isnan(row["with BN: mean"]))
     named = fits or apart
-    return judged("(ablation) Some way of averaging gives ≈100x with BN and ≈1 without",
+    return judged("ablation_averaging_gives_paper_pair",
+                  "(ablation) Some way of averaging gives ≈100x with BN and ≈1 without",
                   "≈ 100x / close", f"with BN / w/o BN: {shown}" + (f" — {'fits' if fits else '≈100x with BN'}: "
                                                                     f"{', '.join(named)}" if named else ""),
                   holds(bool(fits), partly=bool(apart)), unjudged_reason(preset))
