@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.figures import fig3
+from shared.figures import fig3, relative_loss
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 
 SIZES = [1e-4, 1e-3, 1e-2, 0.1, 1.0]
@@ -38,31 +38,31 @@ def runs(*results):
 def test_batches_are_the_stored_names():
     class Cfg:
         probe_batches = (1, 4, 7)
-    assert fig3.batches(Cfg) == ["1", "4", "7"]
+    assert relative_loss.batches(Cfg) == ["1", "4", "7"]
 
 
 def test_curve_turns_none_into_nan():
-    curve = fig3.curve(result(), "no_bn", "1")
+    curve = relative_loss.curve(result(), "no_bn", "1")
     assert curve[:3].tolist() == [0.5, 2e3, 2e7] and np.isnan(curve[3:]).all()
 
 
 def test_first_above_counts_a_non_finite_loss_as_exceeding():
     r = result()
-    assert fig3.first_above(r, "no_bn", "1", 1e3) == 1e-3
-    assert fig3.first_above(r, "no_bn", "1", 1e6) == 1e-2
-    assert fig3.first_above(r, "no_bn", "1", 1e9) == 0.1  # the first None
-    assert fig3.first_above(r, "bn", "1", 1e3) == math.inf
+    assert relative_loss.first_above(r, "no_bn", "1", 1e3) == 1e-3
+    assert relative_loss.first_above(r, "no_bn", "1", 1e6) == 1e-2
+    assert relative_loss.first_above(r, "no_bn", "1", 1e9) == 0.1  # the first None
+    assert relative_loss.first_above(r, "bn", "1", 1e3) == math.inf
 
 
 def test_probe_row_reads_the_range_up_to_the_papers_largest_step():
-    bn = fig3.probe_row(result(), "bn", "4")
+    bn = relative_loss.probe_row(result(), "bn", "4")
     assert bn["lr"] == 0.1 and bn["first s > 1e3"] == math.inf
     assert bn["best relative loss"] == 0.5 and bn["best s"] == 1e-3
     assert bn["max ratio, s ≤ 0.1"] == 1.2  # s = 0.1 included, s = 1 not
     assert bn["min ratio, s ≤ 0.1"] == 0.5
-    no_bn = fig3.probe_row(result(), "no_bn", "1")
+    no_bn = relative_loss.probe_row(result(), "no_bn", "1")
     assert no_bn["max ratio, s ≤ 0.1"] == math.inf and no_bn["min ratio, s ≤ 0.1"] == 0.5
-    never = fig3.probe_row(result(no_bn=(None,) * 5), "no_bn", "1")
+    never = relative_loss.probe_row(result(no_bn=(None,) * 5), "no_bn", "1")
     assert never["best relative loss"] is None and np.isnan(never["best s"])
 
 

@@ -31,8 +31,9 @@ from ..claims import NOT_JUDGED, Claim, holds, judged, slug, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, ProbeConfig, check_choice, divergence_config, sweep_rates
 from ..data import Cifar10
 from ..results import Store, config_runs
-from .fig3 import first_above, reduced_config
+from .fig3 import reduced_config
 from .protocol import Source, experiment_config, probe_runs, training_preset
+from .relative_loss import first_above
 
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 # the preset's ladder: smoke keeps to the two smallest networks

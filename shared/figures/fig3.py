@@ -23,11 +23,11 @@ from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import DEFAULT_INIT, ProbeConfig, added, check_choice
 from ..data import Cifar10, TrainLoader
 from .protocol import Source, experiment_config, probe_runs
+from .relative_loss import (NETWORKS, batch_means, batches, by_batch, curve, median_table, probe_table,
+                            within)
 
 EXPERIMENT = "fig3_relative_loss"
 
-NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
-PAPER_X_MAX = 0.1  # the largest step size of the paper's figure
 PAPER_Y_MIN = 1e-2  # the bottom of the paper's axis
 Y_MAX = 1e8  # the top of ours
 
@@ -111,53 +111,6 @@ def measure_relative_loss(cfg: RelativeLossConfig, data: Cifar10, seed: int) -> 
     return result
 
 
-def batches(cfg) -> list[str]:
-    """The probed mini-batches of a configuration, as the stored results name them."""
-    return [str(b) for b in cfg.probe_batches]
-
-
-def curve(result: dict, name: str, batch: str) -> np.ndarray:
-    """The relative loss for each step size; non-finite values (stored as None) become NaN."""
-    return np.array(result[name]["batches"][batch]["relative_loss"], dtype=float)
-
-
-def first_above(result: dict, name: str, batch: str, threshold: float) -> float:
-    """The smallest step size whose relative loss exceeds `threshold` (a non-finite loss counts
-    as exceeding), or inf if none does."""
-    ratios = curve(result, name, batch)
-    above = np.isnan(ratios) | (ratios > threshold)
-    return np.array(result["sizes"])[above.argmax()] if above.any() else np.inf
-
-
-def probe_row(result: dict, name: str, batch: str) -> dict:
-    """One network and mini-batch of a run: the training rate, the first step sizes past 10^3 and
-    10^6, the best relative loss and its step size (NaN where no loss is finite), and the largest
-    (inf if any is not finite) and smallest relative loss up to s = 0.1."""
-    probe = result[name]["batches"][batch]
-    ratios = curve(result, name, batch)
-    upto = np.array(result["sizes"]) <= PAPER_X_MAX * (1 + 1e-9)
-    best = probe["best_relative_loss"]  # None: no finite loss at any step (nor a best step)
-    return {"lr": result[name]["lr"],
-            "first s > 1e3": first_above(result, name, batch, 1e3),
-            "first s > 1e6": first_above(result, name, batch, 1e6),
-            "best relative loss": best, "best s": np.nan if best is None else probe["best_size"],
-            "max ratio, s ≤ 0.1": np.inf if np.isnan(ratios[upto]).any() else ratios[upto].max(),
-            "min ratio, s ≤ 0.1": np.fmin.reduce(ratios[upto])}
-
-
-def probe_table(runs: list[dict], batches: list[str]) -> pd.DataFrame:
-    """`probe_row` for every run, network and mini-batch, indexed by network, mini-batch, seed."""
-    table = pd.DataFrame([{"seed": r["provenance"]["seed"], "network": name, "mini-batch": int(batch),
-                           **probe_row(r["result"], name, batch)}
-                          for r in runs for name in NETWORKS for batch in batches])
-    return table.set_index(["network", "mini-batch", "seed"]).sort_index()
-
-
-def batch_means(table: pd.DataFrame) -> pd.DataFrame:
-    """The mean over seeds of every column, per network and mini-batch."""
-    return table.groupby(level=["network", "mini-batch"]).mean()
-
-
 def y_floor(results: list[dict], batches: list[str]) -> dict[str, float]:
     """Per network, half the smallest relative loss over every run and mini-batch: the lower y
     limit where our curves dip below the paper's 1e-2."""
@@ -207,23 +160,6 @@ def plot_overlay(axes, shown: dict, results: list[dict], batches: list[str],
                ylim=(min(PAPER_Y_MIN, *floor.values()), Y_MAX), xlabel="step size", title=label)
         ax.legend(loc="upper left")
     axes[0].set_ylabel("relative loss")
-
-
-def within(values: pd.Series, low: float, high: float) -> str:
-    """yes if every value is inside [low, high] within a factor 2 (reading a log axis); partly if
-    all are within a factor 10, or some within the factor 2; else no."""
-    inside = (values >= low / 2) & (values <= high * 2)
-    near = (values >= low / 10) & (values <= high * 10)
-    return holds(bool(inside.all()), partly=bool(near.all() or inside.any()))
-
-
-def by_batch(values: pd.Series) -> str:
-    """"mini-batch 1: a, 4: b..c, ...": the value (or its range over seeds) for each mini-batch."""
-    parts = []
-    for batch, v in values.groupby(level="mini-batch"):
-        lo, hi = v.min(), v.max()
-        parts.append(f"{batch}: {lo:.2g}" + ("" if lo == hi else f"..{hi:.2g}"))
-    return "mini-batch " + ", ".join(parts)
 
 
 def judge(table: pd.DataFrame, largest_size: float, first_batch: int, preset: str) -> list[Claim]:
@@ -292,17 +228,6 @@ def ablation_configs(cfg) -> dict:
     fields and the variant's change."""
     return {name: reduced_config(cfg, ABLATION_BATCHES, ABLATION_SIZES, **change) if change else cfg
             for name, change in VARIANTS.items()}
-
-
-def median_table(found: dict[str, list[dict]], batches: list[str], columns: list[str], level: str) -> pd.DataFrame:
-    """Per entry of `found` with runs (index level `level`), network and mini-batch: the median
-    over seeds of `probe_table`'s `columns`, and the number of seeds."""
-    frames = []
-    for label, runs in found.items():
-        if runs:
-            grouped = probe_table(runs, batches).groupby(level=["network", "mini-batch"])
-            frames.append(grouped[columns].median().assign(seeds=grouped.size(), **{level: label}))
-    return pd.concat(frames).reset_index().set_index([level, "network", "mini-batch"])
 
 
 def ablation_table(runs: dict[str, list[dict]]) -> pd.DataFrame:

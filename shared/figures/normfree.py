@@ -21,9 +21,10 @@ import pandas as pd
 from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, train_config
 from ..results import config_runs
-from .fig3 import first_above, reduced_config
+from .fig3 import reduced_config
 from .fig6 import network_stats
 from .protocol import Source, probe_runs, training_preset
+from .relative_loss import first_above
 
 # label -> (config fields, the network's key in a stored run). Both schemes use option-A shortcuts
 # (subsample and zero-pad: Fixup's authors' choice), so that no unnormalised convolution stays on
