@@ -32,10 +32,9 @@ def run(seed: int, layers: dict[int, tuple[float, float]], entry: float | None =
 def means_of(bn, no_bn, bn_entry=None, no_bn_entry=None) -> pd.DataFrame:
     """`table1.layer_means`'s table of one seed with these ratios per layer."""
     n = len(bn)
-    columns = {("with BN", "ratio"): bn, ("w/o BN", "ratio"): no_bn,
-               ("with BN", "entry ratio (median)"): bn_entry or bn,
-               ("w/o BN", "entry ratio (median)"): no_bn_entry or no_bn,
-               ("with BN", "Σ|g_b|"): [1.0] * n, ("w/o BN", "Σ|g_b|"): [1.0] * n}
+    columns = {("bn", "ratio"): bn, ("no_bn", "ratio"): no_bn,
+               ("bn", "entry_ratio_median"): bn_entry or bn, ("no_bn", "entry_ratio_median"): no_bn_entry or no_bn,
+               ("bn", "sum_abs"): [1.0] * n, ("no_bn", "sum_abs"): [1.0] * n}
     frame = pd.DataFrame(columns, index=pd.Index(range(2, 2 + 10 * n, 10), name="layer"))
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     return frame
@@ -53,15 +52,16 @@ def test_contribution_table_means_stds_and_seed_ratios():
     runs = [run(1, {20: (12.0, 1.5), 2: (10.0, 1.0)}), run(0, {20: (16.0, 2.5), 2: (14.0, 1.0)}, entry=None)]
     long = table1.contribution_table(runs)
     assert list(long.index) == [(2, 0), (2, 1), (20, 0), (20, 1)]
-    assert set(long.columns.get_level_values(0)) == {"with BN", "w/o BN"}
-    assert long.loc[(2, 1), ("w/o BN", "Σ|g_b|")] == 1.0 and long.loc[(20, 1), ("with BN", "ratio")] == 12.0
-    assert math.isnan(long.loc[(2, 0), ("with BN", "entry ratio (median)")])  # absent in seed 0's run
+    assert set(long.columns.get_level_values(0)) == {"bn", "no_bn"}
+    assert long.loc[(2, 1), ("no_bn", "sum_abs")] == 1.0 and long.loc[(20, 1), ("bn", "ratio")] == 12.0
+    assert math.isnan(long.loc[(2, 0), ("bn", "entry_ratio_median")])  # absent in seed 0's run
     assert seed_count(long) == 2
     means, stds = table1.layer_means(long), table1.layer_stds(long)
-    assert means.loc[2, ("with BN", "ratio")] == 12.0 and means.loc[20, ("w/o BN", "ratio")] == 2.0
-    assert means.loc[2, ("with BN", "entry ratio (median)")] == 2.0  # the mean skips the missing one
-    assert stds.loc[20, ("with BN", "ratio")] == pytest.approx(4 / math.sqrt(2))  # sample std of 12, 16
-    assert stds.loc[2, ("w/o BN", "ratio")] == 0.0
+    assert means.loc[2, ("bn", "ratio")] == 12.0 and means.loc[20, ("no_bn", "ratio")] == 2.0
+    assert means.loc[2, ("bn", "entry_ratio_median")] == 2.0  # the mean skips the missing one
+    assert stds.loc[20, ("bn", "ratio")] == pytest.approx(4 / math.sqrt(2))  # sample std of 12, 16
+    assert stds.loc[2, ("no_bn", "ratio")] == 0.0
+    assert table1.shown(means).loc[2, ("with BN", "entry ratio (median)")] == 2.0  # as the notebook shows it
     ratios = table1.seed_ratios(long)
     assert list(ratios.columns) == ["with BN, seed 0", "with BN, seed 1", "w/o BN, seed 0", "w/o BN, seed 1"]
     assert ratios.loc[20, "w/o BN, seed 0"] == 2.5
@@ -148,20 +148,22 @@ def test_statistics_table_and_pooled_ratio():
     long = table1.contribution_table([full_run(0, bn, no_bn)])
     t = table1.statistics_table(long)
     assert list(t.index) == [*table1.STATISTICS, table1.POOLED]
-    assert t.loc["ratio of averages (ours)", "with BN: mean"] == pytest.approx((10 + 15) / 2)
-    assert t.loc["ratio of averages (ours)", "with BN: max"] == pytest.approx(15)
-    assert t.loc["mean of entry ratios", "with BN: mean"] == pytest.approx(100)
-    assert t.loc[table1.POOLED, "with BN: mean"] == pytest.approx(1000 / 70)
-    assert t.loc[table1.POOLED, "w/o BN: mean"] == pytest.approx((10 + 45) / 40)
+    assert t.loc["ratio", ("bn", "mean")] == pytest.approx((10 + 15) / 2)
+    assert t.loc["ratio", ("bn", "max")] == pytest.approx(15)
+    assert t.loc["entry_ratio_mean", ("bn", "mean")] == pytest.approx(100)
+    assert t.loc[table1.POOLED, ("bn", "mean")] == pytest.approx(1000 / 70)
+    assert t.loc[table1.POOLED, ("no_bn", "mean")] == pytest.approx((10 + 45) / 40)
+    shown = table1.shown_statistics(t)  # as the notebook shows it
+    assert shown.loc["ratio of averages, layers pooled", "w/o BN: mean"] == t.loc[table1.POOLED, ("no_bn", "mean")]
     claim = table1.statistic_claim(t, "paper")
     assert claim.verdict == YES and claim.ours.endswith("fits: mean of entry ratios")
     assert "median of entry ratios 25 / 1" in claim.ours
-    t.loc["mean of entry ratios", "w/o BN: mean"] = 5  # 100x with BN, 20x apart: partly
+    t.loc["entry_ratio_mean", ("no_bn", "mean")] = 5  # 100x with BN, 20x apart: partly
     partly = table1.statistic_claim(t, "paper")
     assert partly.verdict == PARTLY and partly.ours.endswith("≈100x with BN: mean of entry ratios")
-    t.loc["mean of entry ratios", "w/o BN: mean"] = 20  # only 5x apart
+    t.loc["entry_ratio_mean", ("no_bn", "mean")] = 20  # only 5x apart
     assert table1.statistic_claim(t, "paper").verdict == NO
-    t.loc["mean of entry ratios", "with BN: mean"] = 20
+    t.loc["entry_ratio_mean", ("bn", "mean")] = 20
     assert table1.statistic_claim(t, "paper").verdict == NO
     assert table1.statistic_claim(t, "smoke").verdict == NOT_JUDGED
 
@@ -169,5 +171,5 @@ def test_statistics_table_and_pooled_ratio():
 def test_statistics_table_of_runs_stored_before_the_new_statistics():
     long = table1.contribution_table([run(0, {2: (10.0, 1.0)})])  # no mean, norm or entries stored
     t = table1.statistics_table(long)
-    assert table1.POOLED not in t.index and np.isnan(t.loc["ratio of norms", "with BN: mean"])
-    assert t.loc["ratio of averages (ours)", "with BN: mean"] == pytest.approx(10)
+    assert table1.POOLED not in t.index and np.isnan(t.loc["norm_ratio", ("bn", "mean")])
+    assert t.loc["ratio", ("bn", "mean")] == pytest.approx(10)

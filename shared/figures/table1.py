@@ -26,15 +26,18 @@ from .protocol import NetworkRuns, Source, network_runs
 
 EXPERIMENT = "table1_contributions"
 
-NETS = {"bn": "with BN", "no_bn": "w/o BN"}  # the run's keys -> the tables' names
+# The tables are keyed by the stored runs' names: the networks ("bn", "no_bn") and their statistics
+# per layer ("sum_abs", ...); these are their labels in the plots and in the tables as shown (`shown`)
+NETS = {"bn": "with BN", "no_bn": "w/o BN"}
 STATS = {"sum_abs": "Σ|g_b|", "abs_sum": "|Σ g_b|", "ratio": "ratio", "entry_ratio_median": "entry ratio (median)",
          "entry_ratio_mean": "entry ratio (mean)", "norm_ratio": "norm ratio", "entries": "entries"}
 # The statistics the paper may have reported as "the" ratio (it does not say), as the ablation
-# compares them: per layer, averaged over layers and seeds; "pooled": one ratio of averages over
-# every entry of every layer shown
-STATISTICS = {"ratio of averages (ours)": "ratio", "median of entry ratios": "entry ratio (median)",
-              "mean of entry ratios": "entry ratio (mean)", "ratio of norms": "norm ratio"}
-POOLED = "ratio of averages, layers pooled"
+# compares them: per layer, averaged over layers and seeds; POOLED: one ratio of averages over
+# every entry of every layer shown. Their keys, and their names in the claims and the shown table
+STATISTICS = {"ratio": "ratio of averages (ours)", "entry_ratio_median": "median of entry ratios",
+              "entry_ratio_mean": "mean of entry ratios", "norm_ratio": "ratio of norms"}
+POOLED = "pooled_ratio"
+STATISTIC_NAMES = {**STATISTICS, POOLED: "ratio of averages, layers pooled"}
 
 
 # ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
@@ -55,14 +58,19 @@ def measure_contributions(cfg: ContributionConfig, data: Cifar10, seed: int) -> 
 
 
 def contribution_table(runs: list[dict]) -> pd.DataFrame:
-    """Rows (layer, seed), columns (network, quantity): every run's numbers (NaN where a run
-    lacks a quantity)."""
+    """Rows (layer, seed), columns (network, statistic), the keys of NETS and STATS: every run's
+    numbers (NaN where a run lacks a statistic)."""
     long = pd.DataFrame([{"layer": int(k), "seed": r["provenance"]["seed"],
-                          **{(NETS[name], label): r["result"][name][k].get(stat, float("nan"))
-                             for name in NETS for stat, label in STATS.items()}}
+                          **{(name, stat): r["result"][name][k].get(stat, float("nan"))
+                             for name in NETS for stat in STATS}}
                          for r in runs for k in r["result"]["bn"]]).set_index(["layer", "seed"]).sort_index()
     long.columns = pd.MultiIndex.from_tuples(long.columns)
     return long
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """A table with (network, statistic) columns as the notebook shows it: by their labels."""
+    return table.rename(columns={**NETS, **STATS})
 
 
 def layer_means(long: pd.DataFrame) -> pd.DataFrame:
@@ -76,9 +84,9 @@ def layer_stds(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_ratios(long: pd.DataFrame) -> pd.DataFrame:
-    """The ratio per layer (rows) and network and seed (columns "with BN, seed 0", ...)."""
+    """The ratio per layer (rows) and network and seed, as shown (columns "with BN, seed 0", ...)."""
     ratios = long.xs("ratio", axis=1, level=1).unstack("seed")
-    ratios.columns = [f"{net}, seed {s}" for net, s in ratios.columns]
+    ratios.columns = [f"{NETS[net]}, seed {s}" for net, s in ratios.columns]
     return ratios
 
 
@@ -93,17 +101,17 @@ def plot_contributions(axes, means: pd.DataFrame, stds: pd.DataFrame, sqrt_b: fl
     layers = means.index.to_numpy()
     axes[1].sharey(axes[0])  # the same scale: without BN the contributions are far larger
     x, width = np.arange(len(layers)), 0.38
-    for ax, net in zip(axes[:2], NETS.values()):
-        for i, label in enumerate(("Σ|g_b|", "|Σ g_b|")):
-            ax.bar(x + (i - 0.5) * width, means[net, label], width, yerr=stds[net, label].fillna(0),
-                   color=f"C{i}", label=label, capsize=2)
-        ax.set(yscale="log", title=net, xlabel="layer", ylabel="mean over kernel entries",
+    for ax, net in zip(axes[:2], NETS):
+        for i, stat in enumerate(("sum_abs", "abs_sum")):
+            ax.bar(x + (i - 0.5) * width, means[net, stat], width, yerr=stds[net, stat].fillna(0),
+                   color=f"C{i}", label=STATS[stat], capsize=2)
+        ax.set(yscale="log", title=NETS[net], xlabel="layer", ylabel="mean over kernel entries",
                xticks=x, xticklabels=layers)
     axes[0].legend()
     ax = axes[2]
-    for i, net in enumerate(NETS.values()):
+    for i, (net, label) in enumerate(NETS.items()):
         ax.bar(x + (i - 0.5) * width, means[net, "ratio"], width, yerr=stds[net, "ratio"].fillna(0),
-               color=f"C{i + 2}", label=net, capsize=2)
+               color=f"C{i + 2}", label=label, capsize=2)
     for level, text, style in ((TABLE1_RATIO["bn"], "paper ~100", "--"), (sqrt_b, f"√B = {sqrt_b:.3g}", ":"),
                                (1, "1 (all agree)", "-.")):
         ax.axhline(level, color="k", ls=style, lw=1, label=text)
@@ -121,8 +129,8 @@ def judge(means: pd.DataFrame, n_seeds: int, batch_size: int, preset: str) -> li
     Not judged for the smoke preset."""
     unless = unjudged_reason(preset)
     sqrt_b = random_sign_ratio(batch_size)
-    bn_ratio, no_bn_ratio = means["with BN", "ratio"], means["w/o BN", "ratio"]
-    bn_entry, no_bn_entry = means["with BN", "entry ratio (median)"], means["w/o BN", "entry ratio (median)"]
+    bn_ratio, no_bn_ratio = means["bn", "ratio"], means["no_bn", "ratio"]
+    bn_entry, no_bn_entry = means["bn", "entry_ratio_median"], means["no_bn", "entry_ratio_median"]
     separation = bn_ratio / no_bn_ratio
     n_layers = len(means)
     return [
@@ -154,39 +162,44 @@ def pooled_ratio(long: pd.DataFrame, net: str) -> pd.Series:
     """Per seed, one ratio of averages over every entry of every layer shown: Σ_layers n_l a_l /
     Σ_layers n_l b_l, with a_l, b_l the layer's averages and n_l its number of entries."""
     n = long[net, "entries"]
-    a, b = (long[net, "Σ|g_b|"] * n).groupby("seed").sum(), (long[net, "|Σ g_b|"] * n).groupby("seed").sum()
+    a, b = (long[net, "sum_abs"] * n).groupby("seed").sum(), (long[net, "abs_sum"] * n).groupby("seed").sum()
     return a / b
 
 
 def statistics_table(long: pd.DataFrame) -> pd.DataFrame:
-    """Rows: the candidate statistics (STATISTICS, then POOLED); columns: per network, the mean
-    over layers and seeds and the range over layers of the per-layer means (NaN where the stored
-    runs predate a statistic)."""
+    """Rows: the candidate statistics (STATISTICS' keys, then POOLED); columns (network, "mean" /
+    "min" / "max"): the mean over layers and seeds and the range over layers of the per-layer
+    means (NaN where the stored runs predate a statistic)."""
     means = layer_means(long)
-    rows = {}
-    for name, column in STATISTICS.items():
-        rows[name] = {f"{net}: {key}": value for net in NETS.values()
-                      for key, value in (("mean", means[net, column].mean()), ("min", means[net, column].min()),
-                                         ("max", means[net, column].max()))}
+    rows = {stat: {(net, what): getattr(means[net, stat], what)() for net in NETS for what in ("mean", "min", "max")}
+            for stat in STATISTICS}
     if long.xs("entries", axis=1, level=1).notna().all().all():
-        rows[POOLED] = {f"{net}: {key}": pooled_ratio(long, net).mean() if key == "mean" else np.nan
-                        for net in NETS.values() for key in ("mean", "min", "max")}
+        rows[POOLED] = {(net, what): pooled_ratio(long, net).mean() if what == "mean" else np.nan
+                        for net in NETS for what in ("mean", "min", "max")}
     return pd.DataFrame(rows).T
+
+
+def shown_statistics(stats: pd.DataFrame) -> pd.DataFrame:
+    """`statistics_table` as the notebook shows it: rows by name, columns "with BN: mean", ..."""
+    out = stats.rename(index=STATISTIC_NAMES)
+    out.columns = [f"{NETS[net]}: {what}" for net, what in stats.columns]
+    return out
 
 
 def statistic_claim(stats: pd.DataFrame, preset: str) -> Claim:
     """(ablation) Which statistic gives the paper's pair, ≈100x with BN (within [30, 300]) and
     close without (below 2)? Yes naming the statistics that do; partly if one gives ≈100x with BN
     and at least 10x less without; no otherwise."""
-    hundred = [name for name, row in stats.iterrows() if 30 <= row["with BN: mean"] <= 300]
-    fits = [name for name in hundred if stats.loc[name, "w/o BN: mean"] < 2]
-    apart = [name for name in hundred if stats.loc[name, "with BN: mean"] >= 10 * stats.loc[name, "w/o BN: mean"]]
-    shown = "; ".join(f"{name} {row['with BN: mean']:.3g} / {row['w/o BN: mean']:.3g}"
-                      for name, row in stats.iterrows() if not np.isnan(row["with BN: mean"]))
+    bn, no_bn = stats["bn", "mean"], stats["no_bn", "mean"]
+    hundred = [stat for stat in stats.index if 30 <= bn[stat] <= 300]
+    fits = [STATISTIC_NAMES[stat] for stat in hundred if no_bn[stat] < 2]
+    apart = [STATISTIC_NAMES[stat] for stat in hundred if bn[stat] >= 10 * no_bn[stat]]
+    listed = "; ".join(f"{STATISTIC_NAMES[stat]} {bn[stat]:.3g} / {no_bn[stat]:.3g}"
+                      for stat in stats.index if not np.isnan(bn[stat]))
     named = fits or apart
     return judged("ablation_averaging_gives_paper_pair",
                   "(ablation) Some way of averaging gives ≈100x with BN and ≈1 without",
-                  "≈ 100x / close", f"with BN / w/o BN: {shown}" + (f" — {'fits' if fits else '≈100x with BN'}: "
+                  "≈ 100x / close", f"with BN / w/o BN: {listed}" + (f" — {'fits' if fits else '≈100x with BN'}: "
                                                                     f"{', '.join(named)}" if named else ""),
                   holds(bool(fits), partly=bool(apart)), unjudged_reason(preset))
 
