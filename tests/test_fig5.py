@@ -10,7 +10,7 @@ from shared.figures import fig5
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 
 LAYERS = (6, 18, 30, 42, 54, 66, 78, 90, 102, 110)
-MEANS, STDS = fig5.SERIES["no_bn", "abs_mean"], fig5.SERIES["no_bn", "std"]
+MEANS, STDS = "no_bn_abs_mean", "no_bn_std"
 
 
 def run(seed: int, no_bn_means, no_bn_stds, bn=lambda k: 0.001 * k, offset: float = 0.0, layers=LAYERS) -> dict:
@@ -43,7 +43,9 @@ def test_log_profile_is_log10_by_layer_and_seed():
     assert list(logs.index.get_level_values("layer")) == list(LAYERS)
     assert logs.loc[(18, 3), MEANS] == pytest.approx(-1 + 0.12)
     assert logs.loc[(110, 3), STDS] == pytest.approx(0.02 * 104)
-    assert logs.loc[(6, 3), fig5.SERIES["bn", "std"]] == pytest.approx(0.5)
+    assert logs.loc[(6, 3), "bn_std"] == pytest.approx(0.5)
+    assert list(logs.columns) == list(fig5.CURVES) == list(fig5.SERIES)
+    assert fig5.shown(logs).loc[(6, 3), "channel stds, with BN"] == pytest.approx(0.5)  # as the notebook shows it
 
 
 def test_profile_stats_mean_and_std_over_seeds():
@@ -70,7 +72,7 @@ def test_growth_of_lines_per_seed():
 
 def test_growth_table_has_a_row_per_series():
     table = fig5.growth_table(fig5.log_profile([run(0, line(0, 0.01), line(1, 0.02))]))
-    assert list(table.index) == list(fig5.SERIES.values())
+    assert list(table.index) == list(fig5.CURVES)
     assert table.loc[STDS, "slope / layer"] == pytest.approx(0.02)
 
 
@@ -161,7 +163,7 @@ def test_spread_and_readings_tables():
         net: {str(k): {stat: 10.0 ** FIG5_LOG[net, stat][i] for (n, stat) in FIG5_LOG if n == net}
               for i, k in enumerate(FIG5_LAYERS)} for net in ("bn", "no_bn")}}
     table = fig5.readings_table([on_paper])
-    assert list(table.columns) == ["ln", "log10"] and list(table.index) == list(fig5.SERIES.values())
+    assert list(table.columns) == ["ln", "log10"] and list(table.index) == list(fig5.CURVES)
     assert table["log10"].max() == pytest.approx(0, abs=1e-9) and table["ln"].min() > 0.1
 
 

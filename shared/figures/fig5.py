@@ -28,9 +28,11 @@ from .protocol import Source, experiment_config, probe_runs
 
 EXPERIMENT = "fig5_depth_profile"
 
-# the four curves of the figure: (network, stored statistic) -> label
-SERIES = {("bn", "abs_mean"): "channel means, with BN", ("bn", "std"): "channel stds, with BN",
-          ("no_bn", "abs_mean"): "channel means, w/o BN", ("no_bn", "std"): "channel stds, w/o BN"}
+# The four curves of the figure: their keys in the tables, "<network>_<stored statistic>" (the
+# stored runs' names), and their labels in the plots and the tables as shown (`shown`)
+CURVES = {f"{net}_{stat}": (net, stat) for net in ("bn", "no_bn") for stat in ("abs_mean", "std")}
+SERIES = {"bn_abs_mean": "channel means, with BN", "bn_std": "channel stds, with BN",
+          "no_bn_abs_mean": "channel means, w/o BN", "no_bn_std": "channel stds, w/o BN"}
 ARCHS = ("resnet110", "resnet101")  # the architectures compared besides the current one
 
 # the paper's numbers as the claims read them off its figure (log10): the means without BN grow
@@ -72,11 +74,11 @@ def measure_depth_profile(cfg: DepthConfig, data: Cifar10, seed: int) -> dict:
 
 
 def log_profile(runs: list[dict], reading: str = "log10") -> pd.DataFrame:
-    """Rows (layer, seed), columns the four SERIES: the log of the stored magnitudes under
-    `reading` (READINGS: log10 or the natural log)."""
+    """Rows (layer, seed), columns the four curves (CURVES' keys): the log of the stored magnitudes
+    under `reading` (READINGS: log10 or the natural log)."""
     factor = READINGS[reading]
     rows = [{"layer": int(k), "seed": r["provenance"]["seed"],
-             **{label: factor * np.log10(r["result"][name][k][stat]) for (name, stat), label in SERIES.items()}}
+             **{key: factor * np.log10(r["result"][name][k][stat]) for key, (name, stat) in CURVES.items()}}
             for r in runs for k in r["result"]["bn"]]
     return pd.DataFrame(rows).set_index(["layer", "seed"]).sort_index()
 
@@ -87,30 +89,35 @@ def profile_stats(logs: pd.DataFrame) -> pd.DataFrame:
     return logs.groupby("layer").agg(["mean", "std"])
 
 
-def growth(logs: pd.DataFrame, label: str) -> dict:
-    """How series `label` of `log_profile` grows with depth: the slope of a line fitted to it
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """A table keyed by the curves (in its rows or columns) as the notebook shows it: by their labels."""
+    return table.rename(index=SERIES, columns=SERIES)
+
+
+def growth(logs: pd.DataFrame, curve: str) -> dict:
+    """How curve `curve` of `log_profile` grows with depth: the slope of a line fitted to it
     against the layer over the convolution layers (every profiled layer but the last, the
     classifier's), per layer and per 12 layers (mean over seeds) with its std over seeds, the R² of
     the line fitted to the mean over seeds, and the mean curve's first and last values, their
     difference (first to last, in the log's units), its minimum and maximum."""
     layers = sorted(logs.index.get_level_values("layer").unique())
     conv = layers[:-1]
-    per_seed = logs.loc[conv, label].unstack("seed")
+    per_seed = logs.loc[conv, curve].unstack("seed")
     slopes = [np.polyfit(conv, per_seed[s], 1)[0] for s in per_seed]
     mean = per_seed.mean(axis=1).to_numpy()
     fitted = np.polyval(np.polyfit(conv, mean, 1), conv)
     r2 = 1 - np.sum((mean - fitted) ** 2) / np.sum((mean - mean.mean()) ** 2)
-    curve = logs[label].groupby("layer").mean()
+    values = logs[curve].groupby("layer").mean()
     return {"slope / layer": np.mean(slopes), "slope / 12 layers": 12 * np.mean(slopes),
             "slope / 12 layers, std over seeds": 12 * np.std(slopes, ddof=1) if len(slopes) > 1 else np.nan,
-            "R2": r2, f"log at {layers[0]}": curve.iloc[0], f"log at {layers[-1]}": curve.iloc[-1],
-            "first to last": curve.iloc[-1] - curve.iloc[0],
-            "min log": curve.min(), "max log": curve.max()}
+            "R2": r2, f"log at {layers[0]}": values.iloc[0], f"log at {layers[-1]}": values.iloc[-1],
+            "first to last": values.iloc[-1] - values.iloc[0],
+            "min log": values.min(), "max log": values.max()}
 
 
 def growth_table(logs: pd.DataFrame) -> pd.DataFrame:
-    """`growth` of each series, one row per series."""
-    return pd.DataFrame({label: growth(logs, label) for label in SERIES.values()}).T
+    """`growth` of each curve, one row per curve."""
+    return pd.DataFrame({curve: growth(logs, curve) for curve in CURVES}).T
 
 
 def comparison_row(runs: list[dict]) -> dict:
@@ -118,8 +125,8 @@ def comparison_row(runs: list[dict]) -> dict:
     of the means and stds (decades first to last), the stds' slope per 12 layers, the means' max,
     and the range of the two BN mean curves."""
     logs = log_profile(runs)
-    means, stds = growth(logs, SERIES["no_bn", "abs_mean"]), growth(logs, SERIES["no_bn", "std"])
-    bn = logs[[SERIES["bn", "abs_mean"], SERIES["bn", "std"]]].groupby("layer").mean()
+    means, stds = growth(logs, "no_bn_abs_mean"), growth(logs, "no_bn_std")
+    bn = logs[["bn_abs_mean", "bn_std"]].groupby("layer").mean()
     return {"seeds": len(runs),
             "no_bn means: decades": means["first to last"],
             "no_bn stds: decades": stds["first to last"],
@@ -135,12 +142,12 @@ def comparison_table(found: dict[tuple[str, str], list[dict]]) -> pd.DataFrame:
 
 
 def plot_profile(ax, logs: pd.DataFrame) -> None:
-    """The figure: the mean over seeds of each series against the layer, error bars the std over
+    """The figure: the mean over seeds of each curve against the layer, error bars the std over
     seeds."""
     stats = profile_stats(logs)
     layers = stats.index.to_numpy()
-    for label in SERIES.values():
-        ax.errorbar(layers, stats[label, "mean"], yerr=stats[label, "std"].fillna(0), label=label)
+    for curve, label in SERIES.items():
+        ax.errorbar(layers, stats[curve, "mean"], yerr=stats[curve, "std"].fillna(0), label=label)
     ax.set_xticks(layers)
     ax.set(xlabel="Layer", ylabel="log10 [magnitude]")
 
@@ -167,12 +174,11 @@ def judge(growths: pd.DataFrame, profile: pd.DataFrame, n_seeds: int, preset: st
     key = "" if reading == "log10" else f"{slug(reading)}_"
     layers = list(profile.index)
     g = growths
-    means, stds = g.loc[SERIES["no_bn", "abs_mean"]], g.loc[SERIES["no_bn", "std"]]
-    bn_low = min(g.loc[SERIES["bn", "abs_mean"], "min log"], g.loc[SERIES["bn", "std"], "min log"])
-    bn_high = max(g.loc[SERIES["bn", "abs_mean"], "max log"], g.loc[SERIES["bn", "std"], "max log"])
+    means, stds = g.loc["no_bn_abs_mean"], g.loc["no_bn_std"]
+    bn_low = min(g.loc["bn_abs_mean", "min log"], g.loc["bn_std", "min log"])
+    bn_high = max(g.loc["bn_abs_mean", "max log"], g.loc["bn_std", "max log"])
     last_conv = layers[-2]
-    gap = (profile.loc[last_conv, (SERIES["no_bn", "abs_mean"], "mean")]
-           - profile.loc[last_conv, (SERIES["bn", "abs_mean"], "mean")])
+    gap = profile.loc[last_conv, ("no_bn_abs_mean", "mean")] - profile.loc[last_conv, ("bn_abs_mean", "mean")]
     growth, slope = means["first to last"], stds["slope / 12 layers"]
     linear = [judged("no_bn_linear_in_log",
                      "Without BN, channel means and stds rise roughly linearly in log with depth",
@@ -248,7 +254,7 @@ def readings_table(runs: list[dict]) -> pd.DataFrame:
     """Per curve, the RMS gap between our curve (geometric mean over seeds) and the paper's
     values, in the paper's units under each reading of its log."""
     gaps = fig5_curve_distances([r["result"] for r in runs])
-    return pd.DataFrame({SERIES[curve]: values for curve, values in gaps.items()}).T
+    return pd.DataFrame({f"{net}_{stat}": values for (net, stat), values in gaps.items()}).T
 
 
 def spread_table(runs: list[dict], channel0_runs: list[dict]) -> pd.DataFrame:
@@ -266,8 +272,8 @@ def plot_readings(axes, runs: list[dict]) -> None:
         stats = profile_stats(log_profile(runs, reading))
         layers = stats.index.to_numpy()
         for i, (curve, label) in enumerate(SERIES.items()):
-            ax.plot(layers, stats[label, "mean"], color=f"C{i}", label=f"{label} (ours)")
-            ax.plot(FIG5_LAYERS, FIG5_LOG[curve], "o", color=f"C{i}", ms=4, mfc="none")
+            ax.plot(layers, stats[curve, "mean"], color=f"C{i}", label=f"{label} (ours)")
+            ax.plot(FIG5_LAYERS, FIG5_LOG[CURVES[curve]], "o", color=f"C{i}", ms=4, mfc="none")
         ax.set_xticks(layers)
         ax.set(xlabel="Layer", ylabel=f"{reading} [magnitude]",
                title=f"read as {reading} (circles: the paper's values)")
