@@ -13,7 +13,7 @@ from typing import get_args
 from .atinit import first_batch, middle_layer, network_pair  # noqa: F401 (re-exported)
 from .config import PROBE_PRESETS, ProbeConfig, check_choice, network_fields  # noqa: F401 (re-exported)
 from .figures.collapse import EXPERIMENT as COLLAPSE, CollapseConfig, measure as measure_collapse
-from .figures.depth import SignalConfig, measure_signal_propagation
+from .figures.signal_propagation import SignalConfig, measure_signal_propagation
 from .figures.fig2 import GradientConfig, measure_gradients
 from .figures.fig3 import FIG3_DIRECTIONS, FIG3_LAYOUTS, FIG3_STATES, RelativeLossConfig, measure_relative_loss  # noqa: F401
 from .figures.fig4 import DivergingUpdateConfig, measure_diverging_update

@@ -6,7 +6,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from shared.figures import depth
+from shared.figures import depth, signal_propagation
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 
 matplotlib.use("Agg")
@@ -33,8 +33,9 @@ def ladder(no_bn_firsts: dict, bn_first=None):
 def test_ladder_table_medians_per_depth():
     table = ladder({"resnet20": [3, 3, 2], "resnet56": [2, 1, 1], "resnet110": [0, 0, 0]})
     assert list(table.index) == [20, 56, 110]
-    assert table.loc[20, "w/o BN: median"] == 0.1 and table.loc[56, "w/o BN: median"] == 1e-3
-    assert table.loc[110, "w/o BN: seeds"] == 3 and math.isinf(table.loc[110, "with BN: median"])
+    assert table.loc[20, "no_bn_median"] == 0.1 and table.loc[56, "no_bn_median"] == 1e-3
+    assert table.loc[110, "no_bn_seeds"] == 3 and math.isinf(table.loc[110, "bn_median"])
+    assert list(depth.shown(table).columns) == ["w/o BN: median", "with BN: median", "w/o BN: seeds", "with BN: seeds"]
 
 
 def test_ladder_claims():
@@ -60,18 +61,22 @@ def spp_run(seed: int, networks: dict) -> dict:
 
 
 def test_spp_frame_labels_and_summary():
-    frame = depth.spp_frame({"ResNet-110": [spp_run(0, {"bn": 1.0, "no_bn": 10.0}), spp_run(1, {"bn": 1.0, "no_bn": 10.0})],
-                             "SkipInit": [spp_run(0, {"no_bn": 1.0})]})
-    assert set(frame.index.get_level_values("network")) == {"ResNet-110, with BN", "ResNet-110, w/o BN", "SkipInit"}
-    summary = depth.spp_summary(frame)
-    assert summary.loc["ResNet-110, w/o BN", "mean channel variance: per block"] == pytest.approx(1.0)
-    assert summary.loc["ResNet-110, w/o BN", "mean channel variance: log10 last"] == pytest.approx(4.0)
-    assert summary.loc["SkipInit", "mean squared channel mean: log10 first"] == pytest.approx(-np.log10(4))
-    only = depth.spp_frame({"ResNet-110": [spp_run(0, {"bn": 1.0, "no_bn": 10.0})]}, network="no_bn")
-    assert set(only.index.get_level_values("network")) == {"ResNet-110"}
+    frame = signal_propagation.spp_frame({"resnet110": [spp_run(0, {"bn": 1.0, "no_bn": 10.0}), spp_run(1, {"bn": 1.0, "no_bn": 10.0})],
+                             "skipinit": [spp_run(0, {"no_bn": 1.0})]})
+    assert set(frame.index.get_level_values("network")) == {"resnet110_bn", "resnet110_no_bn", "skipinit"}
+    summary = signal_propagation.spp_summary(frame)
+    assert summary.loc["resnet110_no_bn", ("variance", "per block")] == pytest.approx(1.0)
+    assert summary.loc["resnet110_no_bn", ("variance", "log10 last")] == pytest.approx(4.0)
+    assert summary.loc["skipinit", ("mean_sq", "log10 first")] == pytest.approx(-np.log10(4))
+    shown = signal_propagation.shown_spp(summary, {**signal_propagation.SPP_LABELS, "skipinit": "SkipInit"})  # as the notebook shows it
+    assert shown.loc["ResNet-110, w/o BN", "mean channel variance: per block"] == pytest.approx(1.0)
+    assert shown.loc["SkipInit", "mean squared channel mean: log10 first"] == pytest.approx(-np.log10(4))
+    only = signal_propagation.spp_frame({"resnet110": [spp_run(0, {"bn": 1.0, "no_bn": 10.0})]}, network="no_bn")
+    assert set(only.index.get_level_values("network")) == {"resnet110"}
     fig, axes = plt.subplots(1, 2)
-    depth.plot_spp(axes, frame)
+    signal_propagation.plot_spp(axes, frame)
     assert len(axes[0].lines) == 3 and axes[1].get_title() == "mean channel variance"
+    assert [line.get_label() for line in axes[0].lines] == ["ResNet-110, with BN", "ResNet-110, w/o BN", "skipinit"]
     plt.close(fig)
 
 
@@ -95,7 +100,7 @@ def test_fig5_relation_pairs_each_convolution_with_the_block_it_reads():
                                                              for b in range(1, 60)}}}]
     fig5 = [{"provenance": {"seed": 0}, "result": {"no_bn": {str(k): {"std": 10.0 ** (k // 2 - 1) * 2, "abs_mean": 1.0}
                                                              for k in (6, 18, 110)}}}]
-    table = depth.fig5_relation(spp, fig5)
+    table = signal_propagation.fig5_relation(spp, fig5)
     assert list(table.index) == [6, 18] and list(table["reads block"]) == [2, 8]
     assert table.loc[18, "log10 RMS of the stream"] == pytest.approx(8)  # sqrt(10^16)
     assert table["difference"].to_numpy() == pytest.approx([np.log10(2)] * 2)
@@ -134,8 +139,8 @@ def test_the_training_ladder_stores_its_runs_and_reads_them_back(tmp_path, monke
     read = depth.train_ladder("resnet20", False, 0, "smoke", compute=False, store=store)
     assert read == trained
     table = depth.training_ladder("smoke", [0], ["resnet20"], store=store)
-    assert table.loc[(20, "w/o BN", 0), "stable rate"] == (trained.rate or 0.0)
-    assert (20, "with BN", 0) not in table.index  # nothing stored: no row
+    assert table.loc[(20, "no_bn", 0), "stable rate"] == (trained.rate or 0.0)
+    assert (20, "bn", 0) not in table.index  # nothing stored: no row
     cfg = depth.ladder_training_config("smoke", "resnet20", False, 0.1)
     assert (cfg.steps_per_epoch, cfg.train_subset, cfg.lr_drops, cfg.lr) == (200, None, (), 0.1)
 
@@ -144,13 +149,13 @@ def test_the_training_ladder_feeds_the_same_table_claims_and_plot():
     """training_ladder's rows ("stable rate"; NaN: incomplete, left out; 1: the grid's largest,
     never diverged) go through ladder_table, ladder_claims(what=...) and plot_ladder."""
     import pandas as pd
-    rows = [(20, "w/o BN", 0, 0.3), (20, "with BN", 0, 1.0), (56, "w/o BN", 0, 0.01), (56, "with BN", 0, 1.0),
-            (110, "w/o BN", 0, 3e-4), (110, "w/o BN", 1, 1e-4), (110, "with BN", 0, np.nan)]
+    rows = [(20, "no_bn", 0, 0.3), (20, "bn", 0, 1.0), (56, "no_bn", 0, 0.01), (56, "bn", 0, 1.0),
+            (110, "no_bn", 0, 3e-4), (110, "no_bn", 1, 1e-4), (110, "bn", 0, np.nan)]
     frame = pd.DataFrame(rows, columns=["depth", "network", "seed", "stable rate"]).set_index(
         ["depth", "network", "seed"])
     table = depth.ladder_table(frame, "stable rate")
-    assert table.loc[110, "w/o BN: median"] == pytest.approx(2e-4) and table.loc[110, "w/o BN: seeds"] == 2
-    assert math.isnan(table.loc[110, "with BN: median"])
+    assert table.loc[110, "no_bn_median"] == pytest.approx(2e-4) and table.loc[110, "no_bn_seeds"] == 2
+    assert math.isnan(table.loc[110, "bn_median"])
     claims = depth.ladder_claims(table, 1.0, "cpu", what="rate in training")  # each on its own depths
     assert claims[0].claim == "Without BN the largest stable rate in training falls with depth"
     assert claims[0].ours == "depth 20: 0.3, 56: 0.01, 110: 0.0002; 1.5e+03x from 20 to 110"

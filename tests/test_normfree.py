@@ -38,7 +38,7 @@ def signal(growth: dict) -> dict:
 
 
 def found(plain, skip, fix):
-    return {"ResNet-110 with BN": [plain], "ResNet-110 w/o BN": [plain], "SkipInit": [skip], "Fixup": [fix]}
+    return {"plain_bn": [plain], "plain_no_bn": [plain], "skipinit": [skip], "fixup": [fix]}
 
 
 def table(skip_growth=0.1, fix_step=None, skip_probs=UNIFORM):
@@ -52,12 +52,13 @@ def table(skip_growth=0.1, fix_step=None, skip_probs=UNIFORM):
 def test_at_init_table():
     t = table()
     assert list(t.index) == list(normfree.SCHEMES)
-    assert t.loc["ResNet-110 w/o BN", "Fig 5: growth (decades)"] == pytest.approx(4)
-    assert t.loc["ResNet-110 with BN", "Fig 5: log10 std, layer 102"] == pytest.approx(0.3)
-    assert t.loc["ResNet-110 w/o BN", "Fig 3: stable step"] == 1e-3 and math.isinf(t.loc["Fixup", "Fig 3: stable step"])
-    assert t.loc["ResNet-110 w/o BN", "Fig 6: top p"] == pytest.approx(0.9)
-    assert t.loc["ResNet-110 w/o BN", "stream: growth per block (decades)"] == pytest.approx(0.5)
-    assert t.loc["SkipInit", "stream: log10 variance, last block"] == pytest.approx(0)
+    assert t.loc["plain_no_bn", "Fig 5: growth (decades)"] == pytest.approx(4)
+    assert t.loc["plain_bn", "Fig 5: log10 std, layer 102"] == pytest.approx(0.3)
+    assert t.loc["plain_no_bn", "Fig 3: stable step"] == 1e-3 and math.isinf(t.loc["fixup", "Fig 3: stable step"])
+    assert t.loc["plain_no_bn", "Fig 6: top p"] == pytest.approx(0.9)
+    assert t.loc["plain_no_bn", "stream: growth per block (decades)"] == pytest.approx(0.5)
+    assert t.loc["skipinit", "stream: log10 variance, last block"] == pytest.approx(0)
+    assert list(normfree.shown(t).index) == ["ResNet-110 with BN", "ResNet-110 w/o BN", "SkipInit", "Fixup"]
 
 
 def test_claims_of_the_schemes():
@@ -72,16 +73,16 @@ def test_claims_of_the_schemes():
 
 def test_claims_partly_when_the_step_grows_less_than_tenfold():
     t = table()
-    t.loc["SkipInit", "Fig 3: stable step"] = 3e-3
+    t.loc["skipinit", "Fig 3: stable step"] = 3e-3
     assert normfree.judge(t, 1.0, "paper")[1].verdict == PARTLY
 
 
 def test_scheme_configs():
-    cfg = normfree.scheme_config("fig3_relative_loss", "paper", "Fixup")
+    cfg = normfree.scheme_config("fig3_relative_loss", "paper", "fixup")
     assert (cfg.residual, cfg.shortcut, cfg.probe_batches, cfg.sizes) == ("fixup", None, (1,), 40)
-    skip = normfree.scheme_config("fig3_relative_loss", "smoke", "SkipInit")
+    skip = normfree.scheme_config("fig3_relative_loss", "smoke", "skipinit")
     assert (skip.residual, skip.shortcut, skip.sizes) == ("skipinit", None, 12)  # option A, written None
-    assert normfree.scheme_config("fig5_depth_profile", "paper", "ResNet-110 w/o BN").residual == "plain"
+    assert normfree.scheme_config("fig5_depth_profile", "paper", "plain_no_bn").residual == "plain"
     assert list(normfree.scheme_runs("signal_propagation", Source("paper", [0]))) == list(normfree.SCHEMES)
 
 
@@ -90,9 +91,9 @@ def test_signal_frame_and_plot_steps_draw_every_scheme():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     plain, skip = signal({"bn": 0.01, "no_bn": 0.5}), signal({"no_bn": 0.0})
-    frame = normfree.signal_frame({"ResNet-110 with BN": [plain], "ResNet-110 w/o BN": [plain], "SkipInit": [skip], "Fixup": []})
-    assert sorted(set(frame.index.get_level_values("network"))) == ["ResNet-110 w/o BN", "ResNet-110 with BN", "SkipInit"]
-    assert frame.loc[("ResNet-110 w/o BN", 4, 0), "mean channel variance"] == pytest.approx(10 ** 1.5)
+    frame = normfree.signal_frame({"plain_bn": [plain], "plain_no_bn": [plain], "skipinit": [skip], "fixup": []})
+    assert sorted(set(frame.index.get_level_values("network"))) == ["plain_bn", "plain_no_bn", "skipinit"]
+    assert frame.loc[("plain_no_bn", 4, 0), "variance"] == pytest.approx(10 ** 1.5)
     fig, ax = plt.subplots()
     normfree.plot_steps(ax, found(fig3({"bn": None, "no_bn": 1}), fig3({"no_bn": 3}), fig3({"no_bn": None})))
     assert len(ax.lines) == 4 + 1
@@ -105,19 +106,28 @@ def test_training_table_and_claims():
     (not judged)."""
     from test_fig1 import run
     runs = {(label, lr): [] for label in normfree.SCHEMES for lr in normfree.TRAINING_RATES}
-    runs.update({("ResNet-110 w/o BN", lr): [run(0, None), run(1, None)] for lr in normfree.TRAINING_RATES})
-    runs[("SkipInit", 0.1)] = [run(0, 0.4)]
-    runs[("SkipInit", 0.003)] = [run(0, 0.1)]  # completed, at chance: failed to learn
-    runs[("Fixup", 0.1)] = [run(0, None)]
+    runs.update({("plain_no_bn", lr): [run(0, None), run(1, None)] for lr in normfree.TRAINING_RATES})
+    runs[("skipinit", 0.1)] = [run(0, 0.4)]
+    runs[("skipinit", 0.003)] = [run(0, 0.1)]  # completed, at chance: failed to learn
+    runs[("fixup", 0.1)] = [run(0, None)]
     table = normfree.training_table(runs)
-    assert table.loc[("SkipInit", 0.1), "trained"] == 1 and table.loc[("SkipInit", 0.1), "test acc"] == 0.4
-    assert table.loc[("SkipInit", 0.003), "failed to learn"] == 1
-    assert table.loc[("Fixup", 0.1), "diverged at step"] == 1 and table.loc[("Fixup", 0.003), "seeds"] == 0
+    assert normfree.shown(table).loc[("SkipInit", 0.1), "trained"] == 1  # as the notebook shows it
+    assert table.loc[("skipinit", 0.1), "trained"] == 1 and table.loc[("skipinit", 0.1), "test acc"] == 0.4
+    assert table.loc[("skipinit", 0.003), "failed to learn"] == 1
+    assert table.loc[("fixup", 0.1), "diverged at step"] == 1 and table.loc[("fixup", 0.003), "seeds"] == 0
     claims = normfree.training_claims(table, "cpu")
     assert [c.verdict for c in claims] == [YES, PARTLY, NO, NOT_JUDGED]
     assert claims[0].ours == "1 of 1 seed(s) train, 0 diverge; test acc 0.4 (plain w/o BN: 2 of 2 diverge)"
     assert claims[0].note == "cpu preset, 1 seed(s): a preview, not the paper's schedule"  # labelled as such
     assert normfree.training_claims(table, "paper")[0].note == ""
     assert {c.verdict for c in normfree.training_claims(table, "smoke")} == {NOT_JUDGED}
-    cfg = normfree.training_config("Fixup", "cpu", 0.1)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2)
+    normfree.plot_training(axes, runs)  # the schemes by their labels, the runs without a curve left out
+    labels = {line.get_label() for ax in axes for line in ax.lines}
+    assert "SkipInit, lr 0.1" in " ".join(labels) and not any("plain_no_bn" in label for label in labels)
+    plt.close(fig)
+    cfg = normfree.training_config("fixup", "cpu", 0.1)
     assert (cfg.residual, cfg.bn, cfg.lr, cfg.arch) == ("fixup", False, 0.1, "resnet110")

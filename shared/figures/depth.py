@@ -7,8 +7,8 @@ runs of two at-initialisation experiments of `shared.experiments`:
 
 - "fig3_relative_loss" on mini-batch 1 (no training step before it): the largest step along the
   gradient before the loss passes 10^3 x its value, per depth (the "stable step");
-- "signal_propagation" (Brock, De & Smith 2021): per residual block, the mean squared channel
-  mean and the mean channel variance of the residual stream, and the variance of the branch.
+- "signal_propagation" (Brock, De & Smith 2021; `shared.figures.signal_propagation`): per residual block,
+  the mean squared channel mean and the mean channel variance of the residual stream.
 
 And in training: the largest learning rate of a half-decade grid that does not diverge (loss
 above 10^3 or not finite) in the first 200 steps on the full training set, found by bisection
@@ -25,37 +25,23 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .. import probes
-from ..atinit import first_batch, network_pair
 from ..claims import NOT_JUDGED, Claim, holds, judged, slug, unjudged_reason
-from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, ProbeConfig, check_choice, divergence_config, sweep_rates
-from ..data import Cifar10
+from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, check_choice, divergence_config, sweep_rates
 from ..results import Store, config_runs
 from .fig3 import reduced_config
 from .protocol import Source, experiment_config, probe_runs, training_preset
 from .relative_loss import first_above
+from .signal_propagation import NETWORKS, fig5_relation, spp_frame, spp_summary
 
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 # the preset's ladder: smoke keeps to the two smallest networks
 PRESET_DEPTHS = {"smoke": ("resnet20", "resnet32"), "paper": tuple(DEPTHS)}
 LADDER_FIELDS = dict(probe_batches=(1,), sizes=40)  # Fig 3 at initialisation, 0.15 decade apart
-NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
-STATS = {"mean_sq": "mean squared channel mean", "variance": "mean channel variance",
-         "branch_variance": "branch variance"}
+# The tables are keyed by the stored runs' names: the networks ("bn", "no_bn"), the architectures
+# ("resnet110"); these are their labels in the plots and in the tables as shown (`shown`)
+ARCH_LABELS = {arch: f"ResNet-{d}" for arch, d in DEPTHS.items()}
+LADDER_LABELS = {f"{net}_{stat}": f"{label}: {stat}" for net, label in NETWORKS.items() for stat in ("median", "seeds")}
 PAPER_RATES = {"bn": 0.1, "no_bn": 1e-4}  # the largest rates the paper trains ResNet-110 at (Fig 1)
-
-
-# ---- the measurement of signal propagation: its config (presets: shared.experiments.PRESETS) and measure ----
-
-@dataclass(frozen=True)
-class SignalConfig(ProbeConfig):
-    """Beyond the paper: Brock et al.'s (2021) signal propagation, per residual block, at initialisation."""
-
-
-def measure_signal_propagation(cfg: SignalConfig, data: Cifar10, seed: int) -> dict:
-    x, _ = first_batch(cfg, data, seed)
-    return {name: {str(b): v for b, v in probes.signal_propagation(model, x).items()}
-            for name, model in network_pair(cfg, seed, x.device).items()}
 
 
 def ladder_config(cfg, arch: str):
@@ -67,22 +53,29 @@ def ladder_config(cfg, arch: str):
 def stable_steps(runs_by_arch: dict[str, list[dict]]) -> pd.DataFrame:
     """Rows (depth, network, seed): the first step size whose relative loss on mini-batch 1
     exceeds 10^3 (a non-finite loss counts; inf: never within the sweep)."""
-    rows = [{"depth": DEPTHS[arch], "network": NETWORKS[name], "seed": r["provenance"]["seed"],
+    rows = [{"depth": DEPTHS[arch], "network": name, "seed": r["provenance"]["seed"],
              "stable step": first_above(r["result"], name, "1", 1e3)}
             for arch, runs in runs_by_arch.items() for r in runs for name in NETWORKS]
     return pd.DataFrame(rows).set_index(["depth", "network", "seed"]).sort_index()
 
 
 def ladder_table(steps: pd.DataFrame, column: str = "stable step") -> pd.DataFrame:
-    """Per depth (rows) and network (columns): the median over seeds of `column` (the stable step,
-    or `training_ladder`'s "stable rate"), and how many seeds (NaN rows, incomplete, left out)."""
+    """Per depth (rows) and network: the median over seeds of `column` (the stable step, or
+    `training_ladder`'s "stable rate"), and how many seeds (NaN rows, incomplete, left out), in
+    columns "no_bn_median", "bn_median", "no_bn_seeds", "bn_seeds"."""
     grouped = steps[column].dropna().groupby(level=["depth", "network"])
-    columns = [f"{net}: {stat}" for stat in ("median", "seeds") for net in sorted(NETWORKS.values())]
+    columns = [f"{net}_{stat}" for stat in ("median", "seeds") for net in ("no_bn", "bn")]
     if not grouped.ngroups:  # nothing complete yet
         return pd.DataFrame(columns=columns, index=pd.Index([], name="depth"), dtype=float)
     table = pd.concat({"median": grouped.median(), "seeds": grouped.size()}, axis=1).unstack("network")
-    table.columns = [f"{net}: {stat}" for stat, net in table.columns]
+    table.columns = [f"{net}_{stat}" for stat, net in table.columns]
     return table.reindex(columns=columns)
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of the ladder (`ladder_table`, `training_ladder`) as the notebook shows it: the
+    networks by their labels."""
+    return table.rename(index=NETWORKS, columns=LADDER_LABELS)
 
 
 def ladder_claims(table: pd.DataFrame, largest_size: float, preset: str, what: str = "step") -> list[Claim]:
@@ -94,8 +87,8 @@ def ladder_claims(table: pd.DataFrame, largest_size: float, preset: str, what: s
     unless = unjudged_reason(preset)
     paper = "(the explanation's prediction)"
     steps = lambda values: ", ".join(f"{d}: {'≥ ' if v >= largest_size else ''}{v:.2g}" for d, v in values.items())
-    no_bn = table["w/o BN: median"].dropna().clip(upper=largest_size)
-    bn = table["with BN: median"].dropna().clip(upper=largest_size)
+    no_bn = table["no_bn_median"].dropna().clip(upper=largest_size)
+    bn = table["bn_median"].dropna().clip(upper=largest_size)
     claims = []
     for key, claim, values in (
             (f"no_bn_stable_{slug(what)}_falls_with_depth",
@@ -123,81 +116,15 @@ def plot_ladder(ax, table: pd.DataFrame, largest_size: float,
     paper's training rates (dotted)."""
     depths = table.index.to_numpy()
     for i, (name, label) in enumerate(NETWORKS.items()):
-        values = table[f"{label}: median"].to_numpy(dtype=float)
+        values = table[f"{name}_median"].to_numpy(dtype=float)
         never = np.isinf(values) | (values >= largest_size)  # NaN: not measured, not drawn
-        shown = np.where(never, largest_size, np.where(values > 0, values, np.nan))  # 0: below the grid
-        ax.plot(depths, shown, "o-", color=f"C{i}", label=label)
-        ax.plot(depths[never], shown[never], "o", color="white", mec=f"C{i}", ms=7)
+        drawn = np.where(never, largest_size, np.where(values > 0, values, np.nan))  # 0: below the grid
+        ax.plot(depths, drawn, "o-", color=f"C{i}", label=label)
+        ax.plot(depths[never], drawn[never], "o", color="white", mec=f"C{i}", ms=7)
         ax.axhline(PAPER_RATES[name], color=f"C{i}", ls=":", lw=1, label=f"the paper's rate {label}")
     ax.set(xscale="log", yscale="log", xticks=depths, xticklabels=[str(d) for d in depths],
            xlabel="depth", ylabel=ylabel)
     ax.minorticks_off()
-
-
-def spp_frame(runs_by_label: dict[str, list[dict]], network: str | None = None) -> pd.DataFrame:
-    """Rows (network label, block, seed), columns STATS: the stored signal-propagation runs. A
-    run's networks are named by the label of the dict and, for a plain run holding both, "with
-    BN" / "w/o BN" after it (`network` keeps one of "bn", "no_bn")."""
-    rows = []
-    for label, runs in runs_by_label.items():
-        for r in runs:
-            for name, blocks in r["result"].items():
-                if network is not None and name != network:
-                    continue
-                full = label if len(r["result"]) == 1 or network else f"{label}, {NETWORKS[name]}"
-                rows += [{"network": full, "block": int(b), "seed": r["provenance"]["seed"],
-                          **{STATS[k]: v for k, v in stats.items()}} for b, stats in blocks.items()]
-    return pd.DataFrame(rows).set_index(["network", "block", "seed"])  # networks in the order given
-
-
-def spp_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per network: log10 of each statistic at the first and the last block (mean over seeds of
-    the log), and its growth per block (slope of a line through the mean curve)."""
-    logs = np.log10(frame.replace(0, np.nan)).groupby(level=["network", "block"], sort=False).mean()
-    rows = {}
-    for net, curve in logs.groupby(level="network", sort=False):
-        curve = curve.sort_index()
-        curve = curve.droplevel("network")
-        row = {}
-        for stat in STATS.values():
-            values = curve[stat].dropna()
-            row[f"{stat}: log10 first"] = values.iloc[0] if len(values) else np.nan
-            row[f"{stat}: log10 last"] = values.iloc[-1] if len(values) else np.nan
-            row[f"{stat}: per block"] = np.polyfit(values.index, values, 1)[0] if len(values) > 1 else np.nan
-        rows[net] = row
-    return pd.DataFrame(rows).T
-
-
-def plot_spp(axes, frame: pd.DataFrame, stats=("mean squared channel mean", "mean channel variance")) -> None:
-    """Brock et al.'s signal-propagation plot: per block, log10 of each of `stats` of the residual
-    stream (by default the mean squared channel mean, left, and the mean channel variance, right),
-    a line per network (mean over seeds of the log, band: range over seeds)."""
-    logs = np.log10(frame.replace(0, np.nan))
-    for ax, stat in zip(axes, stats):
-        for i, (net, curve) in enumerate(logs[stat].groupby(level="network", sort=False)):
-            by_block = curve.droplevel("network").groupby(level="block")
-            ax.plot(by_block.mean().index, by_block.mean(), color=f"C{i}", label=net)
-            ax.fill_between(by_block.min().index, by_block.min(), by_block.max(), color=f"C{i}", alpha=0.2, lw=0)
-        ax.set(xlabel="residual block", ylabel=f"log10 {stat}", title=stat)
-
-
-def fig5_relation(spp_runs: list[dict], fig5_runs: list[dict], network: str = "no_bn") -> pd.DataFrame:
-    """Fig 5's per-convolution view beside the residual stream, for `network`: Fig 5's layer
-    k = 2b is the first convolution of block b and reads the output of block b - 1, so with
-    Xavier weights (variance about 1 / fan-in) its output's std is about the root mean square of
-    that stream, sqrt(mean_sq + variance). Per Fig 5 convolution layer (mean over seeds of log10):
-    the stream's RMS, the convolution output's std (Fig 5) and their difference."""
-    rows = []
-    for k in sorted(int(k) for k in fig5_runs[0]["result"][network])[:-1]:  # the last is the classifier
-        if k % 2 or k < 4:
-            continue
-        block = str(k // 2 - 1)
-        stream = np.mean([0.5 * np.log10(r["result"][network][block]["mean_sq"] + r["result"][network][block]["variance"])
-                          for r in spp_runs])
-        conv = np.mean([np.log10(r["result"][network][str(k)]["std"]) for r in fig5_runs])
-        rows.append({"layer": k, "reads block": int(block), "log10 RMS of the stream": stream,
-                     "log10 std of the conv output (Fig 5)": conv, "difference": conv - stream})
-    return pd.DataFrame(rows).set_index("layer")
 
 
 # ---- in training: the largest rate that does not diverge in the first 200 steps ----
@@ -270,12 +197,12 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
         seeds = sorted({r["provenance"]["seed"] for r in training_runs(preset, archs, store)})
     rows = []
     for arch in archs:
-        for name, label in NETWORKS.items():
+        for name in NETWORKS:
             for seed in seeds:
                 b = train_ladder(arch, name == "bn", seed, preset, compute=False, store=store)
                 if not b.tried:  # nothing stored for this network and seed
                     continue
-                rows.append({"depth": DEPTHS[arch], "network": label, "seed": seed,
+                rows.append({"depth": DEPTHS[arch], "network": name, "seed": seed,
                              "stable rate": np.nan if not b.complete else b.rate or 0.0,
                              "tried": ", ".join(f"{r:g}{' x' if d else ''}" for r, d in sorted(b.tried.items()))})
     columns = ["depth", "network", "seed", "stable rate", "tried"]
@@ -288,7 +215,7 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
 class Runs:
     """The ladder's stored runs: at initialisation per depth, and the training bisections."""
     archs: list[str]                     # the ladder's networks, shallow to deep
-    signal: dict[str, list[dict]]        # "ResNet-20" ... -> signal propagation runs
+    signal: dict[str, list[dict]]        # arch -> signal propagation runs
     ladder: dict[str, list[dict]]        # arch -> Fig 3 runs on mini-batch 1 (`ladder_config`)
     fig5: list[dict]                     # ResNet-110's Fig 5 runs of the signal runs' seeds (none without it)
     train_preset: str
@@ -306,10 +233,10 @@ def load(source: Source, archs=None, train_preset: str | None = None, train_arch
     for arch in archs:
         signal_cfg = experiment_config("signal_propagation", source.preset, arch=arch)
         ladder_cfg = ladder_config(experiment_config("fig3_relative_loss", source.preset), arch)
-        signal[f"ResNet-{DEPTHS[arch]}"] = probe_runs("signal_propagation", signal_cfg, source)
+        signal[arch] = probe_runs("signal_propagation", signal_cfg, source)
         ladder[arch] = probe_runs("fig3_relative_loss", ladder_cfg, source)
     fig5 = config_runs("fig5_depth_profile", experiment_config("fig5_depth_profile", source.preset),
-                       seeds=[r["provenance"]["seed"] for r in signal["ResNet-110"]]) if "resnet110" in archs else []
+                       seeds=[r["provenance"]["seed"] for r in signal["resnet110"]]) if "resnet110" in archs else []
     train_preset = train_preset or training_preset(source.preset)
     train_archs = list(train_archs or DEPTHS)
     if compute_training and source.compute is not None:
@@ -330,7 +257,7 @@ class Tables:
 
 
 def tables(found: Runs) -> Tables:
-    relation = pd.concat({net: fig5_relation(found.signal["ResNet-110"], found.fig5, net) for net in ("no_bn", "bn")},
+    relation = pd.concat({net: fig5_relation(found.signal["resnet110"], found.fig5, net) for net in ("no_bn", "bn")},
                          axis=1) if found.fig5 else None
     largest = max(found.ladder[found.archs[0]][0]["result"]["sizes"])
     return Tables(spp_summary(spp_frame(found.signal)), relation, ladder_table(stable_steps(found.ladder)), largest,

@@ -9,7 +9,7 @@ plain ResNet-110 with BN and without it beside them: Fig 5's growth of the chann
 depth, Fig 6's one-class prediction, Fig 3's stable step on the first mini-batch and the residual
 stream's growth per block (signal propagation). Fig 2 is left out: at initialisation both schemes
 give every weight inside a residual branch an exactly zero gradient (SkipInit's branch scalar and
-Fixup's last convolution and classifier are 0; `tests/test_norm_free.py`). The notebook
+Fixup's last convolution and classifier are 0; `tests/test_models_normfree.py`). The notebook
 `12_normfree` calls these.
 """
 
@@ -25,23 +25,35 @@ from .fig3 import reduced_config
 from .fig6 import network_stats
 from .protocol import Source, probe_runs, training_preset
 from .relative_loss import first_above
+from .signal_propagation import spp_frame
 
-# label -> (config fields, the network's key in a stored run). Both schemes use option-A shortcuts
+@dataclass(frozen=True)
+class Scheme:
+    """A network compared: its label in the plots and the tables as shown, its config fields
+    (beside the preset's), and its network's key in a stored run ("bn", "no_bn")."""
+    label: str
+    fields: dict
+    network: str
+
+
+# The networks compared, keyed in the tables by name. Both schemes use option-A shortcuts
 # (subsample and zero-pad: Fixup's authors' choice), so that no unnormalised convolution stays on
 # the residual stream outside the branches they scale, and at initialisation each network is its
 # shortcut path alone.
 SCHEMES = {
-    "ResNet-110 with BN": ({}, "bn"),
-    "ResNet-110 w/o BN": ({}, "no_bn"),
-    "SkipInit": ({"residual": "skipinit", "shortcut": "A"}, "no_bn"),
-    "Fixup": ({"residual": "fixup", "shortcut": "A"}, "no_bn"),
+    "plain_bn": Scheme("ResNet-110 with BN", {}, "bn"),
+    "plain_no_bn": Scheme("ResNet-110 w/o BN", {}, "no_bn"),
+    "skipinit": Scheme("SkipInit", {"residual": "skipinit", "shortcut": "A"}, "no_bn"),
+    "fixup": Scheme("Fixup", {"residual": "fixup", "shortcut": "A"}, "no_bn"),
 }
+LABELS = {key: scheme.label for key, scheme in SCHEMES.items()}
+NORM_FREE = ("skipinit", "fixup")  # the schemes without BN and without the explosion
 FIG3_FIELDS = dict(probe_batches=(1,), sizes=40)  # the depth ladder's: mini-batch 1, 0.15 decade apart
 
 
-def scheme_config(experiment: str, preset: str, label: str):
+def scheme_config(experiment: str, preset: str, key: str):
     from ..experiments import experiment_config
-    cfg = experiment_config(experiment, preset, **SCHEMES[label][0])
+    cfg = experiment_config(experiment, preset, **SCHEMES[key].fields)
     if experiment == "fig3_relative_loss":  # never more step sizes than the preset's
         cfg = reduced_config(cfg, FIG3_FIELDS["probe_batches"], FIG3_FIELDS["sizes"])
     return cfg
@@ -51,11 +63,11 @@ AT_INIT = ("fig5_depth_profile", "fig6_logit_gradients", "fig3_relative_loss", "
 
 
 def scheme_runs(experiment: str, source: Source) -> dict[str, list[dict]]:
-    """The stored runs of `experiment` for every scheme, {label: runs}, after computing
+    """The stored runs of `experiment` for every scheme, {key: runs}, after computing
     `source.compute`'s missing ones (a plain run holds both the BN and the no-BN network;
-    `SCHEMES` says which one a label reads)."""
-    return {label: probe_runs(experiment, scheme_config(experiment, source.preset, label), source)
-            for label in SCHEMES}
+    `SCHEMES` says which one a scheme reads)."""
+    return {key: probe_runs(experiment, scheme_config(experiment, source.preset, key), source)
+            for key in SCHEMES}
 
 
 def at_init_table(fig5: dict, fig6: dict, fig3: dict, signal: dict) -> pd.DataFrame:
@@ -65,29 +77,35 @@ def at_init_table(fig5: dict, fig6: dict, fig3: dict, signal: dict) -> pd.DataFr
     never within the sweep), and the residual stream's log10 variance after the last block and its
     growth per block (NaN where a scheme has no runs)."""
     rows = {}
-    for label, (_, name) in SCHEMES.items():
-        row = {}
-        if fig5[label]:
-            layers = sorted(int(k) for k in fig5[label][0]["result"][name])[:-1]  # the last is the classifier
+    for key, scheme in SCHEMES.items():
+        row, name = {}, scheme.network
+        if fig5[key]:
+            layers = sorted(int(k) for k in fig5[key][0]["result"][name])[:-1]  # the last is the classifier
             logs = np.array([[np.log10(r["result"][name][str(k)]["std"]) for k in (layers[0], layers[-1])]
-                             for r in fig5[label]]).mean(0)
+                             for r in fig5[key]]).mean(0)
             row.update({f"Fig 5: log10 std, layer {layers[0]}": logs[0],
                         f"Fig 5: log10 std, layer {layers[-1]}": logs[1], "Fig 5: growth (decades)": logs[1] - logs[0]})
-        if fig6[label]:
-            stats = [network_stats(r["result"], name) for r in fig6[label]]
+        if fig6[key]:
+            stats = [network_stats(r["result"], name) for r in fig6[key]]
             row.update({"Fig 6: top-class share": np.mean([st.top_class_share for st in stats]),
                         "Fig 6: top p": np.mean([st.top_p for st in stats])})
-        if fig3[label]:
-            row["Fig 3: stable step"] = float(np.median([first_above(r["result"], name, "1", 1e3) for r in fig3[label]]))
-        if signal[label]:
+        if fig3[key]:
+            row["Fig 3: stable step"] = float(np.median([first_above(r["result"], name, "1", 1e3) for r in fig3[key]]))
+        if signal[key]:
             variance = np.array([[r["result"][name][b]["variance"] for b in sorted(r["result"][name], key=int)]
-                                 for r in signal[label]])
+                                 for r in signal[key]])
             curve = np.log10(variance).mean(0)
             row.update({"stream: log10 variance, last block": curve[-1],
                         "stream: growth per block (decades)": np.polyfit(np.arange(len(curve)), curve, 1)[0]})
-        row["seeds"] = max(len(found[label]) for found in (fig5, fig6, fig3, signal))
-        rows[label] = row
+        row["seeds"] = max(len(found[key]) for found in (fig5, fig6, fig3, signal))
+        rows[key] = row
     return pd.DataFrame(rows).T
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """A table keyed by scheme (`at_init_table`, `training_table`) as the notebook shows it: the
+    schemes by their labels."""
+    return table.rename(index=LABELS)
 
 
 def judge(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]:
@@ -98,26 +116,26 @@ def judge(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]:
     0.5; the top-class share is shown but not judged: Fixup's logits are exactly 0, so every class
     ties and the "most likely class" is the first for every input)."""
     unless = unjudged_reason(preset)
-    plain = table.loc["ResNet-110 w/o BN"]
+    plain = table.loc["plain_no_bn"]
     out = []
-    for label in ("SkipInit", "Fixup"):
-        row = table.loc[label]
+    for key in NORM_FREE:
+        row, label = table.loc[key], LABELS[key]
         growth, step = row.get("Fig 5: growth (decades)", np.nan), row.get("Fig 3: stable step", np.nan)
         share, top_p = row.get("Fig 6: top-class share", np.nan), row.get("Fig 6: top p", np.nan)
         capped = min(step, largest_size)
         ratio = capped / plain.get("Fig 3: stable step", np.nan)
         out += [
-            judged(f"{slug(label)}_no_growth",
+            judged(f"{key}_no_growth",
                    f"{label}: the activations do not grow with depth (Fig 5, layer 6 to 102)",
                    "(the thesis: no explosion without BN)",
                    f"{growth:+.2g} decades (plain w/o BN {plain.get('Fig 5: growth (decades)', np.nan):+.2g})",
                    holds(bool(abs(growth) <= 1)), unless),
-            judged(f"{slug(label)}_large_steps_safe",
+            judged(f"{key}_large_steps_safe",
                    f"{label}: large steps are safe (Fig 3's stable step ≥ 10x the plain network's w/o BN)",
                    "(the thesis: no explosion, large steps)",
                    f"{'never within the sweep' if np.isinf(step) else f'{step:.2g}'}; {ratio:.3g}x the plain network's",
                    holds(bool(ratio >= 10), partly=bool(ratio > 1)), unless),
-            judged(f"{slug(label)}_no_confident_prediction",
+            judged(f"{key}_no_confident_prediction",
                    f"{label}: no confident prediction at initialisation (Fig 6: mean top probability below 0.5)",
                    "(the thesis: the output does not explode)",
                    f"top probability {top_p:.2g} (plain w/o BN {plain.get('Fig 6: top p', np.nan):.2g}); "
@@ -127,23 +145,22 @@ def judge(table: pd.DataFrame, largest_size: float, preset: str) -> list[Claim]:
 
 
 def signal_frame(signal: dict[str, list[dict]]) -> pd.DataFrame:
-    """`shared.figures.depth.spp_frame` of each scheme's own network, one frame for `depth.plot_spp`."""
-    from .depth import spp_frame
-    frames = [spp_frame({label: runs}, network=SCHEMES[label][1]) for label, runs in signal.items() if runs]
+    """`shared.figures.signal_propagation.spp_frame` of each scheme's own network, one frame for its `plot_spp`."""
+    frames = [spp_frame({key: runs}, network=SCHEMES[key].network) for key, runs in signal.items() if runs]
     return pd.concat(frames)
 
 
 def plot_steps(ax, fig3: dict[str, list[dict]]) -> None:
     """Fig 3 on mini-batch 1 for every scheme: the relative loss against the step size (the
     median over seeds; band: the range), the threshold 10^3 dashed."""
-    for i, (label, runs) in enumerate(fig3.items()):
+    for i, (key, runs) in enumerate(fig3.items()):
         if not runs:
             continue
-        name = SCHEMES[label][1]
+        name = SCHEMES[key].network
         sizes = np.array(runs[0]["result"]["sizes"])
         curves = np.array([[np.nan if v is None else v for v in r["result"][name]["batches"]["1"]["relative_loss"]]
                            for r in runs], dtype=float)
-        ax.plot(sizes, pd.DataFrame(curves).median(), color=f"C{i}", label=label)  # NaN-skipping, no warning
+        ax.plot(sizes, pd.DataFrame(curves).median(), color=f"C{i}", label=LABELS[key])  # NaN-skipping, no warning
         ax.fill_between(sizes, np.fmin.reduce(curves, 0), np.fmax.reduce(curves, 0), color=f"C{i}", alpha=0.2, lw=0)
     ax.axhline(1e3, color="C3", ls="--", lw=0.8)
     ax.set(xscale="log", yscale="log", ylim=(1e-2, 1e8), xlabel="step size", ylabel="relative loss (mini-batch 1)")
@@ -154,17 +171,17 @@ def plot_steps(ax, fig3: dict[str, list[dict]]) -> None:
 TRAINING_RATES = (0.1, 0.003)  # Fig 1's larger rates: the plain ResNet-110 w/o BN diverges at both
 
 
-def training_config(label: str, preset: str, lr: float):
-    """Fig 1's training run of `preset` (the `preview` preset on a CPU) for scheme `label` at `lr`:
+def training_config(key: str, preset: str, lr: float):
+    """Fig 1's training run of `preset` (the `preview` preset on a CPU) for scheme `key` at `lr`:
     the plain ones are Fig 1's own runs."""
-    fields, name = SCHEMES[label]
-    return train_config(preset, lr=lr, bn=name == "bn", **fields)
+    scheme = SCHEMES[key]
+    return train_config(preset, lr=lr, bn=scheme.network == "bn", **scheme.fields)
 
 
 def load_training(preset: str, seeds=None) -> dict[tuple[str, float], list[dict]]:
-    """The stored training runs {(label, lr): runs} of every scheme at TRAINING_RATES."""
-    return {(label, lr): config_runs(TRAINING_EXPERIMENT, training_config(label, preset, lr), seeds=seeds)
-            for label in SCHEMES for lr in TRAINING_RATES}
+    """The stored training runs {(key, lr): runs} of every scheme at TRAINING_RATES."""
+    return {(key, lr): config_runs(TRAINING_EXPERIMENT, training_config(key, preset, lr), seeds=seeds)
+            for key in SCHEMES for lr in TRAINING_RATES}
 
 
 def training_table(runs: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
@@ -173,13 +190,19 @@ def training_table(runs: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
     completed runs (mean; NaN where none completed)."""
     from .sweep import outcomes
     rows = []
-    for (label, lr), found in runs.items():
+    for (key, lr), found in runs.items():
         row = outcomes(found)
         steps = [r["result"]["diverged_step"] for r in found if r["result"]["status"] != "completed"]
-        rows.append({"scheme": label, "lr": lr, "seeds": row["seeds"], "diverged": row["diverged"],
+        rows.append({"scheme": key, "lr": lr, "seeds": row["seeds"], "diverged": row["diverged"],
                      "diverged at step": steps[0] if steps else np.nan,
                      **{k: row[k] for k in ("failed to learn", "trained", "test acc")}})
     return pd.DataFrame(rows).set_index(["scheme", "lr"])
+
+
+def plot_training(axes, runs: dict[tuple[str, float], list[dict]]) -> None:
+    """`shared.figures.fig1.plot_accuracy` of every scheme and rate with runs ("SkipInit, lr 0.1", ...)."""
+    from .fig1 import plot_accuracy
+    plot_accuracy(axes, {f"{LABELS[key]}, lr {lr:g}": found for (key, lr), found in runs.items() if found})
 
 
 def training_claims(table: pd.DataFrame, preset: str) -> list[Claim]:
@@ -188,9 +211,9 @@ def training_claims(table: pd.DataFrame, preset: str) -> list[Claim]:
     diverge but fail to learn). Not judged without runs; judged on a reduced preset, the note says
     which and on how many seeds."""
     out = []
-    for label in ("SkipInit", "Fixup"):
+    for key in NORM_FREE:
         for lr in TRAINING_RATES:
-            row, plain = table.loc[(label, lr)], table.loc[("ResNet-110 w/o BN", lr)]
+            row, plain, label = table.loc[(key, lr)], table.loc[("plain_no_bn", lr)], LABELS[key]
             missing = 0 if row["seeds"] and plain["seeds"] else 1
             accuracy = "" if np.isnan(row["test acc"]) else f"; test acc {row['test acc']:.3g}"
             ours = (f"{row['trained']:.0f} of {row['seeds']:.0f} seed(s) train, {row['diverged']:.0f} diverge"
@@ -199,7 +222,7 @@ def training_claims(table: pd.DataFrame, preset: str) -> list[Claim]:
                             partly=bool(row["seeds"] and row["diverged"] == 0))
             preview = "" if preset == "paper" else (
                 f"{preset} preset, {row['seeds']:.0f} seed(s): a preview, not the paper's schedule")
-            out.append(judged(f"{slug(label)}_trains_at_lr_{slug(f'{lr:g}')}",
+            out.append(judged(f"{key}_trains_at_lr_{slug(f'{lr:g}')}",
                               f"{label} trains at lr {lr:g}, where plain ResNet-110 w/o BN diverges",
                               "(the thesis: no explosion, large rates)", ours, verdict,
                               unjudged_reason(preset, missing), note=preview))
@@ -224,9 +247,9 @@ def load(source: Source, train_preset: str | None = None, compute_training: bool
     train_preset = train_preset or training_preset(source.preset)
     if compute_training and source.compute is not None:
         from ..train import run_training
-        for label in ("SkipInit", "Fixup"):
+        for key in NORM_FREE:
             for lr in TRAINING_RATES:
-                run_training(training_config(label, train_preset, lr), source.compute, TRAINING_EXPERIMENT,
+                run_training(training_config(key, train_preset, lr), source.compute, TRAINING_EXPERIMENT,
                              source.data_dir, progress=False)
     return Runs(at_init, train_preset, load_training(train_preset, source.seeds))
 
