@@ -1,5 +1,7 @@
 """Fig 1's and the sweep's tables and claims (shared.figures.fig1) on synthetic stored runs."""
 
+import pytest
+
 from shared.figures import fig1
 from shared.figures import sweep as lrsweep
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
@@ -171,3 +173,30 @@ def test_the_findings_carry_the_stored_numbers_and_say_what_is_missing():
     del runs[names[1]]
     lines = fig1.findings(runs, fig1.final_table(runs), probes)
     assert "BN, lr 0.003: not trained yet." in lines and not any(line.startswith("With BN, 0.1 >") for line in lines)
+
+
+def curve_run(seed: int, accs: list[float], rates=(0.1, 0.1, 0.01, 0.01)) -> dict:
+    """A completed run whose test accuracy per epoch is `accs`, at the rate of `rates` per epoch."""
+    metrics = [{"test_acc": a, "train_acc": a, "train_loss": 1.0, "lr": lr} for a, lr in zip(accs, rates)]
+    return {"result": {"status": "completed", "initial_loss": 2.5, "epochs": len(accs), "metrics": metrics},
+            "provenance": {"seed": seed}}
+
+
+def test_the_crossing_of_bns_larger_rates_and_the_finals_per_seed():
+    """0.003 leads until the drop (after epoch 2), 0.1 after it: the mean curves' numbers at epoch
+    1, before the drop, the drop's lift for each, and at the end; then each seed's final accuracies."""
+    runs = {"BN, lr 0.003": [curve_run(0, [0.3, 0.6, 0.62, 0.63]), curve_run(1, [0.5, 0.8, 0.84, 0.85])],
+            "BN, lr 0.1": [curve_run(0, [0.1, 0.5, 0.8, 0.9]), curve_run(1, [0.1, 0.5, 0.7, 0.8])]}
+    cross = fig1.crossing(runs)
+    assert cross["drop_epoch"] == 3 and cross["first"] == pytest.approx((0.4, 0.1))
+    assert cross["before_drop"] == pytest.approx((0.7, 0.5)) and cross["lift"] == pytest.approx((0.03, 0.25))
+    assert cross["last"] == pytest.approx((0.74, 0.85))
+    lines = fig1.findings(runs, fig1.final_table(runs), fig1.divergence_table([]))
+    assert ("BN at 0.003 against 0.1 (mean curves): after epoch 1 40.0% against 10.0%; at epoch 2, before the "
+            "first rate drop, 70.0% against 50.0%; the drop lifts them by +3.0 and +25.0 points; at the end "
+            "74.0% against 85.0%.") in lines
+    assert fig1.seed_finals(runs) == {0: {"BN, lr 0.1": 0.9, "BN, lr 0.003": 0.63}, 1: {"BN, lr 0.1": 0.8, "BN, lr 0.003": 0.85}}
+    assert "Seed 1: BN, lr 0.1 80.0%, BN, lr 0.003 85.0%." in lines
+    assert fig1.crossing({"BN, lr 0.1": runs["BN, lr 0.1"]}) is None  # nothing to cross
+    flat = {name: [curve_run(0, [0.1, 0.2], rates=(0.1, 0.1))] for name in runs}
+    assert fig1.crossing(flat) is None  # no drop

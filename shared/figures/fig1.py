@@ -305,6 +305,36 @@ def divergence_summary(divergence: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("lr")
 
 
+def crossing(runs: dict[str, list[dict]]) -> dict | None:
+    """BN's two larger rates against each other on their mean test-accuracy curves (the paper's
+    Fig 1: 0.003 leads until the first rate drop, 0.1 after it): (0.003, 0.1) after the first
+    epoch, at the last epoch before the first drop ("drop_epoch" is the first at the lower rate),
+    the lift the drop gives each (that epoch against the one before) and at the last epoch. None
+    unless both have completed runs of one length whose rate drops."""
+    fast, slow = (curves(runs.get(name, []), "test_acc") for name in ("BN, lr 0.003", "BN, lr 0.1"))
+    if fast is None or slow is None or fast.shape[1] != slow.shape[1]:
+        return None
+    if any("lr" not in m for r in runs["BN, lr 0.1"] for m in r["result"]["metrics"]):
+        return None  # runs stored before each epoch's rate was recorded
+    rates = curves(runs["BN, lr 0.1"], "lr")[0]
+    drops = np.flatnonzero(rates < rates[0])
+    if not len(drops):
+        return None
+    f, s, d = fast.mean(0), slow.mean(0), int(drops[0])
+    return {"first": (f[0], s[0]), "before_drop": (f[d - 1], s[d - 1]), "drop_epoch": d + 1,
+            "lift": (f[d] - f[d - 1], s[d] - s[d - 1]), "last": (f[-1], s[-1])}
+
+
+def seed_finals(runs: dict[str, list[dict]], names=(*ORDERED, "no BN, lr 0.0001")) -> dict[int, dict[str, float]]:
+    """Per seed, the final test accuracy of each of `names` with a completed run of that seed."""
+    out: dict[int, dict[str, float]] = {}
+    for name in names:
+        for r in runs.get(name, []):
+            if r["result"]["status"] == "completed":
+                out.setdefault(r["provenance"]["seed"], {})[name] = r["result"]["metrics"][-1]["test_acc"]
+    return dict(sorted(out.items()))
+
+
 def findings(runs: dict[str, list[dict]], finals: pd.DataFrame, divergence: pd.DataFrame) -> list[str]:
     """What the stored runs show, in sentences with their numbers: where the network without BN
     diverges (Fig 1's runs and the probes together), how far BN trains at each rate against the
@@ -336,6 +366,17 @@ def findings(runs: dict[str, list[dict]], finals: pd.DataFrame, divergence: pd.D
         in_order, seeds = seeds_in_order(runs)
         lines.append(f"With BN, 0.1 > 0.003 > 1e-4 in final test accuracy: {'yes' if ordering['ordered'] else 'no'} "
                      f"on the means, in {in_order} of {seeds} seed(s).")
+    cross = crossing(runs)
+    if cross:
+        pair = lambda key: f"{cross[key][0]:.1%} against {cross[key][1]:.1%}"
+        lines.append(f"BN at 0.003 against 0.1 (mean curves): after epoch 1 {pair('first')}; at epoch "
+                     f"{cross['drop_epoch'] - 1}, before the first rate drop, {pair('before_drop')}; the drop lifts "
+                     f"them by {100 * cross['lift'][0]:+.1f} and {100 * cross['lift'][1]:+.1f} points; at the end "
+                     f"{pair('last')}.")
+    by_seed = seed_finals(runs)
+    if len(by_seed) > 1:
+        lines += [f"Seed {seed}: " + ", ".join(f"{name} {acc:.1%}" for name, acc in accs.items()) + "."
+                  for seed, accs in by_seed.items()]
     gap = curve_gap(runs.get("BN, lr 0.0001", []), runs.get("no BN, lr 0.0001", []))
     if not np.isnan(gap):
         lines.append(f"At 1e-4 the test-accuracy curves with and without BN are at most {gap:.1%} apart "
