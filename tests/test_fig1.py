@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.figures import fig1
+from shared.figures import divergence, fig1
 from shared.figures import sweep as lrsweep
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.config import TrainConfig, setting_name
@@ -26,7 +26,7 @@ def finals_and_probes(acc: dict[str, float | None], probe_diverged: dict[float, 
             for bn, lr in ((True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4), (False, 0.003), (False, 0.1))}
     probes = [(TrainConfig(bn=False, lr=lr), [run(s, None if s < n else 0.2) for s in range(3)])
               for lr, n in probe_diverged.items()]
-    return fig1.final_table(runs), fig1.divergence_table(probes)
+    return fig1.final_table(runs), divergence.divergence_table(probes)
 
 
 def test_fig1_claims_on_the_papers_numbers_hold_and_partial_divergence_is_partly():
@@ -137,7 +137,7 @@ def test_the_ordering_claim_and_the_short_schedule_targets():
             names[4]: (None, None), names[5]: (None, None)}
     runs = {n: [run(s, a) for s, a in enumerate(pair)] for n, pair in accs.items()}
     finals = fig1.final_table(runs)
-    probes = fig1.divergence_table([])
+    probes = divergence.divergence_table([])
     claims = {c.claim: c for c in fig1.judge(finals, probes, "cpu")}
     order = claims["With BN the larger rate gives the better network (0.1, 0.003, 1e-4 in that order)"]
     assert order.verdict == YES and order.ours == "0.1 88.0%, 0.003 86.5%, 1e-4 61.0%"
@@ -160,7 +160,7 @@ def test_the_findings_carry_the_stored_numbers_and_say_what_is_missing():
     accs = {names[0]: (0.90, 0.86), names[1]: (0.85, 0.84), names[2]: (0.60, 0.62), names[3]: (0.55, 0.60),
             names[4]: (None, None), names[5]: (None, None)}
     runs = {n: [run(s, a) for s, a in enumerate(pair)] for n, pair in accs.items()}
-    probes = fig1.divergence_table([(TrainConfig(bn=False, lr=lr), [run(s, None if s < n else 0.2) for s in range(3)])
+    probes = divergence.divergence_table([(TrainConfig(bn=False, lr=lr), [run(s, None if s < n else 0.2) for s in range(3)])
                                     for lr, n in ((0.1, 3), (0.001, 2))])
     lines = fig1.findings(runs, fig1.final_table(runs), probes)
     assert lines[0] == "Without BN at 0.1: 5 of 5 runs diverged (at step 1)."  # 3 probes + 2 of Fig 1's runs
@@ -191,7 +191,7 @@ def test_the_crossing_of_bns_larger_rates_and_the_finals_per_seed():
     assert cross["drop_epoch"] == 3 and cross["first"] == pytest.approx((0.4, 0.1))
     assert cross["before_drop"] == pytest.approx((0.7, 0.5)) and cross["lift"] == pytest.approx((0.03, 0.25))
     assert cross["last"] == pytest.approx((0.74, 0.85))
-    lines = fig1.findings(runs, fig1.final_table(runs), fig1.divergence_table([]))
+    lines = fig1.findings(runs, fig1.final_table(runs), divergence.divergence_table([]))
     assert ("BN at 0.003 against 0.1 (mean curves): after epoch 1 40.0% against 10.0%; at epoch 2, before the "
             "first rate drop, 70.0% against 50.0%; the drop lifts them by +3.0 and +25.0 points; at the end "
             "74.0% against 85.0%.") in lines

@@ -17,6 +17,7 @@ from .. import paper
 from ..config import NETWORK_CANDIDATES, NETWORK_EPOCHS, NETWORK_LR, TRAINING_EXPERIMENT, network_config
 from ..experiments import experiment_config, run_experiment
 from ..results import config_runs
+from .divergence import trained
 
 # The convolution inits tried: the paper's stated Xavier, torchvision's Kaiming (fan_out), and
 # PyTorch's constructor default (what a 2018 PyTorch model got without an explicit init).
@@ -117,9 +118,8 @@ def training_table(preset: str = "paper") -> pd.DataFrame:
     NETWORK_CANDIDATES, with and without BN at NETWORK_LR for the first NETWORK_EPOCHS epochs on the
     full training set (seed 0), the last epoch's train loss and test accuracy, the logits' spread
     across images and the dead ReLUs of stage 3 (`shared.health`), and whether it trains
-    (`shared.figures.fig1.trained`: not diverged, train loss below its initial loss, test accuracy above
+    (`shared.figures.divergence.trained`: not diverged, train loss below its initial loss, test accuracy above
     the chance rule's). Rows missing from the store are left out."""
-    from .fig1 import trained
 
     rows = []
     for fields in NETWORK_CANDIDATES:

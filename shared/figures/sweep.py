@@ -12,7 +12,7 @@ import pandas as pd
 from ..claims import NO, PARTLY, Claim, at_least, judged, unjudged_reason, within_range
 from ..config import TRAINING_EXPERIMENT, TrainConfig, sweep_grid
 from ..results import config_runs
-from .fig1 import CHANCE, trained
+from .divergence import CHANCE, trained
 from .protocol import Source
 
 
