@@ -192,11 +192,13 @@ def test_the_crossing_of_bns_larger_rates_and_the_finals_per_seed():
     assert cross["before_drop"] == pytest.approx((0.7, 0.5)) and cross["lift"] == pytest.approx((0.03, 0.25))
     assert cross["last"] == pytest.approx((0.74, 0.85))
     lines = fig1.findings(runs, fig1.final_table(runs), divergence.divergence_table([]))
-    assert ("BN at 0.003 against 0.1 (mean curves): after epoch 1 40.0% against 10.0%; at epoch 2, before the "
+    assert ("BN at 0.003 against 0.1 (mean curves of seed(s) 0, 1, which both completed): after epoch 1 40.0% against 10.0%; at epoch 2, before the "
             "first rate drop, 70.0% against 50.0%; the drop lifts them by +3.0 and +25.0 points; at the end "
             "74.0% against 85.0%.") in lines
     assert fig1.seed_finals(runs) == {0: {"BN, lr 0.1": 0.9, "BN, lr 0.003": 0.63}, 1: {"BN, lr 0.1": 0.8, "BN, lr 0.003": 0.85}}
     assert "Seed 1: BN, lr 0.1 80.0%, BN, lr 0.003 85.0%." in lines
     assert fig1.crossing({"BN, lr 0.1": runs["BN, lr 0.1"]}) is None  # nothing to cross
+    unpaired = {**runs, "BN, lr 0.1": [runs["BN, lr 0.1"][0], curve_run(2, [0.9, 0.9, 0.9, 0.9])]}
+    assert fig1.crossing(unpaired)["seeds"] == [0] and fig1.crossing(unpaired)["first"] == pytest.approx((0.3, 0.1))
     flat = {name: [curve_run(0, [0.1, 0.2], rates=(0.1, 0.1))] for name in runs}
     assert fig1.crossing(flat) is None  # no drop

@@ -217,23 +217,27 @@ def targets(runs: dict[str, list[dict]], finals: pd.DataFrame) -> pd.DataFrame:
 
 
 def crossing(runs: dict[str, list[dict]]) -> dict | None:
-    """BN's two larger rates against each other on their mean test-accuracy curves (the paper's
-    Fig 1: 0.003 leads until the first rate drop, 0.1 after it): (0.003, 0.1) after the first
-    epoch, at the last epoch before the first drop ("drop_epoch" is the first at the lower rate),
-    the lift the drop gives each (that epoch against the one before) and at the last epoch. None
-    unless both have completed runs of one length whose rate drops."""
-    fast, slow = (curves(runs.get(name, []), "test_acc") for name in ("BN, lr 0.003", "BN, lr 0.1"))
-    if fast is None or slow is None or fast.shape[1] != slow.shape[1]:
-        return None
-    if any("lr" not in m for r in runs["BN, lr 0.1"] for m in r["result"]["metrics"]):
-        return None  # runs stored before each epoch's rate was recorded
-    rates = curves(runs["BN, lr 0.1"], "lr")[0]
+    """BN's two larger rates against each other on their mean test-accuracy curves over the seeds
+    both completed (the paper's Fig 1: 0.003 leads until the first rate drop, 0.1 after it):
+    (0.003, 0.1) after the first epoch, at the last epoch before the first drop ("drop_epoch" is
+    the first at the lower rate), the lift the drop gives each (that epoch against the one before)
+    and at the last epoch, and the "seeds". None unless both have completed runs of one seed, of
+    one length, whose rate drops."""
+    def by_seed(name: str) -> dict[int, list[dict]]:
+        return {r["provenance"]["seed"]: r["result"]["metrics"] for r in runs.get(name, [])
+                if r["result"]["status"] == "completed"}
+    fast, slow = by_seed("BN, lr 0.003"), by_seed("BN, lr 0.1")
+    seeds = sorted(fast.keys() & slow.keys())
+    if not seeds or any(len(fast[s]) != len(slow[s]) or any("lr" not in m for m in slow[s]) for s in seeds):
+        return None  # nothing to pair, or runs stored before each epoch's rate was recorded
+    rates = np.array([m["lr"] for m in slow[seeds[0]]])
     drops = np.flatnonzero(rates < rates[0])
     if not len(drops):
         return None
-    f, s, d = fast.mean(0), slow.mean(0), int(drops[0])
+    f, s = (np.mean([[m["test_acc"] for m in found[seed]] for seed in seeds], axis=0) for found in (fast, slow))
+    d = int(drops[0])
     return {"first": (f[0], s[0]), "before_drop": (f[d - 1], s[d - 1]), "drop_epoch": d + 1,
-            "lift": (f[d] - f[d - 1], s[d] - s[d - 1]), "last": (f[-1], s[-1])}
+            "lift": (f[d] - f[d - 1], s[d] - s[d - 1]), "last": (f[-1], s[-1]), "seeds": seeds}
 
 
 def seed_finals(runs: dict[str, list[dict]], names=(*ORDERED, "no BN, lr 0.0001")) -> dict[int, dict[str, float]]:
@@ -280,7 +284,8 @@ def findings(runs: dict[str, list[dict]], finals: pd.DataFrame, divergence: pd.D
     cross = crossing(runs)
     if cross:
         pair = lambda key: f"{cross[key][0]:.1%} against {cross[key][1]:.1%}"
-        lines.append(f"BN at 0.003 against 0.1 (mean curves): after epoch 1 {pair('first')}; at epoch "
+        lines.append(f"BN at 0.003 against 0.1 (mean curves of seed(s) {', '.join(map(str, cross['seeds']))}, "
+                     f"which both completed): after epoch 1 {pair('first')}; at epoch "
                      f"{cross['drop_epoch'] - 1}, before the first rate drop, {pair('before_drop')}; the drop lifts "
                      f"them by {100 * cross['lift'][0]:+.1f} and {100 * cross['lift'][1]:+.1f} points; at the end "
                      f"{pair('last')}.")
