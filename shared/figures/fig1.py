@@ -33,6 +33,11 @@ def near_chance(*accuracies: float) -> bool:
     return all(a <= CHANCE + NEAR_CHANCE for a in accuracies)
 
 
+def completed(found: list[dict]) -> dict[int, list[dict]]:
+    """Per seed, the per-epoch metrics of its completed run in `found`."""
+    return {r["provenance"]["seed"]: r["result"]["metrics"] for r in found if r["result"]["status"] == "completed"}
+
+
 def curves(found: list[dict], key: str) -> np.ndarray | None:
     """[seeds, epochs] of metric `key` over the completed runs (all of one config have one length)."""
     done = [r["result"] for r in found if r["result"]["status"] == "completed"]
@@ -157,12 +162,7 @@ def runs_ordering(finals: pd.DataFrame) -> dict:
 
 def seeds_in_order(runs: dict[str, list[dict]]) -> tuple[int, int]:
     """(seeds whose final test accuracies fall in ORDERED's order, seeds that have all three runs completed)."""
-    by_seed: dict[int, list[float]] = {}
-    for name in ORDERED:
-        for r in runs.get(name, []):
-            if r["result"]["status"] == "completed":
-                by_seed.setdefault(r["provenance"]["seed"], []).append(r["result"]["metrics"][-1]["test_acc"])
-    full = [accs for accs in by_seed.values() if len(accs) == len(ORDERED)]
+    full = [[accs[n] for n in ORDERED] for accs in seed_finals(runs, ORDERED).values() if len(accs) == len(ORDERED)]
     return sum(all(a > b for a, b in zip(accs, accs[1:])) for accs in full), len(full)
 
 
@@ -223,10 +223,7 @@ def crossing(runs: dict[str, list[dict]]) -> dict | None:
     the first at the lower rate), the lift the drop gives each (that epoch against the one before)
     and at the last epoch, and the "seeds". None unless both have completed runs of one seed, of
     one length, whose rate drops."""
-    def by_seed(name: str) -> dict[int, list[dict]]:
-        return {r["provenance"]["seed"]: r["result"]["metrics"] for r in runs.get(name, [])
-                if r["result"]["status"] == "completed"}
-    fast, slow = by_seed("BN, lr 0.003"), by_seed("BN, lr 0.1")
+    fast, slow = completed(runs.get("BN, lr 0.003", [])), completed(runs.get("BN, lr 0.1", []))
     seeds = sorted(fast.keys() & slow.keys())
     if not seeds or any(len(fast[s]) != len(slow[s]) or any("lr" not in m for m in slow[s]) for s in seeds):
         return None  # nothing to pair, or runs stored before each epoch's rate was recorded
@@ -244,9 +241,8 @@ def seed_finals(runs: dict[str, list[dict]], names=(*ORDERED, "no BN, lr 0.0001"
     """Per seed, the final test accuracy of each of `names` with a completed run of that seed."""
     out: dict[int, dict[str, float]] = {}
     for name in names:
-        for r in runs.get(name, []):
-            if r["result"]["status"] == "completed":
-                out.setdefault(r["provenance"]["seed"], {})[name] = r["result"]["metrics"][-1]["test_acc"]
+        for seed, metrics in completed(runs.get(name, [])).items():
+            out.setdefault(seed, {})[name] = metrics[-1]["test_acc"]
     return dict(sorted(out.items()))
 
 

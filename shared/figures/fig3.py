@@ -23,8 +23,7 @@ from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import DEFAULT_INIT, ProbeConfig, added, check_choice
 from ..data import Cifar10, TrainLoader
 from .protocol import Source, experiment_config, probe_runs
-from .relative_loss import (NETWORKS, batch_means, batches, by_batch, curve, median_table, probe_table,
-                            within)
+from .relative_loss import NETWORKS, batch_means, batches, curve, median_table, probe_table
 
 EXPERIMENT = "fig3_relative_loss"
 
@@ -160,6 +159,23 @@ def plot_overlay(axes, shown: dict, results: list[dict], batches: list[str],
                ylim=(min(PAPER_Y_MIN, *floor.values()), Y_MAX), xlabel="step size", title=label)
         ax.legend(loc="upper left")
     axes[0].set_ylabel("relative loss")
+
+
+def within(values: pd.Series, low: float, high: float) -> str:
+    """yes if every value is inside [low, high] within a factor 2 (reading a log axis); partly if
+    all are within a factor 10, or some within the factor 2; else no."""
+    inside = (values >= low / 2) & (values <= high * 2)
+    near = (values >= low / 10) & (values <= high * 10)
+    return holds(bool(inside.all()), partly=bool(near.all() or inside.any()))
+
+
+def by_batch(values: pd.Series) -> str:
+    """"mini-batch 1: a, 4: b..c, ...": the value (or its range over seeds) for each mini-batch."""
+    parts = []
+    for batch, v in values.groupby(level="mini-batch"):
+        lo, hi = v.min(), v.max()
+        parts.append(f"{batch}: {lo:.2g}" + ("" if lo == hi else f"..{hi:.2g}"))
+    return "mini-batch " + ", ".join(parts)
 
 
 def judge(table: pd.DataFrame, largest_size: float, first_batch: int, preset: str) -> list[Claim]:

@@ -7,8 +7,6 @@ is a stored result of the "fig3_relative_loss" experiment (its layout: `fig3`'s 
 import numpy as np
 import pandas as pd
 
-from ..claims import holds
-
 NETWORKS = {"bn": "with BN", "no_bn": "w/o BN"}
 PAPER_X_MAX = 0.1  # the largest step size of the paper's figure
 
@@ -69,20 +67,3 @@ def median_table(found: dict[str, list[dict]], batches: list[str], columns: list
             grouped = probe_table(runs, batches).groupby(level=["network", "mini-batch"])
             frames.append(grouped[columns].median().assign(seeds=grouped.size(), **{level: label}))
     return pd.concat(frames).reset_index().set_index([level, "network", "mini-batch"])
-
-
-def within(values: pd.Series, low: float, high: float) -> str:
-    """yes if every value is inside [low, high] within a factor 2 (reading a log axis); partly if
-    all are within a factor 10, or some within the factor 2; else no."""
-    inside = (values >= low / 2) & (values <= high * 2)
-    near = (values >= low / 10) & (values <= high * 10)
-    return holds(bool(inside.all()), partly=bool(near.all() or inside.any()))
-
-
-def by_batch(values: pd.Series) -> str:
-    """"mini-batch 1: a, 4: b..c, ...": the value (or its range over seeds) for each mini-batch."""
-    parts = []
-    for batch, v in values.groupby(level="mini-batch"):
-        lo, hi = v.min(), v.max()
-        parts.append(f"{batch}: {lo:.2g}" + ("" if lo == hi else f"..{hi:.2g}"))
-    return "mini-batch " + ", ".join(parts)
