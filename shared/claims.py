@@ -51,10 +51,10 @@ def judged(key: str, claim: str, paper: str, ours: str, verdict: str, unless: st
     return Claim(key, claim, paper, ours, NOT_JUDGED if unless else verdict, unless or note)
 
 
-def slug(text: object) -> str:
-    """`text` as a part of a claim's key: lower case, each run of other characters one "_"
-    ("BN, lr 0.1" -> "bn_lr_0_1")."""
-    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")
+def slug(text: object, sep: str = "_") -> str:
+    """`text` as a part of a claim's key (or, with sep "-", of an id in the report): lower case,
+    each run of other characters one `sep` ("BN, lr 0.1" -> "bn_lr_0_1")."""
+    return re.sub(r"[^a-z0-9]+", sep, str(text).lower()).strip(sep)
 
 
 def unjudged_reason(preset: str, missing: int = 0, needs: str | None = None) -> str | None:

@@ -39,7 +39,7 @@ from . import figures, frontpage
 from .execution import execute_notebooks
 from .offline_site import build_offline
 from .config import PROBE_PRESETS, TRAIN_PRESETS
-from .claims import Claim, load_claims, verdict_counts
+from .claims import Claim, load_claims, slug, verdict_counts
 from .fileio import read_json
 from .paths import FIGURES_DIR, NOTEBOOKS_DIR, REPO_ROOT, RESULTS_ROOT
 
@@ -169,14 +169,9 @@ def summary_markdown(notebooks: list[Notebook]) -> str:
     return lead + "\n\n" + markdown_table(["", "claim", "paper", "ours", "holds"], rows) + "\n"
 
 
-def slug(text: str) -> str:
-    """Lower-case words joined by hyphens: an id or a label."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 def figure_markdown(figure: Path) -> str:
     """A cross-referenceable image of a saved figure, its path relative to the site root."""
-    return f"![{figure.name}](figures/{figure.name}){{#fig-{slug(figure.stem)}}}"
+    return f"![{figure.name}](figures/{figure.name}){{#fig-{slug(figure.stem, '-')}}}"
 
 
 def item_markdown(item: str, notebooks: list[Notebook]) -> str:
