@@ -64,7 +64,8 @@ class Run:
 
     def name(self) -> str:
         c = self.cfg
-        return f"{c.arch} {'BN' if c.bn else 'no BN'} lr {c.lr:g} ({c.precision}) seed {self.seed}"
+        warmup = f", {c.warmup_epochs} warm-up epoch(s)" if c.warmup_epochs else ""
+        return f"{c.arch} {'BN' if c.bn else 'no BN'} lr {c.lr:g} ({c.precision}{warmup}) seed {self.seed}"
 
 
 def failure_path(store: Store, experiment: str, run: Run) -> Path:

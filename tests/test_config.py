@@ -36,6 +36,8 @@ def test_presets_are_frozen_and_overridable():
     (lambda: TrainConfig(epochs=10, max_epochs=5), r"max_epochs \(5\) must be >= epochs \(10\)"),
     (lambda: TrainConfig(lr_drops=(0.75, 0.5)), "lr_drops must be increasing fractions"),
     (lambda: TrainConfig(train_subset=0), "train_subset must be positive, got 0"),
+    (lambda: TrainConfig(epochs=2, max_epochs=2, warmup_epochs=2), r"warmup_epochs \(2\) must be < epochs \(2\)"),
+    (lambda: TrainConfig(warmup_epochs=-1), "warmup_epochs must be >= 0, got -1"),
 ])
 def test_bad_configs_say_what_is_wrong(call, message):
     with pytest.raises(ValueError, match=message):
@@ -112,6 +114,7 @@ def test_the_committed_store_keys_are_the_configs_identities():
     (lambda **kw: train_config("cpu", **kw), "divergence_factor", 5.0),
     (lambda **kw: train_config("cpu", **kw), "divergence_check_every", 1),
     (lambda **kw: train_config("cpu", **kw), "chance_accuracy", 0.1),
+    (lambda **kw: train_config("cpu", **kw), "warmup_epochs", 1),
     (lambda **kw: DepthConfig(**kw), "first_layer", 1),
     (lambda **kw: DepthConfig(**kw), "layer_step", 6),
 ])

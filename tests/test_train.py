@@ -2,7 +2,7 @@ import pytest
 import torch
 from helpers import TINY, random_cifar
 
-from shared.config import divergence_grid, fig1_grid, sweep_grid, train_config
+from shared.config import divergence_grid, fig1_grid, sweep_grid, train_config, warmup_grid
 from shared.plotting import runs_summary
 from shared.results import Store
 from shared.data import load_cifar10
@@ -15,6 +15,17 @@ def test_schedule_divides_the_rate_at_50_and_75_percent():
     cfg = train_config("paper")
     assert [lr_at(cfg, e, 165) for e in (0, 81, 82, 122, 123, 164)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_a_warmup_trains_its_first_epochs_at_a_tenth_of_the_rate_then_follows_the_schedule():
+    """He et al.'s warm-up (the `warmup` grid, an ablation of Fig 1): 0.01 for the first epoch at
+    lr 0.1, then the schedule's drops where they were without it."""
+    (cfg,) = warmup_grid("cpu")
+    assert (cfg.bn, cfg.lr, cfg.warmup_epochs) == (True, 0.1, 1) and cfg.epochs == 15
+    assert [lr_at(cfg, e, 15) for e in (0, 1, 6, 7, 10, 11, 14)] == pytest.approx(
+        [0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    plain = train_config("cpu")
+    assert [lr_at(plain, e, 15) for e in range(1, 15)] == [lr_at(cfg, e, 15) for e in range(1, 15)]
 
 
 def test_plateau_detector_on_synthetic_curves():
@@ -101,6 +112,18 @@ def test_doubling_continues_the_run_as_if_started_with_the_final_length(tmp_path
     assert a["epochs"] == b["epochs"] == 8
     assert [m["lr"] for m in a["metrics"]] == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_warmup_epoch_is_an_epoch_at_a_tenth_of_the_rate(tmp_path):
+    """The loop trains the warm-up at lr / 10: its first epoch equals a run at that rate."""
+    data = random_cifar(n_train=64, n_test=20)
+    warm = train_config("smoke", epochs=2, max_epochs=2, lr_drops=(), warmup_epochs=1, **TINY)
+    slow = train_config("smoke", epochs=2, max_epochs=2, lr_drops=(), lr=0.01, **TINY)
+    a, b = (train(cfg, data, 3, progress=False) for cfg in (warm, slow))
+    assert [m["lr"] for m in a["metrics"]] == pytest.approx([0.01, 0.1])
+    first = lambda r: {k: v for k, v in r["metrics"][0].items() if k not in ("wall_s", "lr")}
+    assert first(a) == first(b)
+    assert a["metrics"][1]["train_loss"] != b["metrics"][1]["train_loss"]
 
 
 def test_absurd_rate_diverges_as_a_result_not_a_crash():

@@ -93,7 +93,7 @@ class Runs:
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
 
 # The config fields in which runs trained together may differ: the learning rate and schedule length
-STACK_MAY_DIFFER = ("lr", "epochs", "max_epochs")
+STACK_MAY_DIFFER = ("lr", "epochs", "max_epochs", "warmup_epochs")
 
 
 def shared_fields(cfg: TrainConfig) -> dict:

@@ -93,7 +93,10 @@ class RunState:
 
 
 def lr_at(cfg: TrainConfig, epoch: int, total_epochs: int) -> float:
-    """The rate for 0-based `epoch` of a `total_epochs` schedule: lr / 10 after each drop."""
+    """The rate for 0-based `epoch` of a `total_epochs` schedule: lr / 10 after each drop, and
+    lr / 10 during the first `cfg.warmup_epochs` (an ablation: He et al.'s warm-up)."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr / 10
     drops = sum(epoch >= int(f * total_epochs) for f in cfg.lr_drops)
     return cfg.lr * cfg.lr_drop_factor ** drops
 
