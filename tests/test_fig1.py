@@ -202,3 +202,20 @@ def test_the_crossing_of_bns_larger_rates_and_the_finals_per_seed():
     assert fig1.crossing(unpaired)["seeds"] == [0] and fig1.crossing(unpaired)["first"] == pytest.approx((0.3, 0.1))
     flat = {name: [curve_run(0, [0.1, 0.2], rates=(0.1, 0.1))] for name in runs}
     assert fig1.crossing(flat) is None  # no drop
+
+
+
+def test_the_warmup_ablation_pairs_seeds_and_reads_the_epoch_before_the_drop():
+    from shared.figures import warmup
+    plain_rates, warm_rates = [0.1, 0.1, 0.1, 0.01], [0.01, 0.1, 0.1, 0.01]
+    plain = [curve_run(0, [0.1, 0.3, 0.5, 0.7], plain_rates), curve_run(1, [0.2, 0.4, 0.6, 0.8], plain_rates)]
+    warm = [curve_run(0, [0.3, 0.4, 0.6, 0.75], warm_rates), curve_run(2, [0.3, 0.4, 0.6, 0.9], warm_rates)]
+    t = warmup.table(plain, warm)
+    assert list(t.index) == [(0, warmup.PLAIN), (0, warmup.WARM), ("mean", warmup.PLAIN), ("mean", warmup.WARM)]
+    assert list(t.columns) == ["test acc, epoch 1", "test acc, epoch 3", "final test acc", "final train acc"]
+    assert t.loc[(0, warmup.WARM)].tolist() == pytest.approx([0.3, 0.6, 0.75, 0.75])
+    assert warmup.findings(plain, warm) == [
+        "Warm-up, seed 0: after epoch 1 30.0% against 10.0% without; at the end 75.0% against 70.0% (+5.0 points)."]
+    assert warmup.before_drop([{"lr": 0.1}] * 3) == 2  # a constant rate: the last epoch
+    assert warmup.table(plain, []).empty
+    assert "no seed has both runs yet" in warmup.findings(plain, [])[0]
