@@ -204,7 +204,6 @@ def test_the_crossing_of_bns_larger_rates_and_the_finals_per_seed():
     assert fig1.crossing(flat) is None  # no drop
 
 
-
 def test_the_warmup_ablation_pairs_seeds_and_reads_the_epoch_before_the_drop():
     from shared.figures import warmup
     plain_rates, warm_rates = [0.1, 0.1, 0.1, 0.01], [0.01, 0.1, 0.1, 0.01]

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..claims import Claim, holds, judged, slug, unjudged_reason
-from ..config import DIVERGENCE_STEPS, TRAINING_EXPERIMENT, TrainConfig, divergence_grid, fig1_grid, setting_name
+from ..config import (DIVERGENCE_STEPS, TRAINING_EXPERIMENT, TrainConfig, divergence_grid, fig1_grid, setting_name,
+                      warmup_grid)
 from ..results import config_runs
 from .divergence import CHANCE, divergence_summary, divergence_table, trained
 from .protocol import Source
@@ -36,6 +37,13 @@ def near_chance(*accuracies: float) -> bool:
 def completed(found: list[dict]) -> dict[int, list[dict]]:
     """Per seed, the per-epoch metrics of its completed run in `found`."""
     return {r["provenance"]["seed"]: r["result"]["metrics"] for r in found if r["result"]["status"] == "completed"}
+
+
+def first_drop(metrics: list[dict]) -> int | None:
+    """The 0-based index of a run's first epoch at a lower rate than its first epoch's, or None (a
+    constant rate). Read from a run whose first epoch is at the schedule's rate (no warm-up)."""
+    rates = [m["lr"] for m in metrics]
+    return next((i for i, r in enumerate(rates) if r < rates[0]), None)
 
 
 def curves(found: list[dict], key: str) -> np.ndarray | None:
@@ -227,12 +235,10 @@ def crossing(runs: dict[str, list[dict]]) -> dict | None:
     seeds = sorted(fast.keys() & slow.keys())
     if not seeds or any(len(fast[s]) != len(slow[s]) or any("lr" not in m for m in slow[s]) for s in seeds):
         return None  # nothing to pair, or runs stored before each epoch's rate was recorded
-    rates = np.array([m["lr"] for m in slow[seeds[0]]])
-    drops = np.flatnonzero(rates < rates[0])
-    if not len(drops):
+    d = first_drop(slow[seeds[0]])
+    if d is None:
         return None
     f, s = (np.mean([[m["test_acc"] for m in found[seed]] for seed in seeds], axis=0) for found in (fast, slow))
-    d = int(drops[0])
     return {"first": (f[0], s[0]), "before_drop": (f[d - 1], s[d - 1]), "drop_epoch": d + 1,
             "lift": (f[d] - f[d - 1], s[d] - s[d - 1]), "last": (f[-1], s[-1]), "seeds": seeds}
 
@@ -300,21 +306,23 @@ def findings(runs: dict[str, list[dict]], finals: pd.DataFrame, divergence: pd.D
 
 @dataclass(frozen=True)
 class Runs:
-    """Fig 1's stored training runs: its curves' and the divergence panel's."""
+    """Fig 1's stored training runs: its curves', the divergence panel's and the warm-up ablation's."""
     runs: dict[str, list[dict]]                          # `setting_name` -> runs, one per seed
     probes: list[tuple[TrainConfig, list[dict]]]         # the divergence probes, each with its runs
+    warmup: list[dict]                                   # BN at 0.1 after a warm-up (shared.figures.warmup)
 
 
 def load(source: Source, together: int = 1) -> Runs:
-    """The runs of the preset's Fig 1 grid and divergence probes, after training `source.compute`'s
-    missing ones, `together` at a time (`shared.train.run_grid`)."""
-    grid, probes = fig1_grid(source.preset), divergence_grid(source.preset)
+    """The runs of the preset's Fig 1 grid, divergence probes and warm-up ablation, after training
+    `source.compute`'s missing ones, `together` at a time (`shared.train.run_grid`)."""
+    grid, probes, warm = fig1_grid(source.preset), divergence_grid(source.preset), warmup_grid(source.preset)
     if source.compute is not None:
         from ..train import run_grid
-        run_grid(grid + probes, source.compute, TRAINING_EXPERIMENT, source.data_dir, progress=False,
+        run_grid(grid + probes + warm, source.compute, TRAINING_EXPERIMENT, source.data_dir, progress=False,
                  together=together)
     stored = lambda cfg: config_runs(TRAINING_EXPERIMENT, cfg, seeds=source.seeds)
-    return Runs({setting_name(cfg): stored(cfg) for cfg in grid}, [(cfg, stored(cfg)) for cfg in probes])
+    return Runs({setting_name(cfg): stored(cfg) for cfg in grid}, [(cfg, stored(cfg)) for cfg in probes],
+                [r for cfg in warm for r in stored(cfg)])
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 With BN at 0.1, ResNet-110's first epoch can stay at chance (Fig 1 on the cpu preset, seed 0). He
 et al. (2016, Sec. 4.2) found 0.1 "slightly too large to start converging" for ResNet-110 and
 trained it at 0.01 until the training error fell below 80 % (about 400 steps), then at 0.1. The
-`warmup` grid (`shared.config.warmup_grid`) trains Fig 1's BN run at 0.1 with one such epoch first
-and the same schedule after it; this module sets it beside the run without, seed by seed. It is
+`warmup` grid (`shared.config.warmup_grid`, loaded with Fig 1's runs by `fig1.load`) trains Fig 1's
+BN run at 0.1 with one such epoch first and the same schedule after it; this module sets it beside
+the run without, seed by seed. It is
 not the paper's protocol: it asks how much of the short schedule's gap to the paper the slow start
 at 0.1 costs.
 """
@@ -12,23 +13,11 @@ at 0.1 costs.
 import numpy as np
 import pandas as pd
 
-from ..config import TRAINING_EXPERIMENT, warmup_grid
-from ..results import config_runs
 from .divergence import CHANCE
-from .fig1 import PAPER_COLOURS, completed
-from .protocol import Source
+from .fig1 import PAPER_COLOURS, completed, first_drop
 
 PLAIN = "BN, lr 0.1"                 # Fig 1's run, the baseline
 WARM = "BN, lr 0.1 after a warm-up"  # the warm-up grid's
-
-
-def load(source: Source) -> list[dict]:
-    """The preset's warm-up runs, after training `source.compute`'s where it is missing."""
-    cfgs = warmup_grid(source.preset)
-    if source.compute is not None:
-        from ..train import run_grid
-        run_grid(cfgs, source.compute, TRAINING_EXPERIMENT, source.data_dir, progress=False)
-    return [r for cfg in cfgs for r in config_runs(TRAINING_EXPERIMENT, cfg, seeds=source.seeds)]
 
 
 def paired(plain: list[dict], warm: list[dict]) -> dict[int, tuple[list[dict], list[dict]]]:
@@ -39,8 +28,8 @@ def paired(plain: list[dict], warm: list[dict]) -> dict[int, tuple[list[dict], l
 
 def before_drop(metrics: list[dict]) -> int:
     """The 0-based index of the last epoch at the schedule's initial rate (of a run without warm-up)."""
-    rates = [m["lr"] for m in metrics]
-    return next((i - 1 for i, r in enumerate(rates) if r < rates[0]), len(rates) - 1)
+    drop = first_drop(metrics)
+    return len(metrics) - 1 if drop is None else drop - 1
 
 
 def table(plain: list[dict], warm: list[dict]) -> pd.DataFrame:
