@@ -217,16 +217,17 @@ def test_fig1_grid_and_sweep_cover_the_papers_settings():
     grid = fig1_grid("paper")
     assert [(c.bn, c.lr) for c in grid][:4] == [(True, 0.1), (True, 0.003), (True, 1e-4), (False, 1e-4)]
     assert all(c.arch == "resnet110" and c.epochs == 165 for c in grid)
-    rates = sorted({c.lr for c in sweep_grid("cpu")})
+    rates = sorted({c.lr for c in sweep_grid("paper")})
     assert len(rates) == 11 and rates[0] == 1e-5 and rates[-1] == 1.0
     assert all(b / a in (pytest.approx(3), pytest.approx(10 / 3)) for a, b in zip(rates, rates[1:]))
-    assert {c.lr for c in fig1_grid("cpu")} <= set(rates)  # the sweep reuses Fig 1's runs
+    assert set(fig1_grid("paper")) <= set(sweep_grid("paper"))  # on its own schedule the sweep reuses Fig 1's runs
     assert sorted({c.lr for c in sweep_grid("cpu", rates_per_decade=1)}) == [1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0]
     with pytest.raises(ValueError, match="unknown rates per decade 3; valid: 1, 2"):
         sweep_grid("cpu", rates_per_decade=3)
-    short = sweep_grid("cpu", epochs=5)  # the full-data sweep: the cpu schedule cut to 5 epochs
+    short = sweep_grid("cpu")  # the full-data sweep: by default the cpu schedule cut to 5 epochs
     assert {(c.epochs, c.max_epochs, c.lr_drops, c.train_subset) for c in short} == {(5, 5, (0.5, 0.75), None)}
-    assert [c.lr for c in short] == [c.lr for c in sweep_grid("cpu")]
+    assert short == sweep_grid("cpu", epochs=5) and [c.lr for c in short] == [c.lr for c in sweep_grid("paper")]
+    assert set(fig1_grid("cpu")) <= set(sweep_grid("cpu", epochs=15))  # its own schedule: Fig 1's runs
 
 
 def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_image_folder):

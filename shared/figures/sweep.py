@@ -102,9 +102,10 @@ class Runs:
     runs: list[tuple[TrainConfig, list[dict]]]  # each rate's config (BN and not), with its runs
 
 
-def load(source: Source, rates_per_decade: int = 1, epochs: int | None = None, together: int = 1) -> Runs:
+def load(source: Source, rates_per_decade: int = 2, epochs: int | None = None, together: int = 1) -> Runs:
     """The runs of the preset's sweep (`sweep_grid`: `rates_per_decade`, the schedule cut to
-    `epochs`), after training `source.compute`'s missing ones, `together` at a time."""
+    `epochs`, None: the preset's sweep budget), after training `source.compute`'s missing ones,
+    `together` at a time."""
     grid = sweep_grid(source.preset, rates_per_decade, epochs)
     if source.compute is not None:
         from ..train import run_grid

@@ -116,9 +116,11 @@ def command_line():
     parser.add_argument("grids", nargs="+", choices=sorted(GRIDS))
     parser.add_argument("--preset", default="cpu", choices=list(TRAIN_PRESETS))
     parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
-    parser.add_argument("--rates-per-decade", type=int, default=1, choices=(1, 2), help="sweep only")
+    parser.add_argument("--rates-per-decade", type=int, default=2, choices=(1, 2),
+                        help="sweep only: 2, 1 and 3 times each power of ten; 1, the powers of ten")
     parser.add_argument("--epochs", type=positive_int_arg, default=None,
-                        help="sweep only: the preset's schedule cut to this many epochs")
+                        help="sweep only: the preset's schedule cut to this many epochs (default: the "
+                             "preset's sweep budget, config.SWEEP_EPOCHS: cpu 5; else its own)")
     parser.add_argument("--together", type=positive_int_arg, default=1, help="runs trained as one stacked network")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--precision", default=None, choices=(*PRECISIONS, AUTO),
