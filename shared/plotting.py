@@ -56,8 +56,21 @@ class Provenance:
                 f"code versions, dates)</summary><ul>{items}</ul></details>")
 
 
-def runs_summary(runs: list[dict], preset: str) -> str:
-    """One line of provenance for a figure: preset, seeds, devices, data, code versions."""
+def stored_runs(grouped) -> list[dict]:
+    """Every stored run in `grouped`, however a figure module groups them: a run (a dict with its
+    "provenance"), or a list, tuple or dict (its values) of groups; the configs of (config, runs)
+    pairs (`shared.figures.sweep.Runs`) are not runs and are skipped."""
+    if isinstance(grouped, dict):
+        return [grouped] if "provenance" in grouped else stored_runs(list(grouped.values()))
+    if isinstance(grouped, (list, tuple)):
+        return [run for group in grouped for run in stored_runs(group)]
+    return []
+
+
+def runs_summary(runs, preset: str) -> str:
+    """One line of provenance for a figure: preset, seeds, devices, data, code versions of the
+    stored runs in `runs`, grouped as a figure module holds them (`stored_runs`)."""
+    runs = stored_runs(runs)
     provs = [r["provenance"] for r in runs]
     seeds = sorted({p["seed"] for p in provs})
     counted = f"{len(seeds)} seed(s)" if len(seeds) == len(provs) else f"{len(provs)} runs, seed(s)"
@@ -72,10 +85,11 @@ def runs_summary(runs: list[dict], preset: str) -> str:
             f"dates {dates[0]}..{dates[-1]}" if provs else f"preset {preset}: no runs")
 
 
-def training_title(cfg, preset: str, runs: list[dict]) -> str:
+def training_title(cfg, preset: str, runs) -> str:
     """A training figure's title: network, preset and how it departs from the paper's protocol,
-    number of seeds and the devices that trained `runs` (Fig 1 and the sweep)."""
-    provs = [r["provenance"] for r in runs]
+    number of seeds and the devices that trained `runs` (grouped as in `stored_runs`; Fig 1 and
+    the sweep)."""
+    provs = [r["provenance"] for r in stored_runs(runs)]
     seeds = len({p["seed"] for p in provs})
     devices = ", ".join(sorted({p["device"] for p in provs})) or "no device"
     reductions = [f"{cfg.train_subset:,}-image training subset"] if cfg.train_subset else []

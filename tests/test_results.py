@@ -5,7 +5,7 @@ import re
 import pytest
 
 from shared.config import train_config
-from shared.plotting import runs_summary, training_title
+from shared.plotting import runs_summary, stored_runs, training_title
 from shared.results import Store, config_hash, write_json
 
 
@@ -88,6 +88,10 @@ def test_runs_summary_counts_runs_and_distinct_seeds(tmp_path):
     assert "preset smoke; 3 runs, seed(s) [0, 1];" in runs_summary(runs, "smoke")
     assert "data test data;" in runs_summary(runs, "smoke")
     assert runs_summary([], "cpu") == "preset cpu: no runs"
+    # grouped as the figure modules hold them: by name, and as (config, runs) pairs
+    grouped = {"a": runs[:1], "b": [(train_config("smoke"), runs[1:]), (train_config("smoke"), [])]}
+    assert stored_runs(grouped) == runs and runs_summary(grouped, "smoke") == runs_summary(runs, "smoke")
+    assert stored_runs(runs[0]) == [runs[0]] and stored_runs({"a": {}}) == []
 
 
 def test_training_title_says_how_a_preset_is_reduced(tmp_path):
