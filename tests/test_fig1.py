@@ -121,6 +121,20 @@ def test_sweep_claims_count_runs_that_fail_to_learn_as_surviving():
     assert [c.verdict for c in lrsweep.judge(table, "paper")] == [YES, PARTLY, YES]
 
 
+def test_sweep_boundary_a_decade_up_holds_in_part_only_if_nothing_above_about_1e_4_trains():
+    """No BN survives 1e-3 at chance (as seed 0 does on the full data) and diverges at 1e-2 and
+    above: the boundary is a decade high, but nothing above about 1e-4 trains, so partly; were
+    the run at 1e-3 to train, no."""
+    def table(acc_at_1e_3):
+        accs = {1e-5: 0.1, 1e-4: 0.1, 1e-3: acc_at_1e_3, 1e-2: None, 0.1: None}
+        runs = [(TrainConfig(bn=False, lr=lr), [run(0, acc)]) for lr, acc in accs.items()]
+        return lrsweep.sweep_table(runs + [(TrainConfig(bn=True, lr=0.1), [run(0, 0.4)])])
+    claim = lrsweep.judge(table(0.139), "cpu")[0]
+    assert claim.verdict == PARTLY
+    assert claim.ours == "largest rate with no diverged run: 0.001 (it fails to learn); above it 2 of 2 runs diverge"
+    assert lrsweep.judge(table(0.4), "cpu")[0].verdict == NO
+
+
 def test_sweep_claims_wait_for_missing_runs():
     table = sweep(no_bn_trains=[1e-4], bn_trains=[0.1])
     table.loc[0, "seeds"] = 0
