@@ -98,7 +98,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                 print(f"run {run.name()} failed in job {job}: {type(error).__name__}: {error}", flush=True)
                 raise
             failure_path(store, experiment, run).unlink(missing_ok=True)
-            (skipped if got is None else trained).append(run.name())  # None: another job holds it
+            (skipped if got is None else trained).append(run.name())  # None: another job holds or stored it
         print(f"trained {len(trained)} runs: {trained}; left to others or stored: {skipped}", flush=True)
         return {"trained": trained, "skipped": skipped}
 

@@ -249,7 +249,8 @@ class Store:
                        wait: bool = True) -> dict | None:
         """The completed run, or `compute()` called under the run's lock and stored. A result may
         carry "earlier_segments_s", the seconds spent on it before a resume, added to its duration.
-        With `wait=False`, a run whose lock another process holds is left to it: None."""
+        With `wait=False`, a run whose lock another process holds, or that another process stored
+        after the first look, is left to it: None (so None means exactly "not computed here")."""
         if not recompute and (stored := self.get(experiment, config, seed)):
             return stored
         self.check_writable(experiment)
@@ -258,7 +259,7 @@ class Store:
             if lock is None:
                 return None
             if not recompute and (stored := self.get(experiment, config, seed)):
-                return stored  # another process finished it while we waited
+                return stored if wait else None  # another process stored it meanwhile
             start = time.perf_counter()
             result = compute()
             duration = time.perf_counter() - start + result.pop("earlier_segments_s", 0.0)

@@ -35,6 +35,26 @@ def test_cached_run_stores_provenance_and_does_not_recompute(tmp_path):
     assert calls == [1, 1]
 
 
+@pytest.mark.parametrize("wait", [True, False])
+def test_run_stored_by_another_process_after_the_first_look_is_not_computed(tmp_path, monkeypatch, wait):
+    """The race a job launcher meets: the run is missing at the first look, and another process
+    stores it before the lock is taken. It is never computed twice; without waiting, the caller
+    is told it did not compute it (None), so that it does not count the run as its own."""
+    cfg, store, looks, original_get = train_config("smoke"), Store(tmp_path, tmp_path / "ck"), [], Store.get
+
+    def get_then_other_process_stores(self, *args):
+        found = original_get(self, *args)
+        if not looks:  # right after the first look
+            looks.append(found)
+            Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 0, lambda: {"by": "other"}, "cpu")
+        return found
+
+    monkeypatch.setattr(Store, "get", get_then_other_process_stores)
+    run = store.get_or_compute("exp", cfg, 0, lambda: pytest.fail("computed twice"), "cpu", wait=wait)
+    assert looks == [None] and ((run["result"] == {"by": "other"}) if wait else run is None)
+    assert store.get("exp", cfg, 0)["result"] == {"by": "other"}
+
+
 def test_incomplete_run_is_not_loaded(tmp_path):
     cfg = train_config("smoke")
     write_json(Store(tmp_path).run_dir("exp", cfg, 0) / "provenance.json", {"seed": 0})
