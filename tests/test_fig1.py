@@ -135,11 +135,21 @@ def test_sweep_boundary_a_decade_up_holds_in_part_only_if_nothing_above_about_1e
     assert lrsweep.judge(table(0.4), "cpu")[0].verdict == NO
 
 
-def test_sweep_claims_wait_for_missing_runs():
-    table = sweep(no_bn_trains=[1e-4], bn_trains=[0.1])
-    table.loc[0, "seeds"] = 0
-    claims = lrsweep.judge(table, "cpu")
-    assert {c.verdict for c in claims} == {NOT_JUDGED} and "1 of 12 runs not yet trained" in claims[0].note
+def test_sweep_claims_wait_for_the_missing_runs_they_rest_on():
+    """Every claim rests on every run without BN; BN's largest rate that trains, besides, on BN's
+    runs above it: a missing BN run below it cannot change it."""
+    def verdicts(missing: list[tuple[bool, float]]):
+        table = sweep(no_bn_trains=[1e-5, 1e-4], bn_trains=[1e-5, 1e-4, 1e-3, 1e-2, 0.1])
+        for bn, lr in missing:
+            table.loc[(table.bn == bn) & (table.lr == lr), ["seeds", "trained", "diverged"]] = 0
+        return lrsweep.judge(table, "paper")
+    assert [c.verdict for c in verdicts([])] == [YES, YES, YES]
+    claims = verdicts([(False, 1.0)])
+    assert {c.verdict for c in claims} == {NOT_JUDGED} and claims[0].note == "1 of the 6 runs it rests on not yet trained"
+    assert [c.verdict for c in verdicts([(True, 1e-3), (True, 1e-5)])] == [YES, YES, YES]
+    claims = verdicts([(True, 1e-3), (True, 1.0)])
+    assert [c.verdict for c in claims] == [YES, YES, NOT_JUDGED]
+    assert claims[2].note == "1 of the 7 runs it rests on not yet trained"
 
 
 def test_the_ordering_claim_and_the_short_schedule_targets():

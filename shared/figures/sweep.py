@@ -59,14 +59,20 @@ def judge(sweep: pd.DataFrame, preset: str) -> list[Claim]:
     NO_BN_BOUNDARY trains), judged on any preset; without BN the largest rate that
     trains is about 1e-4 (within NO_BN_BOUNDARY), which needs the full schedule (on a short one
     even BN learns slowly at 1e-4); with BN rates at least 100 times larger train: BN's largest rate that trains
-    against the largest at which the network without BN does not diverge. Not judged while runs
-    are missing."""
+    against the largest at which the network without BN does not diverge. A claim is not judged
+    while a run it rests on is missing: each rests on every run without BN, and the third also on
+    BN's runs above BN's largest rate that trains (no run below it can change that rate)."""
     no_bn, with_bn = largest_training_rate(sweep, False), largest_training_rate(sweep, True)
     survives = largest_surviving_rate(sweep, False)
-    missing = int((sweep.seeds == 0).sum())
-    unless = unjudged_reason(preset) or (f"{missing} of {len(sweep)} runs not yet trained" if missing else None)
+    plain, bn = sweep[~sweep.bn], sweep[sweep.bn]
+
+    def missing(rows: pd.DataFrame) -> str | None:
+        n = int((rows.seeds == 0).sum())
+        return unjudged_reason(preset) or (f"{n} of the {len(rows)} runs it rests on not yet trained" if n else None)
+
+    unless = missing(plain)
+    unless_bn = missing(pd.concat([plain, bn if with_bn is None else bn[bn.lr > with_bn]]))
     full = f"{preset} preset: rate 1e-4 needs the full schedule" if preset != "paper" else None
-    plain = sweep[~sweep.bn]
     above = plain[plain.lr > (survives or 0)]
     none_train_above = not plain[plain.lr > NO_BN_BOUNDARY[1]].trained.any()
     at = plain[plain.lr == survives]
@@ -91,7 +97,7 @@ def judge(sweep: pd.DataFrame, preset: str) -> list[Claim]:
                f"{describe(with_bn)}; without BN no run diverges up to {survives:g}" if survives
                else describe(with_bn),
                PARTLY if with_bn is None or survives is None else at_least(with_bn, 100 * survives),
-               unless=unless),
+               unless=unless_bn),
     ]
 
 
