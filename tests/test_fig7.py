@@ -9,7 +9,7 @@ import pytest
 
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.figures import fig7
-from shared.plotting import seed_count
+from shared.plotting import seed_count, seed_result
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -91,7 +91,7 @@ def test_seed_table_and_depth_table_statistics():
 def test_small_helpers():
     runs = [run(3, {1: (2, 1, 0.1), 5: (4, 0.2, 0.4)}), run(7, {1: (2, 1, 0.2), 5: (4, 0.2, 0.4)})]
     assert fig7.depths(runs) == [1, 5]
-    assert fig7.shown_run(runs, 7)["1"]["fraction_below_0.1"] == 0.2
+    assert seed_result(runs, 7)["1"]["fraction_below_0.1"] == 0.2
     assert fig7.listed([2, 3.0792, 3.8637]) == "2, 3.08, 3.86"
     assert fig7.listed([-0.1412, 0.33], 2) == "-0.14, 0.33"
     assert fig7.depth_name(3) == "three matrices" and fig7.depth_name(7) == "7 matrices"

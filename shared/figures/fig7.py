@@ -18,7 +18,7 @@ import torch
 from .. import probes
 from ..claims import Claim, holds, judged, unjudged_reason
 from ..config import check_fields, check_positive_fields
-from ..plotting import seed_count, seed_result
+from ..plotting import seed_count
 from ..probes import product_singular_value_law
 from .protocol import Source, experiment_config, probe_runs
 
@@ -166,8 +166,6 @@ def judge(by_depth: pd.DataFrame, n_seeds: int, preset: str) -> list[Claim]:
                holds(gap < 0.02, partly=gap < 0.1), unless),
     ]
 
-
-shown_run = seed_result  # the seed whose histograms are drawn
 
 
 # The figure's protocol (shared.figures.protocol): load -> tables -> claims.
