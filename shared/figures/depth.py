@@ -272,7 +272,8 @@ def claims(t: Tables, preset: str) -> list[Claim]:
 
 def main(argv: list[str] | None = None) -> None:
     """Train the ladder's bisections into the results store, shallowest network first, e.g.
-    `python -m shared.figures.depth --preset cpu --seeds 0 --archs resnet20 resnet32 resnet56 resnet110`."""
+    `python -m shared.figures.depth --seeds 0 --archs resnet20 resnet32 resnet56 resnet110` (the
+    `preview` preset, on which the stored ladder was trained)."""
     from ..cli import seed_arg
 
     parser = argparse.ArgumentParser(description=main.__doc__)
