@@ -325,7 +325,7 @@ def divergence_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
 # The sweep's budget where it is not the preset's own schedule: on the full data of the `cpu`
 # preset, 22 runs of Fig 1's 15 epochs would take about 13 hours on 2 cores, so its sweep cuts the
 # schedule to 5 epochs (the same drops at 50 % and 75 %): a run with BN about 15-20 minutes on 2 idle
-# cores (Fig 1's epochs), 29 minutes measured as one of two one-thread jobs
+# cores (Fig 1's epochs), 29-37 minutes measured as one of two one-thread jobs
 SWEEP_EPOCHS = {"cpu": 5}
 
 

@@ -167,7 +167,6 @@ def judge(by_depth: pd.DataFrame, n_seeds: int, preset: str) -> list[Claim]:
     ]
 
 
-
 # The figure's protocol (shared.figures.protocol): load -> tables -> claims.
 
 @dataclass(frozen=True)

@@ -56,19 +56,20 @@ NO_BN_BOUNDARY_PARTLY = (3e-5, 3.2e-3)
 def judge(sweep: pd.DataFrame, preset: str) -> list[Claim]:
     """The sweep's claims. Without BN, rates above about 1e-4 diverge (the largest rate with no
     diverged run within NO_BN_BOUNDARY; partly within NO_BN_BOUNDARY_PARTLY if no run above
-    NO_BN_BOUNDARY trains), judged on any preset; without BN the largest rate that
-    trains is about 1e-4 (within NO_BN_BOUNDARY), which needs the full schedule (on a short one
-    even BN learns slowly at 1e-4); with BN rates at least 100 times larger train: BN's largest rate that trains
-    against the largest at which the network without BN does not diverge. A claim is not judged
-    while a run it rests on is missing: each rests on every run without BN, and the third also on
-    BN's runs above BN's largest rate that trains (no run below it can change that rate)."""
+    NO_BN_BOUNDARY trains), judged on any preset; without BN the largest rate that trains is
+    about 1e-4 (within NO_BN_BOUNDARY), which needs the full schedule (on a short one even BN
+    learns slowly at 1e-4); with BN rates at least 100 times larger train: BN's largest rate that
+    trains against the largest at which the network without BN does not diverge. A claim is not
+    judged while a run it rests on is missing: each rests on every run without BN, and the third
+    also on BN's runs above BN's largest rate that trains (no run below it can change that rate)."""
     no_bn, with_bn = largest_training_rate(sweep, False), largest_training_rate(sweep, True)
     survives = largest_surviving_rate(sweep, False)
     plain, bn = sweep[~sweep.bn], sweep[sweep.bn]
 
     def missing(rows: pd.DataFrame) -> str | None:
         n = int((rows.seeds == 0).sum())
-        return unjudged_reason(preset) or (f"{n} of the {len(rows)} runs it rests on not yet trained" if n else None)
+        rests = f"{n} of the {len(rows)} runs it rests on not yet trained" if n else None
+        return unjudged_reason(preset) or rests
 
     unless = missing(plain)
     unless_bn = missing(pd.concat([plain, bn if with_bn is None else bn[bn.lr > with_bn]]))
