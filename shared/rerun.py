@@ -9,14 +9,16 @@ at-initialisation experiments (`shared.experiments.EXPERIMENTS`) and the trainin
 
 recomputes each such run from the committed code (the store refuses a tree with changes under
 shared/), replaces it, and prints how its numbers moved (`Change`): the median and the largest
-relative change over the numbers both results hold, and the numbers measured only since.
+relative change over the numbers both results hold, and the numbers measured only since. It takes
+the longest runs first, and several processes share the work: each claims a run before recomputing
+it, and leaves a run that another process has claimed (or has recomputed meanwhile) to that one.
 """
 
 import argparse
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 
 from .config import TRAINING_EXPERIMENT, TrainConfig, stored_config
 from .experiments import EXPERIMENTS, run_experiment
@@ -24,13 +26,18 @@ from .results import DIRTY, Store, config_hash
 CONFIGS = {TRAINING_EXPERIMENT: TrainConfig, **{name: cls for name, (cls, _) in EXPERIMENTS.items()}}
 
 
+def on_record(provenance: dict) -> bool:
+    """Whether a stored run's code is on record: a commit, or a "+dirty" commit with its diff."""
+    return not provenance["git_commit"].endswith(DIRTY) or "code_diff" in provenance
+
+
 def unrecorded(experiment: str, store: Store | None = None, under_s: float = math.inf) -> list[tuple[object, int, dict]]:
     """(config, seed, result) of every stored run of `experiment` whose code is not on record (and
-    whose computation took under `under_s` seconds)."""
+    whose computation took under `under_s` seconds), the longest first (as recorded)."""
     found = []
-    for run in (store or Store()).runs(experiment):
+    for run in sorted((store or Store()).runs(experiment), key=lambda run: -run["provenance"]["duration_s"]):
         prov = run["provenance"]
-        if not prov["git_commit"].endswith(DIRTY) or "code_diff" in prov or prov["duration_s"] >= under_s:
+        if on_record(prov) or prov["duration_s"] >= under_s:
             continue
         cfg = stored_config(CONFIGS[experiment], prov["config"])
         if config_hash(cfg) != prov["config_hash"]:  # the config's identity changed since: not this run
@@ -92,14 +99,41 @@ def rerun(experiment: str, data_dir=None, store: Store | None = None, under_s: f
           log=print) -> list[Change]:
     """Recompute every run of `experiment` whose code is not on record (`unrecorded`), replacing it
     in `store`; per run, `change` from the old result to the new, also logged."""
+    store = store or Store()
     changes, found = [], unrecorded(experiment, store, under_s)
     log(f"{experiment}: {len(found)} run(s) with code not on record, recomputed one by one")
     for cfg, seed, old in found:
         start = time.perf_counter()
-        new = recompute(experiment, cfg, seed, data_dir, store)["result"]
-        changes.append(change(old, new))
-        log(f"  {config_hash(cfg)} seed {seed}: {changes[-1]} ({time.perf_counter() - start:.0f} s)")
+        if (moved := rerun_one(experiment, cfg, seed, old, data_dir, store)) is None:
+            log(f"  {config_hash(cfg)} seed {seed}: left to the process that claimed it or re-ran it")
+            continue
+        changes.append(moved)
+        log(f"  {config_hash(cfg)} seed {seed}: {moved} ({time.perf_counter() - start:.0f} s)")
     return changes
+
+
+def rerun_one(experiment: str, cfg, seed: int, old: dict, data_dir=None, store: Store | None = None) -> Change | None:
+    """Recompute one run whose code is not on record and say how its numbers moved (`change`);
+    None, leaving it alone, where another process has claimed it or its code is on record by now
+    (recomputed since the list was made). The claim is a lock of its own, taken without waiting,
+    beside the run's compute lock (`Store.lock`)."""
+    store = store or Store()
+    with store.lock(experiment, cfg, seed, wait=False, suffix=".rerun") as claim:
+        if claim is None:
+            return None
+        stored = store.runs(experiment, cfg, seeds=[seed])
+        if not stored or on_record(stored[0]["provenance"]):
+            return None
+        new = recompute(experiment, cfg, seed, data_dir, store)["result"]
+        claim.unlink(missing_ok=True)
+        return change(old, new)
+
+
+def describe(cfg) -> str:
+    """A config by the fields where it differs from its class's defaults ("arch='resnet32', bn=False")."""
+    def default(f):
+        return f.default_factory() if f.default_factory is not MISSING else f.default
+    return ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in fields(cfg) if getattr(cfg, f.name) != default(f))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +148,13 @@ def main(argv: list[str] | None = None) -> None:
     log = lambda line: print(line, flush=True)  # noqa: E731
     for experiment in args.experiments:
         if args.list:
-            log(f"{experiment}: {len(unrecorded(experiment, under_s=args.under))} run(s) with code not on record")
+            store = Store()
+            found = [(cfg, seed, store.runs(experiment, cfg, seeds=[seed])[0]["provenance"]["duration_s"])
+                     for cfg, seed, _ in unrecorded(experiment, store, args.under)]
+            log(f"{experiment}: {len(found)} run(s) with code not on record, "
+                f"{sum(s for _, _, s in found) / 3600:.1f} h as recorded")
+            for cfg, seed, seconds in found:
+                log(f"  {config_hash(cfg)} seed {seed}, {seconds:.0f} s: {describe(cfg)}")
         else:
             rerun(experiment, args.data_dir, under_s=args.under, log=log)
 

@@ -226,12 +226,13 @@ class Store:
                              f"make it a writable folder or point $BN_RESULTS_DIR at one") from None
 
     @contextmanager
-    def lock(self, experiment: str, config, seed: int, wait: bool = True):
+    def lock(self, experiment: str, config, seed: int, wait: bool = True, suffix: str = ".lock"):
         """An exclusive lock on one run, so that concurrent processes do not compute it twice;
         yields the lock file's path, which the holder deletes once the run is stored (a process
         still waiting on it then finds the run stored, later ones load it without locking).
-        With `wait=False` it does not wait for another holder: it yields None instead."""
-        path = self.checkpoint(experiment, config, seed).with_suffix(".lock")
+        With `wait=False` it does not wait for another holder: it yields None instead. Another
+        `suffix` is another lock on the same run (`shared.rerun`'s claim on re-running it)."""
+        path = self.checkpoint(experiment, config, seed).with_suffix(suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
             try:

@@ -101,6 +101,43 @@ def test_a_run_with_its_code_not_on_record_is_rerun_from_committed_code(repo, tm
     assert read_json(path)["git_commit"] == git_commit()
 
 
+def test_several_rerun_processes_share_the_work(repo, tmp_path_factory):
+    """shared.rerun.rerun_one: a run that another process has claimed is left to it, and so is one
+    whose code is on record by the time it is claimed (re-run since the list was made); the longest
+    run is listed first, so that processes started together balance."""
+    from shared import rerun
+    from shared.experiments import experiment_config, run_experiment
+    from shared.fileio import read_json
+    from shared.results import write_json
+
+    store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
+    cfg = experiment_config("fig7_singular_values", "smoke")
+    paths = {}
+    for seed, seconds in ((0, 5.0), (1, 9.0)):
+        run_experiment("fig7_singular_values", cfg, seed, store=store)
+        paths[seed] = store.run_dir("fig7_singular_values", cfg, seed) / "provenance.json"
+        write_json(paths[seed], {**read_json(paths[seed]), "git_commit": "0123abc+dirty", "duration_s": seconds})
+    found = rerun.unrecorded("fig7_singular_values", store)
+    assert [s for _, s, _ in found] == [1, 0]
+    (_, _, old1), (_, _, old0) = found
+    with store.lock("fig7_singular_values", cfg, 1, wait=False, suffix=".rerun") as claim:  # another process's
+        assert claim is not None
+        assert rerun.rerun_one("fig7_singular_values", cfg, 1, old1, store=store) is None
+        assert read_json(paths[1])["git_commit"].endswith("+dirty")  # left alone
+        assert rerun.rerun("fig7_singular_values", store=store, log=lambda line: None) == [rerun.Change(0.0, 0.0, 0.0, 0, 0)]
+    assert [s for _, s, _ in rerun.unrecorded("fig7_singular_values", store)] == [1]
+    assert rerun.rerun_one("fig7_singular_values", cfg, 0, old0, store=store) is None  # re-run meanwhile
+    assert rerun.rerun_one("fig7_singular_values", cfg, 1, old1, store=store) == rerun.Change(0.0, 0.0, 0.0, 0, 0)
+    assert rerun.unrecorded("fig7_singular_values", store) == []
+
+
+def test_a_config_is_described_by_what_differs_from_the_defaults():
+    from shared.config import TrainConfig
+    from shared.rerun import describe
+    assert describe(TrainConfig()) == ""
+    assert describe(TrainConfig(arch="resnet32", bn=False, lr=0.003)) == "arch='resnet32', bn=False, lr=0.003"
+
+
 def test_a_change_is_measured_number_by_number():
     from shared.rerun import Change, change, numbers
     assert numbers({"a": [1, None, {"b": 2.5}], "c": "text", "d": True, "wall_s": 3.0}).keys() == {"/a/0", "/a/1", "/a/2/b"}
