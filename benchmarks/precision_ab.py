@@ -186,7 +186,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--divergence-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rounding-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--rounding-seeds", type=int, nargs="+", default=None,
+                        help="the rounding control's seeds (default: --seeds); --train trains only these")
     parser.add_argument("--settings", nargs="+", default=None,
                         help='train only these settings, e.g. "BN, lr 0.1" (default: all)')
     parser.add_argument("--train", nargs="*", choices=CHECKS, default=None,
@@ -196,7 +197,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     store = Store()
-    seeds = {"divergence": args.divergence_seeds, "learning": args.seeds, "rounding": args.rounding_seeds}
+    seeds = {"divergence": args.divergence_seeds, "learning": args.seeds,
+             "rounding": args.seeds if args.rounding_seeds is None else args.rounding_seeds}
 
     def write(*_):
         result = report(seeds, store)
