@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     for experiment in args.experiments:
         if args.list:
             store = Store()
-            found = [(cfg, seed, store.runs(experiment, cfg, seeds=[seed])[0]["provenance"]["duration_s"])
-                     for cfg, seed, _ in unrecorded(experiment, store, args.under)]
+            recorded_s = {(run["provenance"]["config_hash"], run["provenance"]["seed"]): run["provenance"]["duration_s"]
+                          for run in store.runs(experiment)}
+            found = [(cfg, seed, recorded_s[config_hash(cfg), seed]) for cfg, seed, _ in unrecorded(experiment, store, args.under)]
             log(f"{experiment}: {len(found)} run(s) with code not on record, "
                 f"{sum(s for _, _, s in found) / 3600:.1f} h as recorded")
             for cfg, seed, seconds in found:
