@@ -25,8 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from shared.data import load_cifar10
 from shared.experiments import experiment_config, measure_relative_loss
 from shared.models import build_model
+from shared.precision import matmul_rate
 from shared.results import device_name, git_commit
-from train_speed import matmul_flops_per_s, random_data  # this folder's, on sys.path when run as a script
+from train_speed import random_data  # this folder's, on sys.path when run as a script
 
 LAYOUTS = ("channels_last", "nchw")  # RelativeLossConfig.layout; ratios against the last
 # the default probe is 80 sizes x 3 mini-batches; the benchmark times fewer and scales by forwards
@@ -90,7 +91,7 @@ def main(argv=None):
               "python": platform.python_version(), "git_commit": git_commit(), "config": asdict(cfg),
               "data": data.source, "rows": rows, "agreement": agreement(runs["channels_last"], runs["nchw"]),
               "runs": runs,
-              "floor_per_default_seed_s": flops / matmul_flops_per_s(device, 2048, "fp32")}
+              "floor_per_default_seed_s": flops / matmul_rate("fp32", device, 2048, seconds=1.0)}
     for row in rows:
         print(f"{row['layout']:>14}: {row['seconds']:.1f} s, a default seed ~{row['per_default_seed_s']:.0f} s, "
               f"{row['speedup_vs_nchw']:.2f}x vs nchw")

@@ -26,6 +26,7 @@ matrix product in the pipeline's precision, measured in the same process. Usage:
 
     python benchmarks/train_speed.py --out results.json                   # GPU, the full table
     python benchmarks/train_speed.py --preset cpu --out benchmarks/results/train_speed_cpu.json
+    python benchmarks/train_speed.py --preset cpu-check --out /tmp/check.json  # does bf16 pay here?
     python benchmarks/train_speed.py --preset smoke --out /tmp/speed.json # sanity check (CI)
 """
 
@@ -47,7 +48,7 @@ from torchvision import transforms
 from shared.config import train_config
 from shared.data import Cifar10, TrainLoader, channel_stats
 from shared.models import CIFAR_DEPTHS, build_model
-from shared.precision import cpu_capability, tf32_setting
+from shared.precision import cpu_capability, matmul_rate, tf32_setting
 from shared.results import device_name, git_commit
 from shared.train import MEMORY_FORMATS, Runs, evaluate, train_epoch
 
@@ -94,6 +95,10 @@ BENCH_PRESETS = {
                        eval_images=1000, blog=False,
                        ours=("ours-nchw", "ours", "ours-bf16", "ours-bf16-compiled"),
                        full_epoch=("ours-bf16",), matmul_size=2048),
+    # does bf16 pay on this CPU? The eager pipelines of "cpu" over a few steps (about two minutes)
+    "cpu-check": BenchConfig(archs=(("resnet110", True), ("resnet110", False)), steps=8, warmup_steps=2,
+                             eval_images=256, blog=False, ours=("ours-nchw", "ours", "ours-bf16"),
+                             full_epoch=(), matmul_size=2048),
     # the blog against ours on a CPU (strict fp32), the small network and ResNet-110
     "cpu-blog": BenchConfig(archs=(("resnet20", True), ("resnet20", False), ("resnet110", True)), steps=10,
                             warmup_steps=2, eval_images=1000, workers=(2,), ours=("ours", "ours-nchw", "ours-x2"),
@@ -260,21 +265,6 @@ def training_flops_per_image(arch: str, bn: bool) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def matmul_flops_per_s(device, size: int, precision: str) -> float:
-    """The device's rate on a [size, size] @ [size, size] product in `precision` (bf16: bf16 inputs)."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    with tf32_setting(precision):
-        a @ b
-        sync(device)
-        reps, start = 0, time.perf_counter()
-        while reps < 3 or time.perf_counter() - start < 1.0:
-            a @ b
-            reps += 1
-        sync(device)
-    return 2 * size ** 3 * reps / (time.perf_counter() - start)
-
-
 @dataclass
 class Row:
     network: str
@@ -302,7 +292,7 @@ def benchmark(bench: BenchConfig, device: torch.device) -> tuple[list[Row], dict
     # random images: enough for the warm-up and timed steps within one epoch, or a whole epoch
     n_train = bench.train_images if bench.full_epoch else bench.batch_size * (bench.steps + bench.warmup_steps)
     data = random_data(n_train, bench.test_images if bench.full_epoch else bench.eval_images, device)
-    rates = {p: matmul_flops_per_s(device, bench.matmul_size, p) for p in ("fp32", "bf16")}
+    rates = {p: matmul_rate(p, device, bench.matmul_size, seconds=1.0) for p in ("fp32", "bf16")}
     print("  measured matrix-product rate: " + ", ".join(f"{r / 1e12:.3f} TFLOP/s ({p})" for p, r in rates.items()),
           flush=True)
     rows = []
@@ -344,7 +334,7 @@ def table(rows: list[Row]) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="gpu", choices=list(BENCH_PRESETS),
-                        help="gpu: the full table; cpu: the CPU engine on ResNet-110 (fp32 against bf16); cpu-blog: the blog against ours on a CPU; smoke: CI's sanity check")
+                        help="gpu: the full table; cpu: the CPU engine on ResNet-110 (fp32 against bf16); cpu-check: whether bf16 pays on this CPU, in two minutes; cpu-blog: the blog against ours on a CPU; smoke: CI's sanity check")
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per pipeline")

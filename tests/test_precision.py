@@ -90,9 +90,16 @@ def test_cpu_bf16_units_are_read_from_the_cpu_flags(tmp_path):
     assert cpu_flags(tmp_path / "missing") == frozenset()
 
 
-def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_units(monkeypatch, capsys):
-    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: ("avx512_bf16",))
+def test_auto_precision_is_bf16_only_on_a_cpu_whose_bf16_units_pay(monkeypatch, capsys):
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: ("amx_bf16", "avx512_bf16"))
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 3.8)   # AMX, as measured on a Xeon
     assert resolve_precision("auto", "cpu") == "bf16"
+    # AVX512-BF16 alone: the units are there, but bf16 runs at half the fp32 rate (measured on a Xeon)
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: ("avx512_bf16",))
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.48)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert "runs at 0.48x the fp32 rate, below the 1.5x" in capsys.readouterr().out
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: pytest.fail("timed without bf16 units"))
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: ())
     assert resolve_precision("auto", "cpu") == "fp32"
     assert "no bf16 units" in capsys.readouterr().out
@@ -100,3 +107,18 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_units(monkeypatch, capsy
     assert resolve_precision("tf32", "cpu") == "tf32"    # an explicit choice is kept
     with pytest.raises(ValueError, match="unknown precision 'half'; valid: fp32, tf32, bf16, auto"):
         resolve_precision("half", "cpu")
+
+
+def test_matmul_rate_is_a_plausible_flop_rate_and_the_speedup_its_ratio(monkeypatch):
+    # 2 n^3 FLOPs per product: a CPU core does between 1 GFLOP/s and 10 TFLOP/s on a 256-matrix
+    for p in ("fp32", "bf16"):
+        assert 1e9 < precision.matmul_rate(p, "cpu", size=256, seconds=0.01) < 1e13
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        precision.matmul_rate("fp16")
+    rates = {"bf16": 3e12, "fp32": 1e12}
+    monkeypatch.setattr(precision, "matmul_rate", lambda p, *a, **k: rates[p])
+    precision.cpu_bf16_speedup.cache_clear()
+    try:
+        assert precision.cpu_bf16_speedup() == 3.0
+    finally:
+        precision.cpu_bf16_speedup.cache_clear()
