@@ -20,7 +20,7 @@ bf16 pays on a CPU only where its bf16 matrix products outrun fp32's. The flags 
 of this project (2 threads, a 2048 matrix product, and a ResNet-110 step with BN against fp32 NCHW):
 an Intel Xeon with AMX ran bf16 at 3.8x the fp32 rate and the step 2.1x faster; an AMD EPYC with
 AVX512-BF16 alone 2.4x and 2.1x; but an Intel Xeon whose virtual machine shows AVX512-BF16 and
-not AMX 0.48x and 0.93x (0.137 against 0.284 TFLOP/s: bf16 was slower). So
+not AMX 0.53x and 0.87x (0.155 against 0.291 TFLOP/s: bf16 was slower). So
 `resolve_precision("auto")` picks bf16 only where the CPU has bf16 units *and* a bf16 matrix
 product, timed once per process (`cpu_bf16_speedup`), runs at least `BF16_MIN_SPEEDUP` times the
 fp32 rate; else fp32. It says which, and why, once per process.
@@ -28,15 +28,12 @@ fp32 rate; else fp32. It says which, and why, once per process.
 
 import contextlib
 import functools
-import logging
 import time
 from pathlib import Path
 
 import torch
 
 from .config import PRECISIONS, check_choice
-
-log = logging.getLogger(__name__)
 
 AUTO = "auto"  # a request, resolved by `resolve_precision` into one of PRECISIONS
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of the CPU's bf16 units
@@ -123,7 +120,6 @@ def cpu_bf16_speedup() -> float:
 
 @functools.cache
 def _say_once(message: str) -> None:
-    log.warning(message)
     print(message, flush=True)
 
 
