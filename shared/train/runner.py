@@ -15,7 +15,7 @@ import torch
 from ..config import TrainConfig
 from ..fileio import remove_stale_temps
 from ..models import CIFAR_DEPTHS
-from ..precision import AUTO, resolve_precision
+from ..precision import AUTO, BF16_MIN_SPEEDUP, resolve_precision
 from ..results import Store, code_version, config_hash, default_device, get_or_measure, load_data
 from .engine import shared_fields
 from .loop import train, train_together
@@ -124,7 +124,8 @@ def command_line():
     parser.add_argument("--together", type=positive_int_arg, default=1, help="runs trained as one stacked network")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--precision", default=None, choices=(*PRECISIONS, AUTO),
-                        help="instead of the preset's (fp32): auto is bf16 on a CPU with bf16 units, else fp32")
+                        help="instead of the preset's (bf16 for cpu, else fp32): auto is bf16 on a CPU whose "
+                             f"bf16 matrix product runs at least {BF16_MIN_SPEEDUP}x as fast as fp32's, else fp32")
     parser.add_argument("--device", type=device_arg, default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--settings", nargs="+", default=None, metavar="SETTING",
