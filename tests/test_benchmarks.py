@@ -74,7 +74,8 @@ def test_fig3_probe_smoke_times_both_layouts_and_checks_they_agree(tmp_path):
 def test_precision_ab_sets_each_bf16_gap_against_its_own_runs_rounding_control(tmp_path):
     """The rounding control pairs each learning setting's fp32 run with its NCHW twin, stored in
     an experiment of its own; `within_rounding` compares each run's bf16 gap with that run's own
-    control gap: seed 1's bf16 gap is below seed 0's control gap, but not below its own."""
+    control gap: seed 1's bf16 gap is below seed 0's control gap, but not below its own; a pair
+    that agrees needs no control."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import precision_ab
     from shared.config import TRAINING_EXPERIMENT
@@ -101,7 +102,20 @@ def test_precision_ab_sets_each_bf16_gap_against_its_own_runs_rounding_control(t
     put(TRAINING_EXPERIMENT, bf16, 1, [0.21, 0.25])        # 11 points off
     put(precision_ab.FP32_NCHW.experiment, fp32, 1, [0.22, 0.33])  # its own control: 3 points
     out = precision_ab.report({"learning": [0, 1], "rounding": [0, 1]}, store)["checks"]
-    assert out["learning"]["controlled_pairs"][1] == {"pair": "BN, lr 0.1 seed 1", "bf16_gap": pytest.approx(0.11),
-                                                      "rounding_gap": pytest.approx(0.03)}
+    assert out["learning"]["controlled_pairs"][1] == {"pair": "BN, lr 0.1 seed 1", "agree": False,
+                                                      "bf16_gap": pytest.approx(0.11), "rounding_gap": pytest.approx(0.03)}
     assert out["learning"]["within_rounding"] is False  # the largest gaps alone (0.11 <= 0.13) would pass
+
+    # a pair that agrees (at chance, 0.2 points apart) needs no control, whatever the control's gap
+    store = Store(tmp_path / "results2", tmp_path / "ck2")
+    put(TRAINING_EXPERIMENT, fp32, 0, [0.25, 0.35])
+    put(TRAINING_EXPERIMENT, bf16, 0, [0.24, 0.30])
+    put(precision_ab.FP32_NCHW.experiment, fp32, 0, [0.27, 0.22])
+    put(TRAINING_EXPERIMENT, fp32, 1, [0.100, 0.101])
+    put(TRAINING_EXPERIMENT, bf16, 1, [0.100, 0.103])
+    put(precision_ab.FP32_NCHW.experiment, fp32, 1, [0.100, 0.100])
+    out = precision_ab.report({"learning": [0, 1], "rounding": [0, 1]}, store)["checks"]
+    assert out["learning"]["controlled_pairs"][1]["agree"] is True
+    assert out["learning"]["controlled_pairs"][1]["bf16_gap"] > out["learning"]["controlled_pairs"][1]["rounding_gap"]
+    assert out["learning"]["within_rounding"] is True
     assert "BN, lr 0.003 seed 0 fp32 NCHW" in out["rounding"]["missing"]
