@@ -293,7 +293,8 @@ def test_the_training_command_takes_a_precision_auto_resolved_by_the_cpu(tmp_pat
                                                                           tiny_image_folder):
     monkeypatch.setattr("shared.paths.RESULTS_ROOT", tmp_path / "results")
     monkeypatch.setattr("shared.paths.CHECKPOINT_ROOT", tmp_path / "ck")
-    monkeypatch.setattr("shared.precision.cpu_bf16_units", lambda: ("avx512_bf16",))
+    monkeypatch.setattr("shared.precision.cpu_bf16_units", lambda: ("amx_bf16", "avx512_bf16"))
+    monkeypatch.setattr("shared.precision.cpu_bf16_speedup", lambda: 3.8)  # bf16 pays (as with AMX)
     main(["divergence", "--preset", "smoke", "--seeds", "0", "--data-dir", str(tiny_image_folder),
           "--device", "cpu", "--precision", "auto"])
     store = Store(tmp_path / "results")
