@@ -97,7 +97,7 @@ def matmul_rate(precision: str, device: torch.device | str = "cpu", size: int = 
     `device`, timed for at least `seconds` after one warm-up product."""
     check_choice("precision", precision, PRECISIONS)
     device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     a, b = (torch.randn(size, size, device=device,
                         dtype=torch.bfloat16 if precision == "bf16" else torch.float32) for _ in range(2))
     with tf32_setting(precision):

@@ -88,9 +88,13 @@ def test_precision_ab_sets_each_bf16_gap_against_its_own_runs_rounding_control(t
         result = {"status": "completed", "metrics": [{"train_loss": 2.0, "test_acc": a} for a in accs]}
         store.put(experiment, cfg, seed, result, "cpu", 1.0, "test")
 
-    put(TRAINING_EXPERIMENT, fp32, 0, [0.25, 0.35])
-    put(TRAINING_EXPERIMENT, bf16, 0, [0.24, 0.30])        # 5 points off at epoch 2
-    put(precision_ab.FP32_NCHW.experiment, fp32, 0, [0.27, 0.22])  # rounding alone: 13 points
+    def put_seed(seed, fp32_accs, bf16_accs, nchw_accs):
+        put(TRAINING_EXPERIMENT, fp32, seed, fp32_accs)
+        put(TRAINING_EXPERIMENT, bf16, seed, bf16_accs)
+        put(precision_ab.FP32_NCHW.experiment, fp32, seed, nchw_accs)
+
+    seed0 = [0.25, 0.35], [0.24, 0.30], [0.27, 0.22]  # bf16 5 points off at epoch 2; rounding alone: 13
+    put_seed(0, *seed0)
     out = precision_ab.report({"learning": [0], "rounding": [0]}, store)["checks"]
     assert out["rounding"]["pairs"][0]["agree"] is False
     assert out["learning"]["largest_test_acc_gap"] == pytest.approx(0.05)
@@ -98,9 +102,7 @@ def test_precision_ab_sets_each_bf16_gap_against_its_own_runs_rounding_control(t
     assert out["learning"]["within_rounding"] is True
     assert [c["pair"] for c in out["learning"]["controlled_pairs"]] == ["BN, lr 0.1 seed 0"]
 
-    put(TRAINING_EXPERIMENT, fp32, 1, [0.24, 0.36])
-    put(TRAINING_EXPERIMENT, bf16, 1, [0.21, 0.25])        # 11 points off
-    put(precision_ab.FP32_NCHW.experiment, fp32, 1, [0.22, 0.33])  # its own control: 3 points
+    put_seed(1, [0.24, 0.36], [0.21, 0.25], [0.22, 0.33])  # bf16 11 points off; its own control: 3
     out = precision_ab.report({"learning": [0, 1], "rounding": [0, 1]}, store)["checks"]
     assert out["learning"]["controlled_pairs"][1] == {"pair": "BN, lr 0.1 seed 1", "agree": False,
                                                       "bf16_gap": pytest.approx(0.11), "rounding_gap": pytest.approx(0.03)}
@@ -108,12 +110,8 @@ def test_precision_ab_sets_each_bf16_gap_against_its_own_runs_rounding_control(t
 
     # a pair that agrees (at chance, 0.2 points apart) needs no control, whatever the control's gap
     store = Store(tmp_path / "results2", tmp_path / "ck2")
-    put(TRAINING_EXPERIMENT, fp32, 0, [0.25, 0.35])
-    put(TRAINING_EXPERIMENT, bf16, 0, [0.24, 0.30])
-    put(precision_ab.FP32_NCHW.experiment, fp32, 0, [0.27, 0.22])
-    put(TRAINING_EXPERIMENT, fp32, 1, [0.100, 0.101])
-    put(TRAINING_EXPERIMENT, bf16, 1, [0.100, 0.103])
-    put(precision_ab.FP32_NCHW.experiment, fp32, 1, [0.100, 0.100])
+    put_seed(0, *seed0)
+    put_seed(1, [0.100, 0.101], [0.100, 0.103], [0.100, 0.100])
     out = precision_ab.report({"learning": [0, 1], "rounding": [0, 1]}, store)["checks"]
     assert out["learning"]["controlled_pairs"][1]["agree"] is True
     assert out["learning"]["controlled_pairs"][1]["bf16_gap"] > out["learning"]["controlled_pairs"][1]["rounding_gap"]
