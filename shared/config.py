@@ -381,9 +381,44 @@ def network_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
     return [network_config(c, bn, preset, **overrides) for bn in (False, True) for c in NETWORK_CANDIDATES]
 
 
+# The first epochs of the paper's protocol, truncated instead of compressed (notebook 01): the paper
+# trains at its initial rate for the first 50 % of at least 165 epochs (its doubling rule makes that
+# about 1,200 epochs at 1e-4), so a constant-rate run of E epochs on the full data, batch 128,
+# momentum 0.9, weight decay 5e-4 is exactly the start of the paper's own run. Without BN at 1e-4,
+# Fig 1's compressed runs settle near the loss of a constant guess: is that a plateau the paper's
+# long first phase passes through? Each run records its health after every epoch, and is extended
+# from E to more epochs by continuing from where it stopped (`shared.train.runner`).
+START_LR = 1e-4
+# (arch, BN?, default epochs): ResNet-110 without BN (the question), the depth series without BN,
+# and ResNet-110 with BN beside it
+START_RUNS: tuple[tuple[str, bool, int], ...] = (
+    ("resnet110", False, 60), ("resnet56", False, 30), ("resnet32", False, 30), ("resnet20", False, 30),
+    ("resnet110", True, 30))
+
+
+def start_config(arch: str, bn: bool, epochs: int, preset: str = "paper", **overrides) -> TrainConfig:
+    """The first `epochs` epochs of the paper's protocol at START_LR: `preset`'s data, batch and
+    precision, a constant rate (no drop, no doubling), the network's health after every epoch."""
+    fields = dict(arch=arch, bn=bn, lr=START_LR, epochs=epochs, max_epochs=epochs, lr_drops=(),
+                  record_health=HEALTH_IMAGES)
+    return train_config(preset, **{**fields, **overrides})
+
+
+def start_grid(preset: str = "paper", epochs: int | None = None, **overrides) -> list[TrainConfig]:
+    """START_RUNS, each for `epochs` epochs (None: its own default)."""
+    return [start_config(arch, bn, epochs or default, preset, **overrides) for arch, bn, default in START_RUNS]
+
+
+def is_truncated(cfg: TrainConfig) -> bool:
+    """Whether `cfg`'s run is the first `cfg.epochs` whole epochs of a constant-rate run, so that a
+    longer run of it continues this one (its first epochs are this run's, to the bit)."""
+    return (not cfg.lr_drops and cfg.warmup_epochs == 0 and cfg.max_epochs == cfg.epochs
+            and cfg.steps_per_epoch is None)
+
+
 # The training grids by name (`python -m shared.train GRID ...`)
 GRIDS = {"fig1": fig1_grid, "sweep": sweep_grid, "divergence": divergence_grid, "network": network_grid,
-         "warmup": warmup_grid}
+         "warmup": warmup_grid, "start": start_grid}
 
 
 # The at-initialisation experiments' presets: each a whole config per experiment

@@ -11,9 +11,11 @@ does not tell apart (the network question of notebook 10, and Fig 1's no-BN curv
 
 `health` measures both on one fixed batch of test images, in inference mode, for each of K runs
 trained together: per stage (the stem and the three stages of a CIFAR ResNet) the fraction of the
-units at the blocks' outputs (after their final ReLU) that are zero on every image, and the spread
+units at the blocks' outputs (after their final ReLU) that are zero on every image, the spread
 of the logits across images (the standard deviation over images, averaged over classes: 0 for a
-collapsed network) beside the spread across classes of the mean logit.
+collapsed network) beside the spread across classes of the mean logit, and the features that reach
+the classifier (the global average pool's output): their mean norm and their input share, the
+fraction of their energy that differs between images (0: every image gets the same features).
 """
 
 import torch
@@ -40,6 +42,18 @@ def logit_spread(logits: torch.Tensor) -> dict[str, float]:
             "across_classes": logits.mean(0).std().item()}
 
 
+def input_share(h: torch.Tensor) -> float:
+    """h [B, D] -> the fraction of its energy that differs between images (0: input-independent):
+    the sum over images of |h_i - mean h|^2 over the sum of |h_i|^2."""
+    h = h.double()
+    return ((h - h.mean(0)).pow(2).sum() / h.pow(2).sum().clamp_min(1e-300)).item()
+
+
+def feature_stats(h: torch.Tensor) -> dict[str, float]:
+    """h [B, D], the classifier's input -> "norm": its mean norm over images, "input_share"."""
+    return {"norm": h.double().norm(dim=1).mean().item(), "input_share": input_share(h)}
+
+
 def _stage_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
     """The modules whose outputs are the ReLU outputs of each stage: the stem's BN (or the
     identity that replaced it; a ReLU follows it) and every block of the three stages."""
@@ -50,12 +64,13 @@ def _stage_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
 @torch.no_grad()
 def health(model: nn.Module, x: torch.Tensor, runs: int = 1) -> list[dict]:
     """One dict per run of `model` (a CIFAR ResNet, K = `runs` stacked): "dead_relu" {stage:
-    fraction of dead units, averaged over the stage's blocks}, "logit_spread" (`logit_spread`).
+    fraction of dead units, averaged over the stage's blocks}, "logit_spread" (`logit_spread`),
+    "features" (`feature_stats` of the classifier's input).
     `x` [B, K*3, 32, 32]: run k's images in channels 3k..3k+2."""
     was_training = model.training
     model.eval()
     found: dict[str, list[list[float]]] = {stage: [] for stage in STAGES}
-    handles = []
+    handles = [model.fc.register_forward_pre_hook(lambda _m, inputs: found.setdefault("fc_input", inputs[0]))]
     for stage, modules in _stage_modules(model).items():
         post = F.relu if stage == "stem" else (lambda out: out)  # blocks end with their ReLU
         for module in modules:
@@ -68,6 +83,8 @@ def health(model: nn.Module, x: torch.Tensor, runs: int = 1) -> list[dict]:
             handle.remove()
         model.train(was_training)
     logits = logits[:, None] if runs == 1 else logits  # [B, K, classes]
+    features = found["fc_input"].float().flatten(1).unflatten(1, (runs, -1))  # [B, K, 64]
     return [{"dead_relu": {stage: sum(block[k] for block in found[stage]) / len(found[stage])
                            for stage in STAGES},
-             "logit_spread": logit_spread(logits[:, k])} for k in range(runs)]
+             "logit_spread": logit_spread(logits[:, k]),
+             "features": feature_stats(features[:, k])} for k in range(runs)]

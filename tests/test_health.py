@@ -59,7 +59,7 @@ def test_training_records_health_per_epoch_only_when_asked():
     data = random_cifar()
     cfg = train_config("smoke", record_health=20)
     result = train(cfg, data, seed=0, progress=False)
-    assert [sorted(m["health"]) for m in result["metrics"]] == [["dead_relu", "logit_spread"]] * cfg.epochs
+    assert [sorted(m["health"]) for m in result["metrics"]] == [["dead_relu", "features", "grad_norm", "logit_spread"]] * cfg.epochs
     plain = train(train_config("smoke"), data, seed=0, progress=False)
     assert all("health" not in m for m in plain["metrics"])
     # recording health changes no trained number

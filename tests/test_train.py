@@ -322,3 +322,48 @@ def test_the_training_command_trains_only_the_settings_named(tmp_path, monkeypat
     main(["sweep", "--preset", "smoke", "--epochs", "1", "--settings", "no BN, lr 1", "--seeds", "0",
           "--data-dir", str(tiny_image_folder), "--device", "cpu"])
     assert store.get("training", sweep_grid("smoke", 1, epochs=1)[-1], 0)["result"]["epochs"] == 1
+
+
+def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path, tiny_image_folder):
+    """The first E epochs of the paper's protocol (`start_config`): a longer run starts from the kept
+    final state of the stored shorter one, trains only the epochs it lacks, and ends exactly where
+    training it from scratch ends."""
+    import shared.train.loop as T
+    from shared.config import start_config
+    tiny = {k: v for k, v in TINY.items() if k != "arch"}
+    cfgs = {e: start_config("resnet20", False, e, "smoke", lr=0.05, record_health=20, **tiny) for e in (1, 3)}
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False)
+    short_store = Store(tmp_path / "a" / "results", tmp_path / "a" / "ck")
+    run_training(cfgs[1], 0, "start", store=short_store, **kwargs)
+    epochs_trained = []
+    real = T.run_epoch
+
+    def counting(cfgs_, runs, loaders, data, states, steps):
+        epochs_trained.append(states[0].epoch)
+        return real(cfgs_, runs, loaders, data, states, steps)
+
+    T.run_epoch, original = counting, T.run_epoch
+    try:
+        extended = run_training(cfgs[3], 0, "start", store=short_store, **kwargs)
+    finally:
+        T.run_epoch = original
+    assert epochs_trained == [1, 2]  # the first epoch was the stored run's
+    scratch = run_training(cfgs[3], 0, "start", store=Store(tmp_path / "b" / "results", tmp_path / "b" / "ck"),
+                           **kwargs)
+    strip = lambda r: [{k: v for k, v in m.items() if k != "wall_s"} for m in r["result"]["metrics"]]
+    assert strip(extended) == strip(scratch)
+    assert extended["result"]["metrics"][0] == short_store.get("start", cfgs[1], 0)["result"]["metrics"][0]
+    health = extended["result"]["metrics"][-1]["health"]
+    assert health["grad_norm"] > 0 and 0 <= health["features"]["input_share"] <= 1
+    assert health["features"]["norm"] > 0
+
+
+def test_the_start_grid_is_the_papers_protocol_at_a_constant_rate():
+    from shared.config import START_LR, is_truncated, start_grid
+    grid = start_grid("cpu")
+    assert all(c.lr == START_LR and c.lr_drops == () and c.precision == "bf16" and c.train_subset is None
+               and c.record_health > 0 and is_truncated(c) for c in grid)
+    assert not is_truncated(start_grid("smoke")[0])  # its epochs are capped: not the protocol's
+    assert [(c.arch, c.bn, c.epochs) for c in grid][:2] == [("resnet110", False, 60), ("resnet56", False, 30)]
+    assert {c.epochs for c in start_grid("cpu", epochs=5)} == {5}
+    assert not any(is_truncated(c) for c in fig1_grid("cpu") + warmup_grid("cpu"))

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..config import ProbeConfig, network_fields
 from ..data import Cifar10, TrainLoader, eval_batches
-from ..health import health, logit_spread
+from ..health import health, input_share, logit_spread
 from ..models import build_model
 from ..results import config_runs, get_or_measure
 
@@ -91,12 +91,6 @@ def _features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     finally:
         handle.remove()
     return logits, seen["h"].detach()
-
-
-def input_share(h: torch.Tensor) -> float:
-    """h [B, D] -> the fraction of its energy that differs between images (0: input-independent)."""
-    h = h.double()
-    return ((h - h.mean(0)).pow(2).sum() / h.pow(2).sum().clamp_min(1e-300)).item()
 
 
 def _rate(cfg: CollapseConfig, step: int) -> float:

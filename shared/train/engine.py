@@ -78,6 +78,15 @@ class Runs:
             self.optimizer = StackedSGD(self.model.parameters(), [c.lr for c in cfgs], cfg.momentum,
                                         cfg.weight_decay)
         self.forward = self.model
+        # the sum over an epoch's steps of each run's gradient norm (`train_epoch`), where the
+        # config asks for the network's health; None: not measured
+        self.grad_norm_sum = torch.zeros(self.count, device=device) if cfg.record_health else None
+
+    def add_grad_norms(self) -> None:
+        """Add each run's global gradient norm (its rows of every stacked parameter) to `grad_norm_sum`."""
+        squares = [p.grad.unflatten(0, (self.count, -1)).flatten(1).float().pow(2).sum(1)
+                   for p in self.model.parameters() if p.grad is not None]
+        self.grad_norm_sum += torch.stack(squares).sum(0).sqrt()
 
     def set_lrs(self, lrs: list[float]) -> None:
         for group in self.optimizer.param_groups:
@@ -133,6 +142,8 @@ def train_epoch(runs: Runs, loaders: list[TrainLoader], epoch: int, steps: int,
             losses = torch.stack([F.cross_entropy(logits[:, k], y[k]) for k in range(runs.count)])
         runs.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # run k's parameters see only run k's loss
+        if runs.grad_norm_sum is not None:
+            runs.add_grad_norms()
         runs.optimizer.step()
         step_losses[i] = losses.detach()
         correct += (logits.detach().argmax(2) == y.T).sum(0)
@@ -159,10 +170,16 @@ def evaluate(runs: Runs, data: Cifar10, batch_size: int) -> tuple[list[float], l
     return [v / n for v in loss_sum.tolist()], [c / n for c in correct.tolist()]
 
 
-def network_health(runs: Runs, data: Cifar10, images: int) -> list[dict]:
+def network_health(runs: Runs, data: Cifar10, images: int, steps: int) -> list[dict]:
     """Per run, `shared.health.health` on the first `images` test images (not augmented), in the
-    runs' precision: dead ReLUs per stage and the logits' spread across images."""
+    runs' precision: dead ReLUs per stage, the logits' spread across images, the classifier's
+    input; and "grad_norm", the gradient's global norm averaged over the epoch's `steps` steps
+    (then reset for the next epoch)."""
     x, _ = next(eval_batches(data.test_x[:images], data.test_y[:images], data.mean, data.std, images))
     with autocast(runs.precision, x.device):
-        return health(runs.model, x.repeat(1, runs.count, 1, 1).contiguous(memory_format=runs.memory_format),
-                      runs.count)
+        found = health(runs.model, x.repeat(1, runs.count, 1, 1).contiguous(memory_format=runs.memory_format),
+                       runs.count)
+    for k, norm in enumerate((runs.grad_norm_sum / steps).tolist()):
+        found[k]["grad_norm"] = norm
+    runs.grad_norm_sum.zero_()
+    return found

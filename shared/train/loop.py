@@ -183,7 +183,7 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
     train_accs = [c / n_seen for c in correct.tolist()]
     test_losses, test_accs = evaluate(runs, data, cfgs[0].eval_batch_size)
     wall_s = time.perf_counter() - start
-    healths = network_health(runs, data, cfgs[0].record_health) if cfgs[0].record_health else None
+    healths = network_health(runs, data, cfgs[0].record_health, done) if cfgs[0].record_health else None
     for k, (cfg, state) in enumerate(zip(cfgs, states)):
         state.epoch = epoch + 1
         if not active[k]:

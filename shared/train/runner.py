@@ -9,11 +9,12 @@ process or as jobs (`shared.launch`).
 import contextlib
 import hashlib
 import time
+from dataclasses import replace
 
 import torch
 
-from ..config import TrainConfig
-from ..fileio import remove_stale_temps
+from ..config import TrainConfig, is_truncated
+from ..fileio import remove_stale_temps, save_torch_atomic
 from ..models import CIFAR_DEPTHS
 from ..precision import AUTO, BF16_MIN_SPEEDUP, resolve_precision
 from ..results import Store, code_version, config_hash, default_device, get_or_measure, load_data
@@ -32,14 +33,46 @@ def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", dat
     checkpoint = store.checkpoint(experiment, cfg, seed)
     if recompute:
         checkpoint.unlink(missing_ok=True)
+    elif is_truncated(cfg) and not checkpoint.exists() and store.get(experiment, cfg, seed) is None:
+        continue_shorter(store, experiment, cfg, seed)
     run = get_or_measure(experiment, cfg, seed,
                          lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile,
                                             memory_format=memory_format),
                          data_dir, device, recompute, store, wait)
     if run is not None:  # a stored run's checkpoint is never resumed again, nor written
+        if is_truncated(cfg) and checkpoint.exists():
+            checkpoint.replace(final_state(checkpoint))  # kept, so that a longer run continues it
         checkpoint.unlink(missing_ok=True)
         remove_stale_temps(checkpoint, older_than_s=0)
     return run
+
+
+def final_state(checkpoint):
+    """Where a truncated run's last checkpoint is kept once the run is stored (`continue_shorter`)."""
+    return checkpoint.with_name(checkpoint.stem + ".final.pt")
+
+
+def continue_shorter(store: Store, experiment: str, cfg: TrainConfig, seed: int) -> int | None:
+    """Start `cfg`'s run (truncated: `config.is_truncated`) from the kept final state of the longest
+    stored shorter run of it, which its first epochs are to the bit: its checkpoint becomes the
+    run's, its schedule lengthened to `cfg.epochs`. Returns the epochs continued from, or None."""
+    for epochs in range(cfg.epochs - 1, 0, -1):
+        shorter = replace(cfg, epochs=epochs, max_epochs=epochs)
+        kept = final_state(store.checkpoint(experiment, shorter, seed))
+        if kept.exists() and store.get(experiment, shorter, seed) is not None:
+            break
+    else:
+        return None
+    saved = torch.load(kept, weights_only=True)
+    states = saved["runs"]
+    if saved["config_hashes"] != [config_hash(shorter)] or states[0]["result"]["status"] != "completed":
+        return None  # a diverged run ends there however long it is given
+    for state in states:
+        state.update(total_epochs=cfg.epochs, result=None)
+    saved["config_hashes"] = [config_hash(cfg)]
+    save_torch_atomic(store.checkpoint(experiment, cfg, seed), saved)
+    print(f"continuing from the stored {epochs}-epoch run {store.run_dir(experiment, shorter, seed)}", flush=True)
+    return epochs
 
 
 def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=None, *, device=None,
@@ -108,7 +141,7 @@ def command_line():
     """The training command's arguments (`main`)."""
     import argparse
 
-    from ..config import GRIDS, PRECISIONS, TRAIN_PRESETS
+    from ..config import ARCHS, GRIDS, PRECISIONS, TRAIN_PRESETS
     from ..cli import device_arg, positive_int_arg, seed_arg
     from ..launch import LAUNCHERS, LaunchOptions
 
@@ -119,8 +152,12 @@ def command_line():
     parser.add_argument("--rates-per-decade", type=int, default=2, choices=(1, 2),
                         help="sweep only: 2, 1 and 3 times each power of ten; 1, the powers of ten")
     parser.add_argument("--epochs", type=positive_int_arg, default=None,
-                        help="sweep only: the preset's schedule cut to this many epochs (default: the "
-                             "preset's sweep budget, config.SWEEP_EPOCHS: cpu 5; else its own)")
+                        help="sweep: the preset's schedule cut to this many epochs (default: the "
+                             "preset's sweep budget, config.SWEEP_EPOCHS: cpu 5; else its own); start: "
+                             "the runs' length (default: config.START_RUNS'; a longer run continues a "
+                             "stored shorter one)")
+    parser.add_argument("--archs", nargs="+", default=None, choices=ARCHS, metavar="ARCH",
+                        help="only the grids' runs of these networks")
     parser.add_argument("--together", type=positive_int_arg, default=1, help="runs trained as one stacked network")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--precision", default=None, choices=(*PRECISIONS, AUTO),
@@ -158,9 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {}
     if args.precision is not None:
         overrides["precision"] = resolve_precision(args.precision, args.device or default_device())
-    sweep_only = {"rates_per_decade": args.rates_per_decade, "epochs": args.epochs}
-    grids = [(name, seed, GRIDS[name](args.preset, **overrides, **(sweep_only if name == "sweep" else {})))
+    own = {"sweep": {"rates_per_decade": args.rates_per_decade, "epochs": args.epochs},
+           "start": {"epochs": args.epochs}}
+    grids = [(name, seed, GRIDS[name](args.preset, **overrides, **own.get(name, {})))
              for seed in args.seeds for name in args.grids]
+    if args.archs:
+        grids = [(name, seed, [c for c in grid if c.arch in args.archs]) for name, seed, grid in grids]
     if args.settings:
         names = {setting_name(cfg) for _, _, grid in grids for cfg in grid}
         for wanted in args.settings:
