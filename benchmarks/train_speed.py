@@ -31,7 +31,6 @@ matrix product in the pipeline's precision, measured in the same process. Usage:
 """
 
 import argparse
-import functools
 import json
 import platform
 import time
@@ -42,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from shared.config import train_config
@@ -51,6 +49,7 @@ from shared.models import CIFAR_DEPTHS, build_model
 from shared.precision import cpu_capability, matmul_rate, tf32_setting
 from shared.results import device_name, git_commit
 from shared.train import MEMORY_FORMATS, Runs, evaluate, train_epoch
+from shared.train.pace import training_flops_per_image
 
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
 
@@ -253,16 +252,6 @@ def profile_step(arch: str, bn: bool, name: str, bench: BenchConfig, device, ste
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     return [{"op": e.key, "self_s_per_step": e.self_cpu_time_total / 1e6 / steps,
              "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in events[:top]]
-
-
-@functools.cache
-def training_flops_per_image(arch: str, bn: bool) -> float:
-    """FLOPs of one training step per image: forward, loss and backward (2 per multiply-add)."""
-    model = build_model(arch, bn)
-    x, y = torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), y).backward()
-    return counter.get_total_flops() / len(x)
 
 
 @dataclass

@@ -309,10 +309,14 @@ def fig1_grid(preset: str = "paper", **overrides) -> list[TrainConfig]:
 
 def divergence_config(preset: str = "paper", **overrides) -> TrainConfig:
     """A divergence probe: the first DIVERGENCE_STEPS steps on the full training set at a constant
-    rate, every step's loss recorded (the preset's network and rate unless `overrides` say)."""
-    test_subset = min(train_config(preset).test_subset or DIVERGENCE_TEST_IMAGES, DIVERGENCE_TEST_IMAGES)
-    fields = dict(epochs=1, max_epochs=1, steps_per_epoch=DIVERGENCE_STEPS, lr_drops=(),
-                  train_subset=None, test_subset=test_subset, record_step_losses=1)
+    rate, every step's loss recorded (the preset's network and rate unless `overrides` say). A
+    preset that caps its epochs' steps (smoke) keeps its cap and its training subset: seconds."""
+    base = train_config(preset)
+    test_subset = min(base.test_subset or DIVERGENCE_TEST_IMAGES, DIVERGENCE_TEST_IMAGES)
+    capped = base.steps_per_epoch is not None
+    fields = dict(epochs=1, max_epochs=1, steps_per_epoch=min(DIVERGENCE_STEPS, base.steps_per_epoch or DIVERGENCE_STEPS),
+                  lr_drops=(), train_subset=base.train_subset if capped else None, test_subset=test_subset,
+                  record_step_losses=1)
     return train_config(preset, **{**fields, **overrides})
 
 
@@ -405,8 +409,10 @@ def start_config(arch: str, bn: bool, epochs: int, preset: str = "paper", **over
 
 
 def start_grid(preset: str = "paper", epochs: int | None = None, **overrides) -> list[TrainConfig]:
-    """START_RUNS, each for `epochs` epochs (None: its own default)."""
-    return [start_config(arch, bn, epochs or default, preset, **overrides) for arch, bn, default in START_RUNS]
+    """START_RUNS, each for `epochs` epochs (None: its own default; a preset that caps its epochs'
+    steps, smoke, its own epochs)."""
+    own = TRAIN_PRESETS[preset].epochs if TRAIN_PRESETS[preset].steps_per_epoch else None
+    return [start_config(arch, bn, epochs or own or default, preset, **overrides) for arch, bn, default in START_RUNS]
 
 
 def is_truncated(cfg: TrainConfig) -> bool:

@@ -20,7 +20,10 @@ def test_train_speed_smoke_writes_a_table_with_ratios(tmp_path):
     run_script("train_speed.py", "--preset", "smoke", "--out", str(tmp_path / "speed.json"), "--profile")
     report = json.loads((tmp_path / "speed.json").read_text())
     ops = report["profile"]["networks"]["resnet20 BN"]["ours-bf16"]
-    assert any(o["op"] == "aten::convolution_backward" for o in ops) and 0 < sum(o["share"] for o in ops) <= 1
+    # which convolution kernels run depends on the CPU's instruction set (bf16 without bf16 units
+    # takes aten::_slow_conv2d_*), so only that some convolution op is among them
+    assert all(o["op"].startswith("aten::") for o in ops) and any("conv" in o["op"] for o in ops)
+    assert 0 < sum(o["share"] for o in ops) <= 1
     rows = {r["pipeline"]: r for r in report["rows"]}
     assert list(rows) == ["blog", "blog-2w", "ours", "ours-nchw", "ours-bf16", "ours-x2"]
     assert rows["blog"]["speedup_vs_blog"] == 1.0 and rows["ours-x2"]["runs"] == 2

@@ -174,3 +174,29 @@ def test_every_field_of_every_config_is_part_of_a_runs_identity(cls):
         else:
             untested.append(f.name)
     assert not untested, f"no other valid value tried for {cls}: {untested}"
+
+
+def _steps(cfg) -> int:
+    """The mini-batch steps a training run of `cfg` takes at most."""
+    per_epoch = -(-(cfg.train_subset or 50_000) // cfg.batch_size)
+    return cfg.max_epochs * min(per_epoch, cfg.steps_per_epoch or per_epoch)
+
+
+def test_smoke_is_small_for_every_grid_experiment_and_notebook():
+    """The smoke preset checks that everything runs, in seconds on any CPU: every training run of
+    every grid (the figures' and the depth ladder's and the normalisation-free networks' included)
+    takes at most 6 steps on at most 200 training and 100 test images, and every at-initialisation
+    experiment measures ResNet-20 (or small matrices) on at most 200 images."""
+    from shared.config import GRIDS
+    from shared.experiments import PRESETS
+    from shared.figures import depth, normfree
+    runs = [cfg for grid in GRIDS.values() for cfg in grid("smoke")]
+    runs += [depth.ladder_training_config("smoke", arch, bn, lr) for arch in depth.PRESET_DEPTHS["smoke"]
+             for bn in (True, False) for lr in (1e-5, 1.0)]
+    runs += [normfree.training_config(key, "smoke", lr) for key in normfree.SCHEMES for lr in normfree.TRAINING_RATES]
+    too_big = [(c.arch, c.bn, c.lr, _steps(c), c.train_subset, c.test_subset) for c in runs
+               if _steps(c) > 6 or not (c.train_subset or 10 ** 9) <= 200 or not (c.test_subset or 10 ** 9) <= 100]
+    assert not too_big
+    for name, cfg in PRESETS["smoke"].items():
+        assert getattr(cfg, "arch", "resnet20") == "resnet20" and (getattr(cfg, "train_subset", None) or 0) <= 200, name
+        assert getattr(cfg, "steps", 0) <= 6 and getattr(cfg, "n", 0) <= 64, name

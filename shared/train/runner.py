@@ -20,6 +20,7 @@ from ..precision import AUTO, BF16_MIN_SPEEDUP, resolve_precision
 from ..results import Store, code_version, config_hash, default_device, get_or_measure, load_data
 from .engine import shared_fields
 from .loop import train, train_together
+from .pace import SlowPrecisionError, check_pace
 
 
 def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", data_dir=None, *,
@@ -123,13 +124,16 @@ def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig
 
 def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=None, *, device=None,
              progress: bool = True, together: int = 1, compile: bool = False,
-             store: Store | None = None) -> list[dict]:
+             store: Store | None = None, slow_ok: bool = False) -> list[dict]:
     """Every config's stored run for `seed`, training what is missing, `together` runs at a time
     where they can share one model (`train_together`); an interrupted grid resumes where it stopped
     (stored runs are loaded, interrupted ones continue from their checkpoint). Runs that another
     process is training are skipped at first and waited for at the end, so that N processes given
-    one grid train N different runs at a time."""
+    one grid train N different runs at a time. Before any is computed on a CPU, `check_pace`
+    refuses runs whose precision crawls there, unless `slow_ok`."""
     kwargs = dict(device=device, progress=progress, compile=compile, store=store or Store())
+    check_pace([c for c in configs if kwargs["store"].get(experiment, c, seed) is None],
+               device or default_device(), slow_ok)
     if together > 1:
         for group in together_groups(configs, together):
             run_together(group, seed, experiment, data_dir, **kwargs)
@@ -207,6 +211,14 @@ def main(argv: list[str] | None = None) -> None:
             if wanted not in names:
                 parser.error(f"unknown setting {wanted!r}; valid: {', '.join(sorted(names))}")
         grids = [(name, seed, [c for c in grid if setting_name(c) in args.settings]) for name, seed, grid in grids]
+    slow_ok = args.precision == "bf16"  # asked for explicitly: started even where it crawls
+    if args.launcher:  # before any job starts: no silent slow path (`shared.train.pace`)
+        missing = [cfg for _, seed, grid in grids for cfg in grid
+                   if Store().get(TRAINING_EXPERIMENT, cfg, seed) is None]
+        try:
+            check_pace(missing, args.device or default_device(), slow_ok)
+        except SlowPrecisionError as error:
+            parser.exit(2, f"{parser.prog}: {error}\n")
     if args.status or args.launcher:
         runs = list(dict.fromkeys(Run(cfg, seed) for _, seed, grid in grids for cfg in grid))
         if args.launcher:
@@ -218,8 +230,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     for name, seed, grid in grids:
         start = time.perf_counter()
-        runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, device=args.device,
-                        together=args.together, compile=args.compile)
+        try:
+            runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, device=args.device,
+                            together=args.together, compile=args.compile, slow_ok=slow_ok)
+        except SlowPrecisionError as error:
+            parser.exit(2, f"{parser.prog}: {error}\n")
         statuses = ", ".join(f"{c.lr:g}{'' if c.bn else ' no BN'}: {r['result']['status']}"
                              for c, r in zip(grid, runs))
         print(f"{name} preset {args.preset} seed {seed}: {len(runs)} runs in "
