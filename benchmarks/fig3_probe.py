@@ -1,6 +1,6 @@
 """Fig 3's probe: seconds per seed in the channels-last layout against the default NCHW.
 
-Times `shared.experiments.measure_relative_loss` (train each network of the pair at its normal
+Times `shared.figures.fig3.measure_relative_loss` (train each network of the pair at its normal
 rate, probing the relative loss along the gradient at each probed mini-batch) in both layouts on
 the same data, in one process, and checks that the layouts agree: the same first step above 1e3,
 and on the first mini-batch the largest relative difference of the curves up to step 0.1 (where
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from shared.data import load_cifar10
-from shared.experiments import experiment_config, measure_relative_loss
+from shared.experiments import experiment_config
+from shared.figures.fig3 import measure_relative_loss
 from shared.models import build_model
 from shared.precision import matmul_rate
 from shared.results import device_name, git_commit

@@ -8,16 +8,31 @@ to `.qmd` pages point at their `.html` files, as Quarto would write them.
 
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import nbformat
 import yaml
 
 from . import frontpage
+from .claims import Claim
 
-if TYPE_CHECKING:
-    from .report import Notebook
+
+@dataclass
+class Notebook:
+    """What the report shows of one executed notebook."""
+    path: Path
+    title: str
+    item: str | None       # the figure it reproduces (an id of shared.figures.FIGURES)
+    preset: str            # the preset it was last executed with
+    executed: str | None   # the date of that execution (papermill's record), if any
+    figures: list[Path]    # its saved figures in figures/ (PNG), for its preset
+    claims: list[Claim] | None  # its closing claims (the file it saved beside its figures), if any
+
+    @property
+    def page(self) -> str:
+        """The notebook's page in the site, relative to the site root."""
+        return f"notebooks/{self.path.stem}.html"
 
 
 def html_page(cells: list, title: str, embed_images: bool) -> str:
@@ -44,7 +59,7 @@ def page_markdown(page: Path, includes: dict[str, str]) -> tuple[dict, str]:
     return yaml.safe_load(front), text
 
 
-def build_offline(out_dir: Path, notebooks: list["Notebook"], includes: dict[str, str], figures_dir: Path,
+def build_offline(out_dir: Path, notebooks: list[Notebook], includes: dict[str, str], figures_dir: Path,
                   index: Path, quarto_config: Path, claims_page: Path) -> list[Path]:
     """Write the offline site into `out_dir`; return its pages (index first). The index links
     every notebook's page (through `_generated/notebooks.md`) and the claims page, each page links

@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -37,10 +36,10 @@ import yaml
 
 from . import figures, frontpage
 from .execution import execute_notebooks
-from .offline_site import build_offline
+from .offline_site import Notebook, build_offline
 from .config import PROBE_PRESETS, TRAIN_PRESETS
 from .claims import Claim, load_claims, slug, verdict_counts
-from .fileio import read_json
+from .fileio import read_json, read_provenance
 from .paths import FIGURES_DIR, NOTEBOOKS_DIR, REPO_ROOT, RESULTS_ROOT
 
 GENERATED_DIR = REPO_ROOT / "_generated"
@@ -52,23 +51,6 @@ QUARTO_CONFIG = REPO_ROOT / "_quarto.yml"
 PRESET_NAMES = sorted({*TRAIN_PRESETS, *PROBE_PRESETS})
 QUARTO_MISSING = ("Quarto is not installed; writing an offline HTML report to _site/ instead "
                   "(install Quarto from https://quarto.org/docs/get-started/ for the full site)")
-
-
-@dataclass
-class Notebook:
-    """What the report shows of one executed notebook."""
-    path: Path
-    title: str
-    item: str | None       # the figure it reproduces (an id of shared.figures.FIGURES)
-    preset: str            # the preset it was last executed with
-    executed: str | None   # the date of that execution (papermill's record), if any
-    figures: list[Path]    # its saved figures in figures/ (PNG), for its preset
-    claims: list[Claim] | None  # its closing claims (the file it saved beside its figures), if any
-
-    @property
-    def page(self) -> str:
-        """The notebook's page in the site, relative to the site root."""
-        return f"notebooks/{self.path.stem}.html"
 
 
 def paper_item(stem: str) -> str | None:
@@ -214,13 +196,14 @@ def notebooks_markdown(notebooks: list[Notebook]) -> str:
 
 def load_runs(results_dir: Path = RESULTS_ROOT) -> list[dict]:
     """The provenance of every completed run in the store, with its experiment's name added; a
-    damaged run (a result or provenance that is not whole JSON) stops it, naming the file."""
+    damaged run (a result or provenance that is not whole JSON, a provenance lacking a key it is read
+    by) stops it, naming the file."""
     runs = []
     for path in sorted(results_dir.glob("**/provenance.json")):
         if (path.parent / "result.json").exists():
             read_json(path.parent / "result.json")  # complete only if its result reads
             experiment = path.relative_to(results_dir).parts[0]
-            runs.append({"experiment": experiment, **read_json(path)})
+            runs.append({"experiment": experiment, **read_provenance(path)})
     return runs
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from shared.config import (TRAIN_PRESETS, TrainConfig, added, canonical_shortcut, check_network, identity,
                            stored_config, train_config)
-from shared.experiments import DepthConfig
+from shared.figures.fig5 import DepthConfig
 from shared.results import config_hash
 
 
@@ -103,7 +103,7 @@ def test_the_committed_store_keys_are_the_configs_identities():
     for path in RESULTS_ROOT.glob("*/*/seed*/provenance.json"):
         prov = json.loads(path.read_text())
         experiment = path.parts[-4]
-        cls = TrainConfig if experiment.startswith("training") else EXPERIMENTS[experiment][0]
+        cls = TrainConfig if experiment.startswith("training") else type(EXPERIMENTS[experiment].presets["paper"])
         config = stored_config(cls, prov["config"])
         assert config_hash(config) == prov["config_hash"] == path.parts[-3], path
         checked += 1
@@ -138,7 +138,8 @@ def test_bad_divergence_and_chance_fields_are_refused():
 def _alternatives(value):
     """Other values of a field's type to try, most plausible first."""
     from shared import config as C
-    from shared.experiments import FIG3_DIRECTIONS, FIG3_LAYOUTS, FIG3_STATES, FIG5_CHANNELS
+    from shared.figures.fig3 import FIG3_DIRECTIONS, FIG3_LAYOUTS, FIG3_STATES
+    from shared.figures.fig5 import FIG5_CHANNELS
     strings = [*C.ARCHS, *C.INITS, *C.SHORTCUTS, *C.RESIDUALS, *C.PRECISIONS, *FIG3_DIRECTIONS, *FIG3_STATES,
                *FIG3_LAYOUTS, *FIG5_CHANNELS]
     if isinstance(value, bool):

@@ -142,7 +142,8 @@ def test_the_training_ladder_stores_its_runs_and_reads_them_back(tmp_path, monke
     assert table.loc[(20, "no_bn", 0), "stable rate"] == (trained.rate or 0.0)
     assert (20, "bn", 0) not in table.index  # nothing stored: no row
     cfg = depth.ladder_training_config("smoke", "resnet20", False, 0.1)
-    assert (cfg.steps_per_epoch, cfg.train_subset, cfg.lr_drops, cfg.lr) == (200, None, (), 0.1)
+    assert (cfg.steps_per_epoch, cfg.train_subset, cfg.lr_drops, cfg.lr) == (3, 200, (), 0.1)  # smoke: seconds
+    assert depth.ladder_training_config("paper", "resnet20", False, 0.1).steps_per_epoch == 200
 
 
 def test_the_training_ladder_feeds_the_same_table_claims_and_plot():

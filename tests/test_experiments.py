@@ -4,6 +4,11 @@ import pytest
 import torch
 
 from shared import experiments as X
+from shared.atinit import network_pair
+from shared.figures.fig2 import measure_gradients
+from dataclasses import replace
+
+from shared.figures.fig3 import RelativeLossConfig, measure_relative_loss
 from shared.models import weight_layers
 from shared.results import Store
 
@@ -30,12 +35,12 @@ def test_a_preset_is_a_whole_config_per_experiment():
     for preset, configs in X.PRESETS.items():
         assert set(configs) == set(X.EXPERIMENTS), preset
         for name, cfg in configs.items():
-            assert type(cfg) is X.EXPERIMENTS[name][0]
+            assert type(cfg) is type(X.EXPERIMENTS[name].presets["paper"]) and X.EXPERIMENTS[name].name == name
     assert all(cfg == type(cfg)() for cfg in X.PRESETS["paper"].values())
     smoke = X.PRESETS["smoke"]
     assert {cfg.arch for name, cfg in smoke.items() if hasattr(cfg, "arch")} == {"resnet20"}
     assert smoke["fig7_singular_values"].n < X.PRESETS["paper"]["fig7_singular_values"].n
-    assert X.experiment_config("fig3_relative_loss", "smoke", sizes=20) == X.RelativeLossConfig(
+    assert X.experiment_config("fig3_relative_loss", "smoke", sizes=20) == RelativeLossConfig(
         **X.SMOKE_NETWORK, sizes=20)  # overrides replace the preset's fields
 
 
@@ -46,7 +51,7 @@ def test_layer_lists_scale_with_depth():
 
 
 def test_network_pair_shares_weights():
-    pair = X.network_pair(X.experiment_config("fig2_gradients", "smoke"), 3, "cpu")
+    pair = network_pair(X.experiment_config("fig2_gradients", "smoke"), 3, "cpu")
     for a, b in zip(weight_layers(pair["bn"]), weight_layers(pair["no_bn"])):
         assert torch.equal(a.weight, b.weight)
 
@@ -54,7 +59,7 @@ def test_network_pair_shares_weights():
 @pytest.mark.parametrize("experiment", [e for e in X.EXPERIMENTS if e != "fig7_singular_values"])
 def test_every_measurement_runs_on_small_data(experiment):
     cfg = X.experiment_config(experiment, "smoke", train_subset=None)
-    result = X.EXPERIMENTS[experiment][1](cfg, random_cifar(n_train=64, n_test=16), 0)
+    result = X.EXPERIMENTS[experiment].measure(cfg, random_cifar(n_train=64, n_test=16), 0)
     if experiment == "fig4_diverging_update":
         assert set(result["layers"]) == {"2", "8", "15"}
     elif experiment == "collapse":  # one network, traced step by step
@@ -65,7 +70,7 @@ def test_every_measurement_runs_on_small_data(experiment):
 
 def test_fig2_no_bn_gradients_are_larger_and_heavier_tailed():
     cfg = X.experiment_config("fig2_gradients", "smoke", arch="resnet56", batch_size=32, train_subset=None)
-    result = X.measure_gradients(cfg, random_cifar(n_train=64, n_test=16), 0)
+    result = measure_gradients(cfg, random_cifar(n_train=64, n_test=16), 0)
     assert result["bn"]["layer"] == 28 and result["scale_ratio"] > 3
     assert result["no_bn"]["excess_kurtosis"] > result["bn"]["excess_kurtosis"]
 
@@ -93,7 +98,7 @@ def test_fig3_layout_is_an_option_that_changes_rounding_only():
     from shared.config import identity
     data = random_cifar(n_train=64, n_test=16)
     cfg = X.experiment_config("fig3_relative_loss", "smoke", train_subset=None, probe_batches=(1, 3))
-    plain, fast = X.measure_relative_loss(cfg, data, 0), X.measure_relative_loss(X.replace(cfg, layout="channels_last"), data, 0)
+    plain, fast = measure_relative_loss(cfg, data, 0), measure_relative_loss(replace(cfg, layout="channels_last"), data, 0)
     for name in ("bn", "no_bn"):
         for batch in ("1", "3"):
             a, b = fast[name]["batches"][batch], plain[name]["batches"][batch]
@@ -102,9 +107,9 @@ def test_fig3_layout_is_an_option_that_changes_rounding_only():
         small = [(u, v) for s, u, v in zip(fast["sizes"], a, b) if s <= 0.1]
         assert len(small) >= 8 and all(math.isfinite(v) for _, v in small)
         assert all(u == pytest.approx(v, rel=1e-3) for u, v in small)
-    assert "layout" not in identity(cfg) and identity(X.replace(cfg, layout="channels_last"))["layout"] == "channels_last"
+    assert "layout" not in identity(cfg) and identity(replace(cfg, layout="channels_last"))["layout"] == "channels_last"
     with pytest.raises(ValueError, match="unknown layout 'nhwc'; valid: nchw, channels_last"):
-        X.replace(cfg, layout="nhwc")
+        replace(cfg, layout="nhwc")
 
 
 def test_fig3_options_change_only_what_they_say():
@@ -113,7 +118,7 @@ def test_fig3_options_change_only_what_they_say():
     step from the first mini-batch on (weight decay), and bad values are named."""
     data = random_cifar(n_train=64, n_test=16)
     base = X.experiment_config("fig3_relative_loss", "smoke", train_subset=None, probe_batches=(1, 3))
-    runs = {name: X.measure_relative_loss(X.replace(base, **change), data, 0) for name, change in
+    runs = {name: measure_relative_loss(replace(base, **change), data, 0) for name, change in
             {"trained": {}, "init": {"state": "init"}, "update": {"direction": "update"}}.items()}
 
     def curve(run, batch):
@@ -123,10 +128,10 @@ def test_fig3_options_change_only_what_they_say():
     assert curve(runs["init"], "3") != curve(runs["trained"], "3")
     assert curve(runs["update"], "1") != curve(runs["trained"], "1")
     with pytest.raises(ValueError, match="unknown direction 'sgd'; valid: gradient, update"):
-        X.replace(base, direction="sgd")
+        replace(base, direction="sgd")
     with pytest.raises(ValueError, match="unknown state 'warm'; valid: trained, init"):
-        X.replace(base, state="warm")
+        replace(base, state="warm")
     # the added fields keep the stored runs' identity while they hold the defaults
     from shared.config import identity
     assert "direction" not in identity(base) and "state" not in identity(base)
-    assert identity(X.replace(base, state="init"))["state"] == "init"
+    assert identity(replace(base, state="init"))["state"] == "init"

@@ -68,12 +68,12 @@ def test_closest_init_is_nearest_to_the_target_in_decades():
 
 
 def test_comparison_configs_cover_every_scheme_of_each_architecture_once():
-    configs = fig2.comparison_configs("fig2_gradients", "smoke", "resnet20")
+    configs = fig2.comparison_configs("smoke", "resnet20")
     archs = list(dict.fromkeys(a for a, _ in configs))
     assert archs == ["resnet20", "resnet110", "resnet101"]
     assert len(configs) == 3 * len(INITS)
     assert all(c.arch == a and c.init == scheme for (a, scheme), c in configs.items())
-    assert len(fig2.comparison_configs("fig2_gradients", "smoke", "resnet110")) == 2 * len(INITS)
+    assert len(fig2.comparison_configs("smoke", "resnet110")) == 2 * len(INITS)
 
 
 def test_plots_draw_a_histogram_per_network_and_scheme():

@@ -230,7 +230,8 @@ def test_plain_is_unchanged(kwargs):
 
 def test_configs_select_a_residual_scheme_and_keep_the_stored_identities():
     from shared.config import identity, train_config
-    from shared.experiments import experiment_config, network_pair
+    from shared.atinit import network_pair
+    from shared.experiments import experiment_config
     assert "residual" not in identity(train_config("cpu")) and "residual" not in identity(experiment_config("fig5_depth_profile"))
     cfg = train_config("smoke", bn=False, residual="skipinit")
     assert identity(cfg)["residual"] == "skipinit"

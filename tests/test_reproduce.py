@@ -3,6 +3,7 @@ on the real dataset (the JPEG copy of CIFAR-10 the results were computed on)."""
 
 import pytest
 
+from shared.compute import RunContext
 from shared.experiments import experiment_config, run_experiment
 from shared.results import Store
 
@@ -14,7 +15,7 @@ def test_stored_result_is_reproduced(experiment, real_cifar10, tmp_path):
     stored = Store().get(experiment, cfg, 0)
     assert stored is not None, f"no committed {experiment} result for seed 0"
     assert real_cifar10.name in stored["provenance"]["data"]
-    fresh = run_experiment(experiment, cfg, 0, real_cifar10, device="cpu", store=Store(tmp_path, tmp_path / "ck"))
+    fresh = run_experiment(experiment, cfg, 0, RunContext(Store(tmp_path, tmp_path / "ck"), real_cifar10, "cpu"))
     assert fresh["provenance"]["data"] == stored["provenance"]["data"]  # the same pixels
     compare(fresh["result"], stored["result"])
 

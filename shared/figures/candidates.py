@@ -8,76 +8,36 @@ experiments (`shared.experiments`), and `shared.paper` turns each figure into on
 paper's values (0 = on the paper's numbers; in decades, so 1 = a factor of 10 off).
 """
 
-from dataclasses import dataclass
+import time
 
 import numpy as np
 import pandas as pd
 
 from .. import paper
 from ..config import NETWORK_CANDIDATES, NETWORK_EPOCHS, NETWORK_LR, TRAINING_EXPERIMENT, network_config
-from ..experiments import experiment_config, run_experiment
+from ..compute import RunContext, measured
 from ..results import config_runs
+from . import candidate_networks as networks, fig2, fig3, fig4, fig5, fig6, table1
+from .candidate_networks import (CONV_INITS, DEFAULT_SEEDS, FC_CHOICES, MEASURES, SEEDS,  # noqa: F401 (re-exported)
+                                 SHORTCUT_CHOICES, Candidate, candidate_seeds, candidates)
 from .divergence import trained
 
-# The convolution inits tried: the paper's stated Xavier, torchvision's Kaiming (fan_out), and
-# PyTorch's constructor default (what a 2018 PyTorch model got without an explicit init).
-CONV_INITS = ("xavier_uniform", "kaiming_normal_fan_out", "pytorch_default")
-FC_CHOICES = ("same", "pytorch_default")
-SHORTCUT_CHOICES = (None, "B")  # None: option A, the CIFAR ResNets' standard
-
-
-@dataclass(frozen=True)
-class Candidate:
-    shortcut: str | None
-    init: str
-    fc_init: str
-
-    @property
-    def name(self) -> str:
-        fc = self.init if self.fc_init == "same" else self.fc_init
-        return f"{self.shortcut or 'A'} | conv {self.init} | fc {fc}"
-
-    def fields(self) -> dict:
-        return dict(shortcut=self.shortcut, init=self.init, fc_init=self.fc_init)
-
-
-def candidates() -> list[Candidate]:
-    """Every shortcut x conv init x classifier init, each network once (a pytorch_default
-    classifier beside pytorch_default convolutions is the "same" one)."""
-    return [Candidate(s, i, f) for s in SHORTCUT_CHOICES for i in CONV_INITS for f in FC_CHOICES
-            if not (i == "pytorch_default" and f == "pytorch_default")]
-
-
-# experiment -> overrides of its paper config, and the seeds measured. Fig 6 needs only the first
-# mini-batch here; Fig 3 (a forward pass per step size) and Table 1 (a per-example product per
-# layer) are the costly ones: Fig 3 is measured on fewer step sizes, and both on one network.
-MEASURES = {
-    "fig5_depth_profile": {},
-    "fig2_gradients": {},
-    "fig6_logit_gradients": dict(epoch_batches=1),
-    "fig4_diverging_update": {},
-    "table1_contributions": {},
-    "fig3_relative_loss": dict(sizes=20),
-}
-SEEDS = {"fig3_relative_loss": (0,), "table1_contributions": (0,)}
-DEFAULT_SEEDS = (0, 1, 2)
+# experiment name -> its measurement, for the figures that score the candidates
+MEASUREMENTS = {m.name: m for m in (fig2.MEASUREMENT, fig3.MEASUREMENT, fig4.MEASUREMENT, fig5.MEASUREMENT,
+                                    fig6.MEASUREMENT, table1.MEASUREMENT)}
 
 
 def candidate_config(experiment: str, candidate: Candidate, preset: str = "paper"):
-    return experiment_config(experiment, preset, **MEASURES[experiment], **candidate.fields())
+    """`experiment`'s config for `candidate` under `preset` (`candidate_networks.candidate_config`)."""
+    return networks.candidate_config(MEASUREMENTS[experiment], candidate, preset)
 
 
 def candidate_runs(experiment: str, candidate: Candidate, preset: str = "paper",
-                   seeds: tuple[int, ...] | None = None, data_dir=None, device=None) -> list[dict]:
+                   seeds: tuple[int, ...] | None = None, ctx: RunContext | None = None) -> list[dict]:
     """The stored runs of `experiment` for `candidate` (computed where missing)."""
-    cfg = candidate_config(experiment, candidate, preset)
-    return [run_experiment(experiment, cfg, seed, data_dir, device)
+    cfg, measurement = candidate_config(experiment, candidate, preset), MEASUREMENTS[experiment]
+    return [measured(experiment, cfg, seed, measurement.measure, ctx)
             for seed in seeds or candidate_seeds(experiment, preset)]
-
-
-def candidate_seeds(experiment: str, preset: str) -> tuple[int, ...]:
-    """The seeds measured per candidate (one for the smoke preset, which only checks the code)."""
-    return (0,) if preset == "smoke" else SEEDS.get(experiment, DEFAULT_SEEDS)
 
 
 # table column -> (experiment, distance function of the runs' results)
@@ -102,7 +62,7 @@ def distance_table(preset: str = "paper", compute: bool = False, data_dir=None) 
         row = {"candidate": candidate.name}
         for column, (experiment, distance) in DISTANCES.items():
             if compute:
-                candidate_runs(experiment, candidate, preset, data_dir=data_dir)
+                candidate_runs(experiment, candidate, preset, ctx=RunContext(data_dir=data_dir))
             runs = config_runs(experiment, candidate_config(experiment, candidate, preset))
             row[column] = distance([r["result"] for r in runs]) if runs else float("nan")
         rows.append(row)
@@ -245,7 +205,6 @@ def plot_bn_std_by_shortcut(ax, preset: str = "paper") -> None:
 
 def main() -> None:
     """Compute every candidate's runs, the cheap experiments first."""
-    import time
     for experiment in MEASURES:
         for candidate in candidates():
             start = time.perf_counter()

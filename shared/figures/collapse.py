@@ -36,7 +36,9 @@ from ..config import ProbeConfig, network_fields
 from ..data import Cifar10, TrainLoader, eval_batches
 from ..health import health, input_share, logit_spread
 from ..models import build_model
-from ..results import config_runs, get_or_measure
+from ..compute import RunContext, measured
+from ..results import config_runs
+from .protocol import SMOKE_NETWORK, Measurement
 
 EXPERIMENT = "collapse"
 
@@ -77,9 +79,7 @@ VARIANTS: dict[str, dict] = {
 
 def variant_configs(preset: str = "paper", **overrides) -> dict[str, CollapseConfig]:
     """Each of VARIANTS as a config of the probe preset `preset` (with `overrides` on every one)."""
-    from ..experiments import experiment_config
-
-    return {name: experiment_config(EXPERIMENT, preset, **{**fields, **overrides}) for name, fields in VARIANTS.items()}
+    return {name: MEASUREMENT.config(preset, **{**fields, **overrides}) for name, fields in VARIANTS.items()}
 
 
 def _features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,17 +136,16 @@ def measure(cfg: CollapseConfig, data: Cifar10, seed: int) -> dict:
     return {"rows": rows, "health": {str(k): v for k, v in healths.items()}}
 
 
+# the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
+PRESETS = {"paper": CollapseConfig(), "smoke": CollapseConfig(**SMOKE_NETWORK, steps=6, health_every=3, health_images=32)}
+MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure)
+
+
 def _relative_change(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
     """||after - before|| / ||before|| over all the tensors together."""
     num = sum((a.detach().double() - b.double()).pow(2).sum() for a, b in zip(after, before))
     den = sum(b.double().pow(2).sum() for b in before)
     return (num / den).sqrt().item()
-
-
-def run(cfg: CollapseConfig, seed: int = 0, data_dir=None, device=None, store=None) -> dict:
-    """The stored trace of (cfg, seed), computed and stored if missing."""
-    return get_or_measure(EXPERIMENT, cfg, seed, lambda data: measure(cfg, data, seed), data_dir, device,
-                          store=store)
 
 
 # ---- tables -------------------------------------------------------------------------------------
@@ -157,7 +156,7 @@ def traces(preset: str = "paper", seeds=None, compute: bool = False, data_dir=No
     for name, cfg in variant_configs(preset).items():
         if compute:
             for seed in seeds or [0]:
-                run(cfg, seed, data_dir)
+                measured(EXPERIMENT, cfg, seed, measure, RunContext(data_dir=data_dir))
         out[name] = config_runs(EXPERIMENT, cfg, seeds)
     return out
 

@@ -28,8 +28,9 @@ import pandas as pd
 from ..claims import NOT_JUDGED, Claim, holds, judged, slug, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, check_choice, divergence_config, sweep_rates
 from ..results import Store, config_runs
+from . import fig3, fig5 as fig5_module, signal_propagation
 from .fig3 import reduced_config
-from .protocol import Source, experiment_config, probe_runs, training_preset
+from .protocol import Source, probe_runs, training_preset
 from .relative_loss import first_above
 from .signal_propagation import NETWORKS, fig5_relation, spp_frame, spp_summary
 
@@ -231,11 +232,11 @@ def load(source: Source, archs=None, train_preset: str | None = None, train_arch
     archs = list(archs or PRESET_DEPTHS[source.preset])
     signal, ladder = {}, {}
     for arch in archs:
-        signal_cfg = experiment_config("signal_propagation", source.preset, arch=arch)
-        ladder_cfg = ladder_config(experiment_config("fig3_relative_loss", source.preset), arch)
-        signal[arch] = probe_runs("signal_propagation", signal_cfg, source)
-        ladder[arch] = probe_runs("fig3_relative_loss", ladder_cfg, source)
-    fig5 = config_runs("fig5_depth_profile", experiment_config("fig5_depth_profile", source.preset),
+        signal_cfg = signal_propagation.MEASUREMENT.config(source.preset, arch=arch)
+        ladder_cfg = ladder_config(fig3.MEASUREMENT.config(source.preset), arch)
+        signal[arch] = probe_runs(signal_propagation.MEASUREMENT, signal_cfg, source)
+        ladder[arch] = probe_runs(fig3.MEASUREMENT, ladder_cfg, source)
+    fig5 = config_runs(fig5_module.EXPERIMENT, fig5_module.MEASUREMENT.config(source.preset),
                        seeds=[r["provenance"]["seed"] for r in signal["resnet110"]]) if "resnet110" in archs else []
     train_preset = train_preset or training_preset(source.preset)
     train_archs = list(train_archs or DEPTHS)

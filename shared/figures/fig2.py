@@ -22,7 +22,7 @@ from ..config import DEFAULT_INIT, ProbeConfig
 from ..data import Cifar10
 from ..models import INITS
 from ..paper import FIG2_MAX_ABS
-from .protocol import Source, experiment_config, probe_runs
+from .protocol import SMOKE_NETWORK, Measurement, Source, probe_runs
 
 EXPERIMENT = "fig2_gradients"
 
@@ -32,7 +32,7 @@ COMPARED_ARCHS = ("resnet110", "resnet101")  # the initialisation comparison's a
 PAPER_RATIO = 100  # the paper's no-BN / BN gradient scale, "about two orders of magnitude"
 
 
-# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+# ---- the measurement: its config, measure function and presets ----
 
 @dataclass(frozen=True)
 class GradientConfig(ProbeConfig):
@@ -52,6 +52,11 @@ def measure_gradients(cfg: GradientConfig, data: Cifar10, seed: int) -> dict:
     return result
 
 
+# the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
+PRESETS = {"paper": GradientConfig(), "smoke": GradientConfig(**SMOKE_NETWORK)}
+MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_gradients)
+
+
 def gradient_table(runs: list[dict]) -> pd.DataFrame:
     """Per seed: each network's gradient std, largest magnitude and excess kurtosis, and the ratio
     of the no-BN to the BN standard deviation."""
@@ -66,10 +71,10 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
     return table.agg(["mean", "std"])
 
 
-def comparison_configs(experiment: str, preset: str, arch: str) -> dict:
+def comparison_configs(preset: str, arch: str) -> dict:
     """The configurations of the initialisation comparison: {(arch, init): config} for `arch`
     and then the other compared architectures, each under every scheme of `INITS`."""
-    return {(a, scheme): experiment_config(experiment, preset, arch=a, init=scheme)
+    return {(a, scheme): MEASUREMENT.config(preset, arch=a, init=scheme)
             for a in dict.fromkeys([arch, *COMPARED_ARCHS]) for scheme in INITS}
 
 
@@ -158,10 +163,10 @@ class Runs:
 def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
     """The runs of `arch` (None: the preset's) with convolutions initialised by `init`, and of
     the comparison (computed only for `arch`'s schemes)."""
-    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
-    runs = probe_runs(EXPERIMENT, cfg, source)
-    inits = {(a, scheme): probe_runs(EXPERIMENT, c, source if a == cfg.arch else source.read_only)
-             for (a, scheme), c in comparison_configs(EXPERIMENT, source.preset, cfg.arch).items()}
+    cfg = MEASUREMENT.config(source.preset, arch=arch, init=init)
+    runs = probe_runs(MEASUREMENT, cfg, source)
+    inits = {(a, scheme): probe_runs(MEASUREMENT, c, source if a == cfg.arch else source.read_only)
+             for (a, scheme), c in comparison_configs(source.preset, cfg.arch).items()}
     return Runs(cfg, runs, inits)
 
 

@@ -22,7 +22,7 @@ from ..atinit import network_pair
 from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import DEFAULT_INIT, ProbeConfig, added, check_choice
 from ..data import Cifar10, TrainLoader
-from .protocol import Source, experiment_config, probe_runs
+from .protocol import SMOKE_NETWORK, Measurement, Source, probe_runs
 from .relative_loss import NETWORKS, batch_means, batches, curve, median_table, probe_table
 
 EXPERIMENT = "fig3_relative_loss"
@@ -31,7 +31,7 @@ PAPER_Y_MIN = 1e-2  # the bottom of the paper's axis
 Y_MAX = 1e8  # the top of ours
 
 
-# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+# ---- the measurement: its config, measure function and presets ----
 
 @dataclass(frozen=True)
 class RelativeLossConfig(ProbeConfig):
@@ -108,6 +108,11 @@ def measure_relative_loss(cfg: RelativeLossConfig, data: Cifar10, seed: int) -> 
             optimizer.step()
         result[name] = {"lr": lr, "batches": curves}
     return result
+
+
+# the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
+PRESETS = {"paper": RelativeLossConfig(), "smoke": RelativeLossConfig(**SMOKE_NETWORK, sizes=12)}
+MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_relative_loss)
 
 
 def y_floor(results: list[dict], batches: list[str]) -> dict[str, float]:
@@ -319,12 +324,12 @@ class Runs:
 def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
     """The runs of `arch` (None: the preset's) with convolutions initialised by `init`, of its
     ablation variants, and of the COMPARED networks (read only)."""
-    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
-    runs = probe_runs(EXPERIMENT, cfg, source)
-    variants = {name: probe_runs(EXPERIMENT, c, source) for name, c in ablation_configs(cfg).items()}
+    cfg = MEASUREMENT.config(source.preset, arch=arch, init=init)
+    runs = probe_runs(MEASUREMENT, cfg, source)
+    variants = {name: probe_runs(MEASUREMENT, c, source) for name, c in ablation_configs(cfg).items()}
     networks = {f"{cfg.arch}, conv {cfg.init} (ours)": runs,
-                **{f"{a}, conv {scheme}": probe_runs(EXPERIMENT, experiment_config(
-                    EXPERIMENT, source.preset, arch=a, init=scheme), source.read_only) for a, scheme in COMPARED}}
+                **{f"{a}, conv {scheme}": probe_runs(MEASUREMENT, MEASUREMENT.config(
+                    source.preset, arch=a, init=scheme), source.read_only) for a, scheme in COMPARED}}
     return Runs(cfg, runs, variants, networks)
 
 

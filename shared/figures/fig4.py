@@ -26,7 +26,7 @@ from ..claims import NO, NOT_JUDGED, YES, Claim, at_least, holds, judged, unjudg
 from ..config import DEFAULT_INIT, ProbeConfig
 from ..data import Cifar10
 from ..paper import FIG4_AT_100
-from .protocol import NetworkRuns, Source, network_runs
+from .protocol import SMOKE_NETWORK, Measurement, NetworkRuns, Source, network_runs
 
 EXPERIMENT = "fig4_diverging_update"
 
@@ -37,7 +37,7 @@ PAPER_TEXT = ("means ≈ -0.5..1.2, variances ≤ 1", "means ≈ -3500..2500, va
 CMAP = plt.get_cmap("viridis").with_extremes(bad="0.75")  # grey: non-finite (overflow)
 
 
-# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+# ---- the measurement: its config, measure function and presets ----
 
 @dataclass(frozen=True)
 class DivergingUpdateConfig(ProbeConfig):
@@ -54,6 +54,11 @@ def measure_diverging_update(cfg: DivergingUpdateConfig, data: Cifar10, seed: in
     moments = probes.moments_along_update(model, x, y, cfg.lr, list(cfg.layers), fractions)
     return {"fractions": fractions.tolist(),
             "layers": {str(k): {key: v.cpu().tolist() for key, v in m.items()} for k, m in moments.items()}}
+
+
+# the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
+PRESETS = {"paper": DivergingUpdateConfig(), "smoke": DivergingUpdateConfig(**SMOKE_NETWORK, fractions=5)}
+MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_diverging_update)
 
 
 def paper_scales(layers) -> dict:
@@ -284,7 +289,7 @@ Runs = NetworkRuns  # its config and its runs
 
 def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
     """The runs of `arch` (None: the preset's) with convolutions initialised by `init`."""
-    return network_runs(EXPERIMENT, source, arch, init)
+    return network_runs(MEASUREMENT, source, arch, init)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from ..config import DEFAULT_INIT, ProbeConfig, added, check_choice
 from ..data import Cifar10
 from ..models import INITS
 from ..paper import FIG5_LAYERS, FIG5_LOG, fig5_curve_distances
-from .protocol import Source, experiment_config, probe_runs
+from .protocol import SMOKE_NETWORK, Measurement, Source, probe_runs
 
 EXPERIMENT = "fig5_depth_profile"
 
@@ -46,7 +46,7 @@ READINGS = {"log10": 1.0, "ln": math.log(10)}  # reading -> factor on log10
 UNITS = {"log10": "decades", "ln": "ln units"}
 
 
-# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+# ---- the measurement: its config, measure function and presets ----
 
 @dataclass(frozen=True)
 class DepthConfig(ProbeConfig):
@@ -71,6 +71,11 @@ def measure_depth_profile(cfg: DepthConfig, data: Cifar10, seed: int) -> dict:
         profile = probes.depth_profile(model, x, layers, cfg.channels)
         result[name] = {str(k): v for k, v in profile.items()}
     return result
+
+
+# the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
+PRESETS = {"paper": DepthConfig(), "smoke": DepthConfig(**SMOKE_NETWORK)}
+MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_depth_profile)
 
 
 def log_profile(runs: list[dict], reading: str = "log10") -> pd.DataFrame:
@@ -293,10 +298,10 @@ class Runs:
 def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
     """The runs of `arch` (None: the preset's) with convolutions initialised by `init`, measured on
     channel 0, and under every initialisation scheme of it and of ARCHS (computed only for `arch`)."""
-    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
-    runs = probe_runs(EXPERIMENT, cfg, source)
-    channel0 = probe_runs(EXPERIMENT, channel0_config(cfg), source)
-    inits = {(a, scheme): probe_runs(EXPERIMENT, experiment_config(EXPERIMENT, source.preset, arch=a, init=scheme),
+    cfg = MEASUREMENT.config(source.preset, arch=arch, init=init)
+    runs = probe_runs(MEASUREMENT, cfg, source)
+    channel0 = probe_runs(MEASUREMENT, channel0_config(cfg), source)
+    inits = {(a, scheme): probe_runs(MEASUREMENT, MEASUREMENT.config(source.preset, arch=a, init=scheme),
                                      source if a == cfg.arch else source.read_only)
              for a in dict.fromkeys([cfg.arch, *ARCHS]) for scheme in INITS}
     return Runs(cfg, runs, channel0, inits)

@@ -28,7 +28,8 @@ from ..atinit import network_pair
 from ..claims import Claim, holds, judged, unjudged_reason
 from ..config import DEFAULT_INIT, ProbeConfig
 from ..data import Cifar10, TrainLoader
-from .protocol import Source, experiment_config, probe_runs
+from .candidate_networks import candidate_config, candidates
+from .protocol import SMOKE_NETWORK, Measurement, Source, probe_runs
 
 EXPERIMENT = "fig6_logit_gradients"
 
@@ -36,7 +37,7 @@ NETWORKS = {"no_bn": "w/o BN", "bn": "with BN"}
 PAPER_COLOUR_RANGE = 0.5  # the paper's colour bar, about ±0.004 for 128 images, is ±0.5 / batch size
 
 
-# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+# ---- the measurement: its config, measure function and presets ----
 
 @dataclass(frozen=True)
 class LogitGradientConfig(ProbeConfig):
@@ -61,6 +62,11 @@ def measure_logit_gradients(cfg: LogitGradientConfig, data: Cifar10, seed: int) 
                         "epoch_dominant_fraction": counts.max().item() / len(columns),
                         "epoch_batches": len(batches)}
     return result
+
+
+# the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
+PRESETS = {"paper": LogitGradientConfig(), "smoke": LogitGradientConfig(**SMOKE_NETWORK, epoch_batches=3)}
+MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_logit_gradients)
 
 
 def colour_limit(batch_size: int) -> float:
@@ -234,14 +240,12 @@ def comparison_runs(source: Source) -> dict[str, list[dict]]:
     """The stored Fig 6 runs of every ResNet-110 candidate and of ResNet-101 under Xavier and
     Kaiming fan_out (read only: the network-choice notebook and `python -m shared.experiments`
     compute them)."""
-    from .candidates import candidate_config, candidates  # the candidates' tables read Fig 6's
-
     source = source.read_only
-    found = {f"resnet110 {c.name}": probe_runs(EXPERIMENT, candidate_config(EXPERIMENT, c, source.preset), source)
+    found = {f"resnet110 {c.name}": probe_runs(MEASUREMENT, candidate_config(MEASUREMENT, c, source.preset), source)
              for c in candidates()}
     for init in ("xavier_uniform", "kaiming_normal_fan_out"):
-        cfg = experiment_config(EXPERIMENT, source.preset, arch="resnet101", init=init)
-        found[f"resnet101 conv {init} | fc pytorch_default"] = probe_runs(EXPERIMENT, cfg, source)
+        cfg = MEASUREMENT.config(source.preset, arch="resnet101", init=init)
+        found[f"resnet101 conv {init} | fc pytorch_default"] = probe_runs(MEASUREMENT, cfg, source)
     return found
 
 
@@ -257,8 +261,8 @@ class Runs:
 def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
     """The runs of `arch` (None: the preset's) with convolutions initialised by `init`, and the
     compared networks' (read only)."""
-    cfg = experiment_config(EXPERIMENT, source.preset, arch=arch, init=init)
-    return Runs(cfg, probe_runs(EXPERIMENT, cfg, source), comparison_runs(source))
+    cfg = MEASUREMENT.config(source.preset, arch=arch, init=init)
+    return Runs(cfg, probe_runs(MEASUREMENT, cfg, source), comparison_runs(source))
 
 
 @dataclass(frozen=True)

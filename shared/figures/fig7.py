@@ -20,7 +20,7 @@ from ..claims import Claim, holds, judged, unjudged_reason
 from ..config import check_fields, check_positive_fields
 from ..plotting import seed_count
 from ..probes import product_singular_value_law
-from .protocol import Source, experiment_config, probe_runs
+from .protocol import Measurement, Source, probe_runs
 
 EXPERIMENT = "fig7_singular_values"
 
@@ -29,7 +29,7 @@ PAPER_LIMITS = "2, 3.08, 3.86"
 NAMES = {1: "one matrix", 3: "three matrices", 5: "five matrices"}
 
 
-# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+# ---- the measurement: its config, measure function and presets ----
 
 @dataclass(frozen=True)
 class SingularValueConfig:
@@ -57,6 +57,11 @@ def measure_singular_values(cfg: SingularValueConfig, seed: int) -> dict:
                           "edges": torch.linspace(0, values.max().item(), cfg.bins + 1).tolist(),
                           "counts": counts.long().tolist()}
     return result
+
+
+# the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
+PRESETS = {"paper": SingularValueConfig(), "smoke": SingularValueConfig(n=64, samples=1)}
+MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_singular_values, needs_data=False)
 
 
 def depth_name(m: int) -> str:
@@ -177,8 +182,8 @@ class Runs:
 
 def load(source: Source) -> Runs:
     """The preset's runs (random matrices: no network, no data)."""
-    cfg = experiment_config(EXPERIMENT, source.preset)
-    return Runs(cfg, probe_runs(EXPERIMENT, cfg, source))
+    cfg = MEASUREMENT.config(source.preset)
+    return Runs(cfg, probe_runs(MEASUREMENT, cfg, source))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import pandas as pd
 from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, train_config
 from ..results import config_runs
+from . import fig3, fig5, fig6, signal_propagation
 from .fig3 import reduced_config
 from .fig6 import network_stats
 from .protocol import Source, probe_runs, training_preset
@@ -51,9 +52,12 @@ NORM_FREE = ("skipinit", "fixup")  # the schemes without BN and without the expl
 FIG3_FIELDS = dict(probe_batches=(1,), sizes=40)  # the depth ladder's: mini-batch 1, 0.15 decade apart
 
 
+# the at-initialisation measurements compared, by experiment name
+MEASUREMENTS = {m.name: m for m in (fig5.MEASUREMENT, fig6.MEASUREMENT, fig3.MEASUREMENT, signal_propagation.MEASUREMENT)}
+
+
 def scheme_config(experiment: str, preset: str, key: str):
-    from ..experiments import experiment_config
-    cfg = experiment_config(experiment, preset, **SCHEMES[key].fields)
+    cfg = MEASUREMENTS[experiment].config(preset, **SCHEMES[key].fields)
     if experiment == "fig3_relative_loss":  # never more step sizes than the preset's
         cfg = reduced_config(cfg, FIG3_FIELDS["probe_batches"], FIG3_FIELDS["sizes"])
     return cfg
@@ -66,7 +70,7 @@ def scheme_runs(experiment: str, source: Source) -> dict[str, list[dict]]:
     """The stored runs of `experiment` for every scheme, {key: runs}, after computing
     `source.compute`'s missing ones (a plain run holds both the BN and the no-BN network;
     `SCHEMES` says which one a scheme reads)."""
-    return {key: probe_runs(experiment, scheme_config(experiment, source.preset, key), source)
+    return {key: probe_runs(MEASUREMENTS[experiment], scheme_config(experiment, source.preset, key), source)
             for key in SCHEMES}
 
 

@@ -10,10 +10,16 @@ from `found`; the report and the tests recompute any figure's claims from the st
 registry (`shared.figures.recompute_claims`) without running its notebook.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Callable, get_args
 
-from ..config import DEFAULT_INIT
+from ..compute import measured
+from ..config import DEFAULT_INIT, PROBE_PRESETS, check_choice, network_fields
+from ..models import build_model, weight_layers
 from ..results import check_seed, check_seeds, config_runs
+
+# The smoke preset's network and mini-batches for every at-initialisation measurement: seconds on a CPU
+SMOKE_NETWORK = dict(arch="resnet20", batch_size=16, train_subset=200)
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,34 @@ class Source:
         return replace(self, compute=None)
 
 
-def experiment_config(experiment: str, preset: str, **overrides):
-    """`shared.experiments.experiment_config`, imported when called: the registry of experiments
-    imports the figure modules for their configs and measure functions."""
-    from ..experiments import experiment_config as config
-    return config(experiment, preset, **overrides)
+@dataclass(frozen=True)
+class Measurement:
+    """An at-initialisation experiment, owned by its figure's module: its name in the store, its
+    config under each preset (PROBE_PRESETS: "paper" is the paper's setup, "smoke" seconds on a
+    CPU) and its measure function, (config, data, seed) -> a small JSON-able result (`data` is
+    None where `needs_data` is False)."""
+    name: str
+    presets: dict
+    measure: Callable
+    needs_data: bool = True
+
+    def config(self, preset: str = "paper", **overrides):
+        """The config under `preset` with fields replaced by `overrides`. An override of None for a
+        field that cannot be None (arch, init, ...) means "the preset's value": notebooks pass their
+        `arch=None` parameter straight through. Layer lists given for ResNet-110 (Fig 4, Table 1)
+        are scaled to the depth of another network, unless `layers` is overridden."""
+        check_choice("preset", preset, PROBE_PRESETS)
+        cls = type(self.presets[preset])
+        names = {f.name for f in fields(cls)}
+        for name in overrides:
+            check_choice(f"{cls.__name__} field", name, sorted(names))
+        nullable = {f.name for f in fields(cls) if type(None) in get_args(f.type)}
+        overrides = {k: v for k, v in overrides.items() if v is not None or k in nullable}
+        cfg = replace(self.presets[preset], **overrides)
+        if "layers" in names and "layers" not in overrides and cfg.arch != "resnet110":
+            depth = len(weight_layers(build_model(bn=False, **network_fields(cfg))))
+            cfg = replace(cfg, layers=tuple(min(depth - 1, max(2, round(k * depth / 110))) for k in cfg.layers))
+        return cfg
 
 
 def training_preset(preset: str) -> str:
@@ -51,13 +80,13 @@ def training_preset(preset: str) -> str:
     return "smoke" if preset == "smoke" else "preview"
 
 
-def probe_runs(experiment: str, cfg, source: Source) -> list[dict]:
-    """The stored runs of `experiment` at `cfg` that `source` shows, by seed, after computing
+def probe_runs(measurement: Measurement, cfg, source: Source) -> list[dict]:
+    """The stored runs of `measurement` at `cfg` that `source` shows, by seed, after computing
     `source.compute`'s run where it is missing."""
     if source.compute is not None:
-        from ..experiments import run_experiment  # the measurements import the figures' registry
-        run_experiment(experiment, cfg, source.compute, source.data_dir)
-    return config_runs(experiment, cfg, seeds=source.seeds)
+        measured(measurement.name, cfg, source.compute, measurement.measure, source.data_dir,
+                 needs_data=measurement.needs_data)
+    return config_runs(measurement.name, cfg, seeds=source.seeds)
 
 
 @dataclass(frozen=True)
@@ -67,7 +96,8 @@ class NetworkRuns:
     runs: list[dict]
 
 
-def network_runs(experiment: str, source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> NetworkRuns:
-    """The runs of `experiment` on `arch` (None: the preset's) with convolutions initialised by `init`."""
-    cfg = experiment_config(experiment, source.preset, arch=arch, init=init)
-    return NetworkRuns(cfg, probe_runs(experiment, cfg, source))
+def network_runs(measurement: Measurement, source: Source, arch: str | None = None,
+                 init: str = DEFAULT_INIT) -> NetworkRuns:
+    """The runs of `measurement` on `arch` (None: the preset's) with convolutions initialised by `init`."""
+    cfg = measurement.config(source.preset, arch=arch, init=init)
+    return NetworkRuns(cfg, probe_runs(measurement, cfg, source))

@@ -14,6 +14,9 @@ from .. import probes
 from ..atinit import first_batch, network_pair
 from ..config import ProbeConfig
 from ..data import Cifar10
+from .protocol import SMOKE_NETWORK, Measurement
+
+EXPERIMENT = "signal_propagation"
 
 # The tables are keyed by the stored runs' names: the networks ("bn", "no_bn", or an architecture
 # such as "resnet110"), the statistics ("mean_sq"); these are their labels in the plot and in the
@@ -28,7 +31,7 @@ SPP_LABELS = {**{arch: f"ResNet-{arch.removeprefix('resnet')}" for arch in ARCHS
                  for arch in ARCHS for net, label in NETWORKS.items()}}
 
 
-# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+# ---- the measurement: its config, measure function and presets ----
 
 @dataclass(frozen=True)
 class SignalConfig(ProbeConfig):
@@ -39,6 +42,11 @@ def measure_signal_propagation(cfg: SignalConfig, data: Cifar10, seed: int) -> d
     x, _ = first_batch(cfg, data, seed)
     return {name: {str(b): v for b, v in probes.signal_propagation(model, x).items()}
             for name, model in network_pair(cfg, seed, x.device).items()}
+
+
+# the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
+PRESETS = {"paper": SignalConfig(), "smoke": SignalConfig(**SMOKE_NETWORK)}
+MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_signal_propagation)
 
 
 def spp_frame(runs_by_key: dict[str, list[dict]], network: str | None = None) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from ..config import DEFAULT_INIT, ProbeConfig
 from ..data import Cifar10
 from ..paper import TABLE1_RATIO
 from ..plotting import seed_count
-from .protocol import NetworkRuns, Source, network_runs
+from .protocol import SMOKE_NETWORK, Measurement, NetworkRuns, Source, network_runs
 
 EXPERIMENT = "table1_contributions"
 
@@ -40,7 +40,7 @@ POOLED = "pooled_ratio"
 STATISTIC_NAMES = {**STATISTICS, POOLED: "ratio of averages, layers pooled"}
 
 
-# ---- the measurement: its config (presets: shared.experiments.PRESETS) and measure function ----
+# ---- the measurement: its config, measure function and presets ----
 
 @dataclass(frozen=True)
 class ContributionConfig(ProbeConfig):
@@ -55,6 +55,11 @@ def measure_contributions(cfg: ContributionConfig, data: Cifar10, seed: int) -> 
         result[name] = {str(k): probes.contribution_agreement(
             probes.per_example_contributions(model, x, y, k)) for k in cfg.layers}
     return result
+
+
+# the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
+PRESETS = {"paper": ContributionConfig(), "smoke": ContributionConfig(**SMOKE_NETWORK)}
+MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_contributions)
 
 
 def contribution_table(runs: list[dict]) -> pd.DataFrame:
@@ -211,7 +216,7 @@ Runs = NetworkRuns  # its config and its runs
 
 def load(source: Source, arch: str | None = None, init: str = DEFAULT_INIT) -> Runs:
     """The runs of `arch` (None: the preset's) with convolutions initialised by `init`."""
-    return network_runs(EXPERIMENT, source, arch, init)
+    return network_runs(MEASUREMENT, source, arch, init)
 
 
 @dataclass(frozen=True)
