@@ -45,10 +45,10 @@ class Claim:
             raise ValueError(f"a claim that is not judged says why in its note: {self.claim!r}")
 
 
-def judged(key: str, claim: str, paper: str, ours: str, verdict: str, unless: str | None = None,
-           note: str = "") -> Claim:
-    """A claim with `verdict`, or "not judged" with the reason `unless` when there is one."""
-    return Claim(key, claim, paper, ours, NOT_JUDGED if unless else verdict, unless or note)
+def judged(key: str, claim: str, paper: str, ours: str, verdict: str, unless: str | None = None) -> Claim:
+    """A claim with `verdict`, or "not judged" with the reason `unless` when there is one (a note
+    on a judged claim: `dataclasses.replace(claim, note=...)`)."""
+    return Claim(key, claim, paper, ours, NOT_JUDGED if unless else verdict, unless or "")
 
 
 def slug(text: object, sep: str = "_") -> str:

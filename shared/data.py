@@ -151,18 +151,24 @@ def epoch_randomness(n: int, seed: int, epoch: int, device: torch.device | str, 
     return perm, offsets, flips
 
 
+@dataclass
 class TrainLoader:
-    """Shuffled, augmented, normalised mini-batches of a dataset held on its device.
+    """Shuffled, augmented, normalised mini-batches of a dataset held on its device: images `x`
+    (uint8 [N, 3, 32, 32]), labels `y`, and the channel `mean` and `std` that normalise them.
 
     An epoch is a pure function of (data, seed, epoch), so a resumed run sees the same batches.
     The last, partial batch of an epoch is kept.
     """
+    x: torch.Tensor
+    y: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    batch_size: int = 128
+    seed: int = 0
+    augment: bool = True
 
-    def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                 batch_size: int = 128, seed: int = 0, augment: bool = True):
-        self.x, self.y = x_uint8, y.to(x_uint8.device)
-        self.mean, self.std = mean.to(x_uint8.device), std.to(x_uint8.device)
-        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+    def __post_init__(self):
+        self.y, self.mean, self.std = (t.to(self.x.device) for t in (self.y, self.mean, self.std))
 
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)

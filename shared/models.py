@@ -143,19 +143,17 @@ class CifarResNet(nn.Module):
         self.residual = block.residual
         self.conv1 = nn.Conv2d(3 * runs, 16 * runs, 3, 1, 1, bias=False, groups=runs)
         self.bn1 = nn.BatchNorm2d(16 * runs)
-        self.layer1 = self._stage(block, 16, 16, n, 1, runs, shortcut)
-        self.layer2 = self._stage(block, 16, 32, n, 2, runs, shortcut)
-        self.layer3 = self._stage(block, 32, 64, n, 2, runs, shortcut)
+        self.layer1 = self._stage(block, 16, 16, n, 1)
+        self.layer2 = self._stage(block, 16, 32, n, 2)
+        self.layer3 = self._stage(block, 32, 64, n, 2)
         # K classifiers as one grouped 1x1 convolution; a single network keeps torchvision's Linear
         self.fc = nn.Linear(64, num_classes) if runs == 1 else nn.Conv2d(64 * runs, num_classes * runs, 1, groups=runs)
         if self.residual != "plain":
             remove_bn(self)  # the stem's; the blocks have none
 
-    @staticmethod
-    def _stage(block: type[BasicBlock], in_planes: int, planes: int, n: int, stride: int, runs: int,
-               shortcut: str) -> nn.Sequential:
-        blocks = [block(in_planes, planes, stride, runs, shortcut)]
-        blocks += [block(planes, planes, 1, runs, shortcut) for _ in range(n - 1)]
+    def _stage(self, block: type[BasicBlock], in_planes: int, planes: int, n: int, stride: int) -> nn.Sequential:
+        blocks = [block(in_planes, planes, stride, self.runs, self.shortcut)]
+        blocks += [block(planes, planes, 1, self.runs, self.shortcut) for _ in range(n - 1)]
         return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -282,12 +280,14 @@ def remove_bn(model: nn.Module) -> int:
     return len(targets)
 
 
+NUM_CLASSES = 10  # CIFAR-10
+
 # build_model's shortcut by default: the project's network where the network has a choice
 PROJECT_SHORTCUT = "default"
 
 
 def build_model(arch: str = "resnet110", bn: bool = True, init: str = DEFAULT_INIT,
-                num_classes: int = 10, fc_init: str = DEFAULT_FC_INIT, shortcut: str | None = PROJECT_SHORTCUT, *,
+                fc_init: str = DEFAULT_FC_INIT, shortcut: str | None = PROJECT_SHORTCUT, *,
                 residual: str = "plain") -> nn.Module:
     """The network `arch`, initialised with `init` (classifier: `fc_init`) from torch's global RNG,
     with or without BN. The defaults are the project's network, the one every figure uses
@@ -314,15 +314,15 @@ def build_model(arch: str = "resnet110", bn: bool = True, init: str = DEFAULT_IN
         check_choice("residual with BN (bn=True)", residual, ("plain",))
     if arch == "resnet101":
         check_choice("shortcut of resnet101 (torchvision's projections)", shortcut, (PROJECT_SHORTCUT, None, "B"))
-        model = torchvision.models.resnet101(num_classes=num_classes)
+        model = torchvision.models.resnet101(num_classes=NUM_CLASSES)
     elif residual == "fixup":
         check_choice("shortcut of fixup (the authors' option A)", shortcut, (PROJECT_SHORTCUT, None, "A"))
-        return FixupResNet(CIFAR_DEPTHS[arch], num_classes)
+        return FixupResNet(CIFAR_DEPTHS[arch], NUM_CLASSES)
     else:
         check_choice("shortcut", shortcut, (PROJECT_SHORTCUT, None, *SHORTCUTS))
         chosen = DEFAULT_SHORTCUT if shortcut == PROJECT_SHORTCUT else shortcut or "A"
         block = SkipInitBlock if residual == "skipinit" else BasicBlock
-        model = CifarResNet(CIFAR_DEPTHS[arch], num_classes, shortcut=chosen, block=block)
+        model = CifarResNet(CIFAR_DEPTHS[arch], NUM_CLASSES, shortcut=chosen, block=block)
     init_weights(model, init, fc_init)
     if not bn:
         remove_bn(model)

@@ -59,12 +59,23 @@ def page_markdown(page: Path, includes: dict[str, str]) -> tuple[dict, str]:
     return yaml.safe_load(front), text
 
 
-def build_offline(out_dir: Path, notebooks: list[Notebook], includes: dict[str, str], figures_dir: Path,
-                  index: Path, quarto_config: Path, claims_page: Path) -> list[Path]:
+@dataclass(frozen=True)
+class SiteSources:
+    """What the site is made of besides the notebooks: the front page, the claims page, the
+    Quarto configuration (its title) and the figures."""
+    index: Path
+    claims_page: Path
+    quarto_config: Path
+    figures_dir: Path
+
+
+def build_offline(out_dir: Path, notebooks: list[Notebook], includes: dict[str, str],
+                  sources: SiteSources) -> list[Path]:
     """Write the offline site into `out_dir`; return its pages (index first). The index links
     every notebook's page (through `_generated/notebooks.md`) and the claims page, each page links
     back; the index's embedded notebook figures become images of the cells' stored outputs."""
-    site_title = yaml.safe_load(quarto_config.read_text())["website"]["title"]
+    index, claims_page, figures_dir = sources.index, sources.claims_page, sources.figures_dir
+    site_title = yaml.safe_load(sources.quarto_config.read_text())["website"]["title"]
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     (out_dir / "figures").mkdir(exist_ok=True)
     for figure in figures_dir.glob("*.png"):

@@ -36,7 +36,7 @@ import yaml
 
 from . import figures, frontpage
 from .execution import execute_notebooks
-from .offline_site import Notebook, build_offline
+from .offline_site import Notebook, SiteSources, build_offline
 from .config import PROBE_PRESETS, TRAIN_PRESETS
 from .claims import Claim, load_claims, slug, verdict_counts
 from .fileio import read_json, read_provenance
@@ -303,7 +303,7 @@ def build_report(out_dir: Path = SITE_DIR, notebook_paths: list[Path] | None = N
         render_quarto(out_dir)
     else:
         print(QUARTO_MISSING, flush=True)
-        build_offline(out_dir, notebooks, includes, figures_dir, INDEX, QUARTO_CONFIG, CLAIMS_PAGE)
+        build_offline(out_dir, notebooks, includes, SiteSources(INDEX, CLAIMS_PAGE, QUARTO_CONFIG, figures_dir))
     return {"index": out_dir / "index.html", "pages": 2 + len(notebooks),  # the index, the claims page
             "figures": sum(len(nb.figures) for nb in notebooks), "runs": len(runs),
             "experiments": len({r["experiment"] for r in runs})}

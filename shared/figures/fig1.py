@@ -15,6 +15,8 @@ from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import (DIVERGENCE_STEPS, TRAINING_EXPERIMENT, TrainConfig, divergence_grid, fig1_grid, setting_name,
                       warmup_grid)
 from ..results import config_runs
+from ..train import run_grid
+from . import plateau
 from .divergence import CHANCE, divergence_summary, divergence_table, trained
 from .protocol import Source
 
@@ -103,7 +105,8 @@ def judge(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> list[C
     Without BN a rate diverges if every run at it did (Fig 1's and the probes), partly if some did."""
     acc = finals["test acc"]
     smoke = unjudged_reason(preset)
-    full = f"{preset} preset: rate 1e-4 needs the full schedule" if preset != "paper" else None
+    full = (f"{preset} preset: rate 1e-4 needs the full schedule (the truncated schedule tests it: "
+            "no_bn_leaves_plateau, bn_no_bn_track)" if preset != "paper" else None)
     missing = "runs missing"
 
     def versus_paper(name: str) -> Claim:
@@ -114,27 +117,26 @@ def judge(finals: pd.DataFrame, divergence: pd.DataFrame, preset: str) -> list[C
                       holds(bool(abs(ours - paper) < 0.02)),
                       unless=unjudged_reason(preset, needs="paper") or (missing if np.isnan(ours) else None))
 
-    def comparison(key: str, claim: str, paper: str, a: str, b: str, gap: float, verdict: str,
-                   needs: str | None) -> Claim:
-        """A claim comparing settings `a` and `b`: never judged where either is missing or both
-        are within NEAR_CHANCE of chance (two runs that learned nothing compare as equal)."""
-        pair = acc.get(a, np.nan), acc.get(b, np.nan)
+    def comparison(key: str, claim: str, paper: str, settings: tuple[str, str], rule, needs: str | None) -> Claim:
+        """A claim comparing the two `settings` by `rule`(their accuracy gap) -> verdict: never judged
+        where either is missing or both are within NEAR_CHANCE of chance (two runs that learned
+        nothing compare as equal)."""
+        (a, b), pair = settings, (acc.get(settings[0], np.nan), acc.get(settings[1], np.nan))
+        gap = pair[0] - pair[1]
+        verdict = rule(gap)
         at_chance = not np.isnan(gap) and near_chance(*pair)
         ours = "not run" if np.isnan(gap) else f"{100 * gap:+.1f} points ({a} {pair[0]:.1%}, {b} {pair[1]:.1%})"
         return judged(key, claim, paper, ours, verdict, unless=smoke or needs or (missing if np.isnan(gap) else None)
                       or (f"both within {100 * NEAR_CHANCE:.0f} points of chance: nothing learned to compare"
                           if at_chance else None))
 
-    small_gap = acc.get("BN, lr 0.0001", np.nan) - acc.get("no BN, lr 0.0001", np.nan)
-    large_gain = acc.get("BN, lr 0.1", np.nan) - acc.get("BN, lr 0.0001", np.nan)
     claims = [versus_paper(name) for name in PAPER_SETTINGS]
     claims.append(comparison("small_rate_bn_equals_no_bn",
                              "At the same small rate (1e-4), BN and no BN end about equal", "0.7 points apart",
-                             "BN, lr 0.0001", "no BN, lr 0.0001", small_gap, holds(bool(abs(small_gap) < 0.02)),
-                             full))
+                             ("BN, lr 0.0001", "no BN, lr 0.0001"), lambda gap: holds(bool(abs(gap) < 0.02)), full))
     claims.append(comparison("bn_gain_from_large_rate",
                              "BN's gain comes from the larger rate: BN 0.1 beats BN 1e-4", "+11.9 points",
-                             "BN, lr 0.1", "BN, lr 0.0001", large_gain, holds(bool(large_gain > 0.05)), None))
+                             ("BN, lr 0.1", "BN, lr 0.0001"), lambda gap: holds(bool(gap > 0.05)), None))
     claims.append(ordering_claim(runs_ordering(finals), unless=smoke or missing_of(finals, ORDERED)))
     for lr in (0.003, 0.1):
         name = setting_name(TrainConfig(bn=False, lr=lr))
@@ -310,6 +312,7 @@ class Runs:
     runs: dict[str, list[dict]]                          # `setting_name` -> runs, one per seed
     probes: list[tuple[TrainConfig, list[dict]]]         # the divergence probes, each with its runs
     warmup: list[dict]                                   # BN at 0.1 after a warm-up (shared.figures.warmup)
+    start: plateau.Runs                                  # the paper's schedule truncated (shared.figures.plateau)
 
 
 def load(source: Source, together: int = 1) -> Runs:
@@ -317,12 +320,11 @@ def load(source: Source, together: int = 1) -> Runs:
     `source.compute`'s missing ones, `together` at a time (`shared.train.run_grid`)."""
     grid, probes, warm = fig1_grid(source.preset), divergence_grid(source.preset), warmup_grid(source.preset)
     if source.compute is not None:
-        from ..train import run_grid
         run_grid(grid + probes + warm, source.compute, TRAINING_EXPERIMENT, source.data_dir, progress=False,
                  together=together)
     stored = lambda cfg: config_runs(TRAINING_EXPERIMENT, cfg, seeds=source.seeds)
     return Runs({setting_name(cfg): stored(cfg) for cfg in grid}, [(cfg, stored(cfg)) for cfg in probes],
-                [r for cfg in warm for r in stored(cfg)])
+                [r for cfg in warm for r in stored(cfg)], plateau.load(source.read_only))
 
 
 @dataclass(frozen=True)
@@ -331,12 +333,14 @@ class Tables:
     targets: pd.DataFrame       # `targets`: the short schedule's
     divergence: pd.DataFrame    # `divergence_table`: per probe
     divergence_summary: pd.DataFrame  # `divergence_summary`: per rate
+    start: plateau.Tables       # the truncated schedule's (`shared.figures.plateau`)
 
 
 def tables(found: Runs) -> Tables:
     finals, divergence = final_table(found.runs), divergence_table(found.probes)
-    return Tables(finals, targets(found.runs, finals), divergence, divergence_summary(divergence))
+    return Tables(finals, targets(found.runs, finals), divergence, divergence_summary(divergence),
+                  plateau.tables(found.start))
 
 
 def claims(t: Tables, preset: str) -> list[Claim]:
-    return judge(t.finals, t.divergence, preset)
+    return judge(t.finals, t.divergence, preset) + plateau.judge(t.start, preset)

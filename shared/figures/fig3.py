@@ -23,12 +23,11 @@ from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import DEFAULT_INIT, ProbeConfig, added, check_choice
 from ..data import Cifar10, TrainLoader
 from .protocol import SMOKE_NETWORK, Measurement, Source, probe_runs
-from .relative_loss import NETWORKS, batch_means, batches, curve, median_table, probe_table
+from .relative_loss import (NETWORKS, PAPER_Y_MIN, Y_MAX, batch_means, batches, curve, median_table,  # noqa: F401
+                            plot_overlay, plot_relative_loss, probe_table, y_floor)
 
 EXPERIMENT = "fig3_relative_loss"
 
-PAPER_Y_MIN = 1e-2  # the bottom of the paper's axis
-Y_MAX = 1e8  # the top of ours
 
 
 # ---- the measurement: its config, measure function and presets ----
@@ -113,57 +112,6 @@ def measure_relative_loss(cfg: RelativeLossConfig, data: Cifar10, seed: int) -> 
 # the config under each preset (PROBE_PRESETS): the paper's setup, and seconds on a CPU
 PRESETS = {"paper": RelativeLossConfig(), "smoke": RelativeLossConfig(**SMOKE_NETWORK, sizes=12)}
 MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_relative_loss)
-
-
-def y_floor(results: list[dict], batches: list[str]) -> dict[str, float]:
-    """Per network, half the smallest relative loss over every run and mini-batch: the lower y
-    limit where our curves dip below the paper's 1e-2."""
-    return {name: 0.5 * np.fmin.reduce([curve(r, name, b) for r in results for b in batches], None)
-            for name in NETWORKS}
-
-
-def plot_relative_loss(axes, shown: dict, others: list[dict], batches: list[str],
-                       floor: dict[str, float]) -> None:
-    """A row per network and a column per mini-batch: the shown run's curve (thick), the other
-    runs' (thin), the training rate (dotted) and, without BN, the threshold 10^3 (dashed)."""
-    sizes = np.array(shown["sizes"])
-    for row, (name, label) in enumerate(NETWORKS.items()):
-        for col, batch in enumerate(batches):
-            ax = axes[row, col]
-            for result in others:
-                ax.plot(sizes, curve(result, name, batch), color="C0", lw=0.8, alpha=0.4)
-            ax.plot(sizes, curve(shown, name, batch), color="C0", lw=1.6)
-            ax.axvline(shown[name]["lr"], color="0.5", ls=":", lw=1)
-            ax.set(xscale="log", yscale="log", xlim=(sizes[0], sizes[-1]))
-            if name == "no_bn":
-                ax.axhline(1e3, color="C3", ls="--", lw=0.8)
-                ax.set_ylim(min(PAPER_Y_MIN, floor[name]), Y_MAX)
-                ax.set_xlabel("step size")
-            else:
-                ax.set_title(f"mini-batch {batch}", fontsize=13)
-            if col == 0:
-                ax.set_ylabel("relative loss")
-            if col == len(batches) - 1:
-                ax.text(1.05, 0.5, label, transform=ax.transAxes, rotation=90, va="center", fontsize=13)
-
-
-def plot_overlay(axes, shown: dict, results: list[dict], batches: list[str],
-                 floor: dict[str, float]) -> None:
-    """A panel per network, a line per mini-batch (the shown run) and the range over `results`
-    as a band; the training rate dotted, 10^3 dashed."""
-    sizes = np.array(shown["sizes"])
-    for ax, (name, label) in zip(axes, NETWORKS.items()):
-        for i, batch in enumerate(batches):
-            stack = np.array([curve(r, name, batch) for r in results])
-            low, high = np.fmin.reduce(stack, 0), np.fmax.reduce(stack, 0)  # NaN-ignoring, no warning
-            ax.fill_between(sizes, low, high, color=f"C{i}", alpha=0.2, lw=0)
-            ax.plot(sizes, curve(shown, name, batch), color=f"C{i}", label=f"mini-batch {batch}")
-        ax.axvline(shown[name]["lr"], color="0.5", ls=":", lw=1)
-        ax.axhline(1e3, color="C3", ls="--", lw=0.8)
-        ax.set(xscale="log", yscale="log", xlim=(sizes[0], sizes[-1]),
-               ylim=(min(PAPER_Y_MIN, *floor.values()), Y_MAX), xlabel="step size", title=label)
-        ax.legend(loc="upper left")
-    axes[0].set_ylabel("relative loss")
 
 
 def within(values: pd.Series, low: float, high: float) -> str:

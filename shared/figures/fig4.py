@@ -254,7 +254,7 @@ def judge(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, laye
                           f"median over {n_seeds} seed(s): means {m['means min 100%']:.2g}..{m['means max 100%']:.2g}, "
                           f"variances ≤ {m['var max 100%']:.2g} (per seed {spread.loc[k, ('var max 100%', 'min')]:.2g}"
                           f"..{spread.loc[k, ('var max 100%', 'max')]:.2g})",
-                          verdict, unless, note=NAN_NOTE if verdict == NOT_JUDGED else ""))
+                          verdict, unless or (NAN_NOTE if verdict == NOT_JUDGED else None)))
     growth = summary["var growth"]
     out.append(judged("deeper_layers_blow_up_more",
                       "Deeper layers blow up more: the variance growth (0 → 100 %) rises with depth",
@@ -271,8 +271,8 @@ def judge(summary: pd.DataFrame, spread: pd.DataFrame, match: pd.DataFrame, laye
                        + ", ".join(f"layer {k}: ≤ {there[f'layer {k} var there']:.2g}" for k in layers[:-1]))
                       if np.isfinite(there["rate"]) else
                       f"no rate: layer {layers[-1]} does not reach the paper's variance within the update",
-                      all_of(verdicts) if np.isfinite(there["rate"]) else NO, unless,
-                      note=NAN_NOTE if np.isfinite(there["rate"]) and all_of(verdicts) == NOT_JUDGED else ""))
+                      all_of(verdicts) if np.isfinite(there["rate"]) else NO,
+                      unless or (NAN_NOTE if np.isfinite(there["rate"]) and all_of(verdicts) == NOT_JUDGED else None)))
     late = summary.loc[layers[-1], "visible from %"]
     out.append(judged("blow_up_late_in_step",
                       f"The blow-up happens late in the step: layer {layers[-1]}'s variances are flat on the "

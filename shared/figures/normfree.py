@@ -13,7 +13,7 @@ Fixup's last convolution and classifier are 0; `tests/test_models_normfree.py`).
 `12_normfree` calls these.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -226,10 +226,10 @@ def training_claims(table: pd.DataFrame, preset: str) -> list[Claim]:
                             partly=bool(row["seeds"] and row["diverged"] == 0))
             preview = "" if preset == "paper" else (
                 f"{preset} preset, {row['seeds']:.0f} seed(s): a preview, not the paper's schedule")
-            out.append(judged(f"{key}_trains_at_lr_{slug(f'{lr:g}')}",
-                              f"{label} trains at lr {lr:g}, where plain ResNet-110 w/o BN diverges",
-                              "(the thesis: no explosion, large rates)", ours, verdict,
-                              unjudged_reason(preset, missing), note=preview))
+            claim = judged(f"{key}_trains_at_lr_{slug(f'{lr:g}')}",
+                           f"{label} trains at lr {lr:g}, where plain ResNet-110 w/o BN diverges",
+                           "(the thesis: no explosion, large rates)", ours, verdict, unjudged_reason(preset, missing))
+            out.append(claim if claim.note else replace(claim, note=preview))
     return out
 
 

@@ -1,0 +1,252 @@
+"""Without BN at 1e-4: a plateau the paper's long schedule passes through, or a dead end?
+
+The paper's Fig 1 trains ResNet-110 without BN at lr 1e-4 to 82.0 % test accuracy, beside BN's
+81.3 % at the same rate. Fig 1's compressed `cpu` schedule (15 epochs, the rate divided by 10 after
+7) leaves it near the loss of a constant guess, ln 10 = 2.3026. The paper's run spends its first
+half at 1e-4: under its doubling rule about 1,200 epochs before its first drop; ours had 7.
+
+So this module reads the start of the paper's own protocol, truncated instead of compressed
+(`shared.config.start_grid`, notebook 01): a constant 1e-4 on the full data, the network's health
+after every epoch, each run extended by continuing its stored shorter self. A run *leaves the
+plateau* at the first epoch whose test accuracy reaches ESCAPE_ACC. The depth series (ResNet-20,
+32, 56 without BN) asks which depths collapse at all and when each leaves; where ResNet-110 has not
+left within its budget, the escape epoch is fitted against depth (log-log, `escape_fit`).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..claims import NO, NOT_JUDGED, PARTLY, YES, Claim, judged, unjudged_reason
+from ..config import START_LR, START_RUNS, TRAINING_EXPERIMENT, start_config
+from ..results import config_runs
+from .protocol import Source
+
+ESCAPE_ACC = 0.20          # a run has left the plateau at its first epoch with this test accuracy
+PLATEAU_LOSS = math.log(10)  # the loss of a uniform guess over 10 classes
+LONGEST = 400              # the longest run looked for in the store, in epochs
+TRACK_GAP, TRACK_GAP_PARTLY = 0.05, 0.10  # "track each other": mean |test acc gap| at equal epochs
+TRACK_EPOCHS = 5           # ... over at least this many epochs after both have left the plateau
+BUDGET = {(arch, bn): epochs for arch, bn, epochs in START_RUNS}  # each run's planned length
+DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
+
+
+def longest_runs(arch: str, bn: bool, source: Source) -> list[dict]:
+    """Per seed of `source`, its longest stored run of the start grid (`start_config`) of `arch`:
+    a longer run holds every epoch of the shorter ones."""
+    found: dict[int, dict] = {}
+    for epochs in range(LONGEST, 0, -1):
+        for run in config_runs(TRAINING_EXPERIMENT, start_config(arch, bn, epochs, source.preset), source.seeds):
+            found.setdefault(run["provenance"]["seed"], run)
+    return [found[seed] for seed in sorted(found)]
+
+
+def escape_epoch(metrics: list[dict]) -> int | None:
+    """The first epoch (1-based) whose test accuracy reaches ESCAPE_ACC, or None."""
+    return next((m["epoch"] for m in metrics if (m["test_acc"] or 0) >= ESCAPE_ACC), None)
+
+
+def curves(runs: list[dict]) -> pd.DataFrame:
+    """One row per (arch, BN, seed, epoch): losses, accuracies and the network's health."""
+    rows = []
+    for run in runs:
+        cfg, seed = run["provenance"]["config"], run["provenance"]["seed"]
+        for m in run["result"]["metrics"]:
+            health = m.get("health", {})
+            rows.append({"arch": cfg["arch"], "bn": cfg["bn"], "seed": seed, "epoch": m["epoch"],
+                         "train loss": m["train_loss"], "test loss": m["test_loss"], "test acc": m["test_acc"],
+                         "logit spread": health.get("logit_spread", {}).get("across_images", np.nan),
+                         "features' norm": health.get("features", {}).get("norm", np.nan),
+                         "features' input share": health.get("features", {}).get("input_share", np.nan),
+                         "gradient's norm": health.get("grad_norm", np.nan),
+                         "dead ReLUs, stage 3": health.get("dead_relu", {}).get("stage3", np.nan)})
+    return pd.DataFrame(rows).set_index(["arch", "bn", "seed", "epoch"]) if rows else pd.DataFrame()
+
+
+def summary(runs: list[dict]) -> pd.DataFrame:
+    """One row per run: its epochs (of its budget), where it left the plateau, its last epoch's
+    test loss and accuracy, and its lowest test loss."""
+    rows = []
+    for run in runs:
+        cfg, metrics = run["provenance"]["config"], run["result"]["metrics"]
+        rows.append({"arch": cfg["arch"], "bn": cfg["bn"], "seed": run["provenance"]["seed"],
+                     "epochs": len(metrics), "budget": BUDGET.get((cfg["arch"], cfg["bn"])),
+                     "left the plateau at epoch": escape_epoch(metrics),
+                     "test loss": metrics[-1]["test_loss"], "test acc": metrics[-1]["test_acc"],
+                     "lowest test loss": min(m["test_loss"] for m in metrics),
+                     "hours": run["provenance"]["duration_s"] / 3600})
+    return pd.DataFrame(rows).set_index(["arch", "bn", "seed"]) if rows else pd.DataFrame()
+
+
+def escape_fit(table: pd.DataFrame) -> dict | None:
+    """The escape epoch of the networks without BN against depth, fitted as a power law
+    (log epoch = a + b log depth) over every seed that left the plateau, and ResNet-110's epoch
+    predicted from it; the range is the predictions of the fits leaving out one depth at a time.
+    None with fewer than two depths that left."""
+    rows = table.xs(False, level="bn").dropna(subset=["left the plateau at epoch"])
+    rows = rows[rows.index.get_level_values("arch") != "resnet110"]
+    depths = np.array([DEPTHS[a] for a in rows.index.get_level_values("arch")], dtype=float)
+    epochs = rows["left the plateau at epoch"].to_numpy(dtype=float)
+    if len(set(depths)) < 2:
+        return None
+
+    def predict(d, e):
+        b, a = np.polyfit(np.log(d), np.log(e), 1)
+        return float(np.exp(a + b * math.log(110))), float(b)
+
+    at_110, exponent = predict(depths, epochs)
+    others = [predict(depths[depths != d], epochs[depths != d]) for d in set(depths)
+              if len(set(depths[depths != d])) >= 2]
+    low, high = (min(p for p, _ in others), max(p for p, _ in others)) if others else (at_110, at_110)
+    return {"exponent": exponent, "resnet110": at_110, "low": low, "high": high, "depths": sorted(set(depths))}
+
+
+def track_gap(curve: pd.DataFrame, seed: int) -> tuple[float, int] | None:
+    """ResNet-110 at 1e-4 with and without BN: the mean |test accuracy gap| over the epochs that
+    both ran after both left the plateau (seed `seed`), and how many; None if there are none."""
+    try:
+        bn = curve.loc[("resnet110", True, seed), "test acc"]
+        plain = curve.loc[("resnet110", False, seed), "test acc"]
+    except KeyError:
+        return None
+    left = [e for e in (escape_epoch([{"epoch": i, "test_acc": a} for i, a in s.items()]) for s in (bn, plain))]
+    if None in left:
+        return None
+    common = [e for e in bn.index.intersection(plain.index) if e >= max(left)]
+    return (float(np.mean([abs(bn[e] - plain[e]) for e in common])), len(common)) if common else None
+
+
+# The figure's protocol (shared.figures.protocol): load -> tables -> claims.
+
+@dataclass(frozen=True)
+class Runs:
+    runs: list[dict]  # the longest stored run of every START_RUNS network and seed
+
+
+@dataclass(frozen=True)
+class Tables:
+    summary: pd.DataFrame  # per run: epochs, escape epoch, last test loss and accuracy
+    curves: pd.DataFrame   # per run and epoch: losses, accuracies, health
+    fit: dict | None       # the escape epoch against depth, without BN (`escape_fit`)
+
+
+def load(source: Source) -> Runs:
+    """The longest stored start-grid run of every network of START_RUNS for `source`'s seeds
+    (read only: `python -m shared.train start` computes them, resumable and extendable)."""
+    return Runs([r for arch, bn, _ in START_RUNS for r in longest_runs(arch, bn, source)])
+
+
+def tables(found: Runs) -> Tables:
+    table = summary(found.runs)
+    return Tables(table, curves(found.runs), escape_fit(table) if len(table) else None)
+
+
+def judge(t: Tables, preset: str) -> list[Claim]:
+    """Rules: ResNet-110 without BN at 1e-4 leaves the plateau (test accuracy >= ESCAPE_ACC) in
+    every seed stored: yes; a seed that ran its whole budget (60 epochs) without: no; a seed still
+    short of its budget: not judged. BN and no-BN track each other once both learn: the mean
+    |test accuracy gap| at equal epochs after both left the plateau, over at least TRACK_EPOCHS
+    epochs, within TRACK_GAP (yes) or TRACK_GAP_PARTLY (partly); fewer epochs: not judged."""
+    plain = t.summary.xs(("resnet110", False), level=["arch", "bn"]) if len(t.summary) else pd.DataFrame()
+    unless = unjudged_reason(preset) or (None if len(plain) else "no run stored yet")
+    left = plain["left the plateau at epoch"] if len(plain) else pd.Series(dtype=float)
+    short = plain[left.isna() & (plain["epochs"] < plain["budget"])] if len(plain) else plain
+    if len(plain) and left.notna().all():
+        verdict, ours = YES, ", ".join(f"seed {s}: epoch {int(e)}" for s, e in left.items())
+    elif len(short):
+        verdict, ours = NOT_JUDGED, ", ".join(
+            f"seed {s}: not yet, {int(r.epochs)} of {int(r.budget)} epochs (test acc {r['test acc']:.1%}, "
+            f"test loss {r['test loss']:.4f})" for s, r in plain.iterrows())
+        unless = unless or f"{len(short)} run(s) short of their {int(short['budget'].max())}-epoch budget"
+    else:
+        verdict, ours = NO, ", ".join(f"seed {s}: not within {int(r.epochs)} epochs (test acc {r['test acc']:.1%})"
+                                      for s, r in plain.iterrows())
+    gaps = {s: track_gap(t.curves, s) for s in plain.index} if len(plain) else {}
+    judged_gaps = {s: g for s, g in gaps.items() if g and g[1] >= TRACK_EPOCHS}
+    mean_gap = float(np.mean([g for g, _ in judged_gaps.values()])) if judged_gaps else None
+    track = (NOT_JUDGED if mean_gap is None else
+             YES if mean_gap <= TRACK_GAP else PARTLY if mean_gap <= TRACK_GAP_PARTLY else NO)
+    return [
+        judged("no_bn_leaves_plateau",
+               f"Without BN at {START_LR:g} ResNet-110 leaves the constant-guess plateau (test accuracy "
+               f">= {ESCAPE_ACC:.0%}) within the paper's first phase",
+               "82.0 % after its schedule; about 1,200 epochs at 1e-4 before its first drop", ours or "-",
+               verdict, unless=unless if verdict == NOT_JUDGED or unless else None),
+        judged("bn_no_bn_track",
+               f"Once both learn, BN and no-BN at {START_LR:g} track each other at equal epochs",
+               "81.3 % and 82.0 % (BN, no BN) at the end",
+               f"mean |test accuracy gap| {mean_gap:.1%} over {sum(n for _, n in judged_gaps.values())} epochs"
+               if mean_gap is not None else "no-BN has not left the plateau yet",
+               track, unless=unjudged_reason(preset) or (None if mean_gap is not None else
+                                                      f"needs {TRACK_EPOCHS} epochs after both left the plateau")),
+    ]
+
+
+def claims(t: Tables, preset: str) -> list[Claim]:
+    return judge(t, preset)
+
+
+def findings(t: Tables) -> list[str]:
+    """What the runs show, in sentences with their numbers (the notebook's "What we found")."""
+    if not len(t.summary):
+        return ["No run of the truncated schedule is stored yet (`python -m shared.train start`)."]
+    lines = []
+    share = "features' input share"
+    for (arch, bn, seed), r in t.summary.iterrows():
+        run = t.curves.loc[(arch, bn, seed)]
+        first, last = run.iloc[0], run.iloc[-1]
+        left = r["left the plateau at epoch"]
+        escaped = f"left the plateau at epoch {int(left)}." if pd.notna(left) else "has not left the plateau."
+        lines.append(
+            f"{arch} {'with' if bn else 'without'} BN, seed {seed}, {int(r.epochs)} of {int(r.budget)} epochs "
+            f"({r.hours:.1f} h): test loss {first['test loss']:.4f} after epoch 1, {last['test loss']:.4f} after "
+            f"epoch {int(r.epochs)} (ln 10 = {PLATEAU_LOSS:.4f}); test accuracy {last['test acc']:.1%}; {escaped} "
+            f"Features' input share {first[share]:.3f} -> {last[share]:.3f}, logits' spread "
+            f"{first['logit spread']:.3f} -> {last['logit spread']:.3f}.")
+    if t.fit:
+        lines.append(f"Escape epoch against depth without BN (fit over depths {', '.join(f'{d:g}' for d in t.fit['depths'])}): "
+                     f"epoch ~ depth^{t.fit['exponent']:.2f}, so ResNet-110 would leave at about epoch "
+                     f"{t.fit['resnet110']:.0f} (leave-one-out range {t.fit['low']:.0f}-{t.fit['high']:.0f}).")
+    return lines
+
+
+def plot(axes, t: Tables) -> None:
+    """Left: test accuracy per epoch of ResNet-110 at 1e-4 with and without BN (the escape marked);
+    right: test loss, with the constant guess's ln 10."""
+    acc, loss = axes
+    for (arch, bn, seed), run in t.curves.groupby(level=["arch", "bn", "seed"]):
+        if arch != "resnet110":
+            continue
+        run = run.droplevel(["arch", "bn", "seed"])
+        style = dict(color="C0" if bn else "C3", ls="-" if seed == 0 else "--",
+                     label=f"{'with' if bn else 'without'} BN, seed {seed}")
+        acc.plot(run.index, run["test acc"], **style)
+        loss.plot(run.index, run["test loss"], **style)
+        left = escape_epoch([{"epoch": e, "test_acc": a} for e, a in run["test acc"].items()])
+        if left is not None:
+            acc.axvline(left, color=style["color"], lw=0.8, ls=":")
+    acc.axhline(ESCAPE_ACC, color="grey", lw=0.8, ls=":", label=f"left the plateau ({ESCAPE_ACC:.0%})")
+    acc.set(xlabel="epoch (constant lr 1e-4)", ylabel="test accuracy", ylim=(0, 1))
+    loss.axhline(PLATEAU_LOSS, color="k", lw=0.8, ls="--", label="ln 10: a constant guess")
+    loss.set(xlabel="epoch (constant lr 1e-4)", ylabel="test loss", yscale="log")
+    acc.legend(fontsize=8)
+    loss.legend(fontsize=8)
+
+
+HEALTH = ("test loss", "features' input share", "logit spread", "gradient's norm")
+
+
+def plot_depths(axes, t: Tables) -> None:
+    """Per network without BN, per epoch: its test loss and its health (one panel each of HEALTH)."""
+    for ax, column in zip(axes, HEALTH):
+        for (arch, bn, seed), run in t.curves.groupby(level=["arch", "bn", "seed"]):
+            if bn:
+                continue
+            run = run.droplevel(["arch", "bn", "seed"])
+            ax.plot(run.index, run[column], label=f"{arch}, seed {seed}")
+        if column == "test loss":
+            ax.axhline(PLATEAU_LOSS, color="k", lw=0.8, ls="--")
+        ax.set(xlabel="epoch (constant lr 1e-4)", ylabel=column, yscale="log")
+    axes[0].legend(fontsize=8)

@@ -1,0 +1,66 @@
+"""The truncated schedule's reading (shared.figures.plateau): the escape from the constant-guess
+plateau, the depth fit, and the claims' rules, on made-up runs."""
+
+import math
+
+import pytest
+
+from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+from shared.figures import plateau
+
+
+def run(arch: str, bn: bool, seed: int, accs: list[float]) -> dict:
+    """A stored run's record as the store returns it, with these test accuracies per epoch."""
+    metrics = [{"epoch": e + 1, "train_loss": 2.3, "test_loss": 2.3 - a, "test_acc": a,
+                "health": {"features": {"norm": 1.0, "input_share": 0.1 + a}, "grad_norm": 2.0,
+                           "logit_spread": {"across_images": a}, "dead_relu": {"stage3": 0.0}}}
+               for e, a in enumerate(accs)]
+    return {"result": {"metrics": metrics},
+            "provenance": {"config": {"arch": arch, "bn": bn}, "seed": seed, "duration_s": 3600.0}}
+
+
+def test_a_run_leaves_the_plateau_at_its_first_epoch_at_20_percent():
+    assert plateau.escape_epoch(run("resnet20", False, 0, [0.1, 0.19, 0.2, 0.5])["result"]["metrics"]) == 3
+    assert plateau.escape_epoch(run("resnet20", False, 0, [0.1, 0.1])["result"]["metrics"]) is None
+
+
+def test_the_escape_epoch_is_fitted_against_depth_and_resnet110s_predicted():
+    runs = [run("resnet20", False, 0, [0.1] * 1 + [0.3]), run("resnet32", False, 0, [0.1] * 3 + [0.3]),
+            run("resnet56", False, 0, [0.1] * 7 + [0.3]), run("resnet110", False, 0, [0.1] * 10)]
+    t = plateau.tables(plateau.Runs(runs))
+    assert t.summary.loc[("resnet56", False, 0), "left the plateau at epoch"] == 8
+    fit = t.fit
+    assert fit["depths"] == [20, 32, 56] and fit["exponent"] > 1
+    assert fit["low"] <= fit["resnet110"] <= fit["high"] and fit["resnet110"] > 8
+
+
+def test_the_claims_rules(monkeypatch):
+    flat = [0.1] * 10
+    t = plateau.tables(plateau.Runs([run("resnet110", False, 0, flat)]))
+    assert [c.verdict for c in plateau.judge(t, "cpu")] == [NOT_JUDGED, NOT_JUDGED]  # 10 of 60 epochs
+    assert "10 of 60 epochs" in plateau.judge(t, "cpu")[0].ours
+    t = plateau.tables(plateau.Runs([run("resnet110", False, 0, [0.1] * 60)]))
+    assert plateau.judge(t, "cpu")[0].verdict == NO  # its whole budget on the plateau
+    learns = [0.1, 0.15, 0.25, 0.4, 0.5, 0.55, 0.6, 0.62]
+    for gap, verdict in ((0.02, YES), (0.08, PARTLY), (0.2, NO)):
+        t = plateau.tables(plateau.Runs([run("resnet110", False, 0, learns),
+                                         run("resnet110", True, 0, [a + gap for a in learns])]))
+        left, track = plateau.judge(t, "cpu")
+        assert left.verdict == YES and left.ours == "seed 0: epoch 3"
+        assert track.verdict == verdict and track.ours.startswith(f"mean |test accuracy gap| {gap:.1%} over 6 epochs")
+    assert {c.verdict for c in plateau.judge(t, "smoke")} == {NOT_JUDGED}
+
+
+def test_findings_and_plots_read_every_run():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = plateau.tables(plateau.Runs([run("resnet110", False, 0, [0.1, 0.3]), run("resnet110", True, 0, [0.2, 0.5])]))
+    lines = plateau.findings(t)
+    assert "left the plateau at epoch 2" in lines[0] and f"ln 10 = {math.log(10):.4f}" in lines[0]
+    fig, axes = plt.subplots(1, 2)
+    plateau.plot(axes, t)
+    fig, axes = plt.subplots(1, 4)
+    plateau.plot_depths(axes, t)
+    plt.close("all")
+    assert plateau.findings(plateau.tables(plateau.Runs([])))[0].startswith("No run")
