@@ -288,3 +288,15 @@ def test_every_quoted_claim_is_found_in_the_saved_claims():
     quoted = [(h.item, h.key) for h in frontpage.HEADLINES] + list(frontpage.SCORECARD_CLAIMS.items())
     for item, key in quoted:
         assert key in [c.key for c in notebooks[item].claims or []], f"{item}: {key!r}"
+
+
+def test_the_front_page_names_figure_1_without_bn_whichever_way_it_ends():
+    from shared import frontpage
+    from shared.claims import Claim
+    claims = [Claim("final_test_acc_no_bn_lr_0_0001", "Final test accuracy, no BN lr 0.0001", "82.0%", "10.2%",
+                    "not judged", "cpu preset: this claim needs the paper preset"),
+              Claim("no_bn_leaves_plateau", "leaves the plateau", "82.0 %", "seed 0: epoch 41", "yes")]
+    text = frontpage.fig1_without_bn(claims)
+    assert text.startswith("**Figure 1 without BN at 1e-4.**") and "82.0%" in text and "10.2%" in text
+    assert "seed 0: epoch 41 (yes)" in text
+    assert "not saved yet" in frontpage.fig1_without_bn(claims[:1])
