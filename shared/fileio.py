@@ -59,3 +59,20 @@ def read_json(path: Path):
     except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read the stored file {path} ({error}): the run is damaged; delete "
                          f"its folder {Path(path).parent} to compute it again") from None
+
+
+# The keys of every stored run's provenance that runs are read, compared and reported by
+PROVENANCE_KEYS = ("config", "config_hash", "seed", "git_commit", "date", "device", "precision", "duration_s", "data")
+
+
+def read_provenance(path: Path) -> dict:
+    """A stored run's provenance.json; one that is missing, damaged or lacks a key of PROVENANCE_KEYS
+    raises a ValueError naming it and the way out."""
+    path = Path(path)
+    provenance = read_json(path) if path.exists() else None
+    missing = [key for key in PROVENANCE_KEYS if not isinstance(provenance, dict) or key not in provenance]
+    if missing:
+        what = "is missing" if provenance is None else f"lacks {', '.join(missing)}"
+        raise ValueError(f"the stored file {path} {what}: the run's record is incomplete; delete its folder "
+                         f"{path.parent} to compute it again")
+    return provenance

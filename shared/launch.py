@@ -16,7 +16,8 @@ lock of a killed job is free at once and its run resumes from its per-epoch chec
   debug   one job per run, run in this process one after another (submitit's DebugExecutor).
 
 A run that fails is recorded beside its lock (`<run>.failed`: the job and the error) and named in
-the job's log; `status` sorts a grid's runs into stored, running (locked), failed and missing.
+the job's log; `status` sorts a grid's runs into stored, running (locked), failed, missing and
+damaged (a stored run whose files cannot be read).
 """
 
 import os
@@ -33,7 +34,7 @@ from .results import Store, write_json
 from .train import run_training
 
 LAUNCHERS = ("local", "slurm", "debug")
-STATES = ("stored", "running", "failed", "missing")
+STATES = ("stored", "running", "failed", "missing", "damaged")
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,16 @@ def write_failure(path: Path, job: str, error: Exception) -> None:
 
 def status(runs: list[Run], experiment: str, store: Store) -> dict[str, list[str]]:
     """Each run of a grid as stored, running (its lock held by a job), failed (the last attempt's
-    error, until a job stores it) or missing."""
+    error, until a job stores it), missing or damaged (stored, its files unreadable or incomplete:
+    the error, which names the file and the way out)."""
     found = {state: [] for state in STATES}
     for run in runs:
-        if store.get(experiment, run.cfg, run.seed) is not None:
+        try:
+            stored = store.get(experiment, run.cfg, run.seed)
+        except ValueError as error:
+            found["damaged"].append(f"{run.name()}: {error}")
+            continue
+        if stored is not None:
             found["stored"].append(run.name())
             continue
         with store.lock(experiment, run.cfg, run.seed, wait=False) as lock:
@@ -159,14 +166,26 @@ def launch(runs: list[Run], experiment: str, options: LaunchOptions, data_dir=No
         with ex.batch():
             jobs = [ex.submit(TrainJob(), [run], *common) for run in missing]
     if options.launcher in ("local", "debug"):
-        for job in jobs:
-            job.result()  # raises with the job's error if it failed
+        try:
+            for job in jobs:
+                job.result()  # raises with the job's error if it failed
+        finally:
+            remove_unused_folder(Path(options.folder) / "%j")
     return jobs
+
+
+def remove_unused_folder(folder: Path) -> None:
+    """Remove `folder` if it is empty: submitit's local jobs make their folder's pattern ("%j")
+    itself beside the jobs' own folders, and leave it empty."""
+    try:
+        folder.rmdir()
+    except OSError:  # missing, or not empty
+        pass
 
 
 def format_status(found: dict[str, list[str]]) -> str:
     lines = [f"{state}: {len(names)}" for state, names in found.items()]
-    for state in ("running", "failed", "missing"):
+    for state in ("running", "failed", "missing", "damaged"):
         lines += [f"  {state}: {name}" for name in found[state]]
     return "\n".join(lines)
 

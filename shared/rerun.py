@@ -1,7 +1,9 @@
 """Re-run the stored runs whose code is not on record, and say how far their numbers moved.
 
 A run computed from uncommitted code before the store refused that (`shared.results.code_version`)
-records a commit ending in "+dirty" and no diff beside it: nothing can reproduce it. For the
+records a commit ending in "+dirty" and no diff beside it: nothing can reproduce it, nor a run
+one segment of which (a resumed run: `shared.train.loop.RunState.segments`) was computed from
+uncommitted code whose diff is not stored, nor one whose commit git could not tell ("unknown"). For the
 at-initialisation experiments (`shared.experiments.EXPERIMENTS`) and the training runs,
 
     python -m shared.rerun fig2_gradients training --list   # what would be re-run
@@ -20,15 +22,31 @@ import statistics
 import time
 from dataclasses import MISSING, dataclass, fields
 
+from .compute import RunContext
 from .config import TRAINING_EXPERIMENT, TrainConfig, stored_config
 from .experiments import EXPERIMENTS, run_experiment
-from .results import DIRTY, Store, config_hash
-CONFIGS = {TRAINING_EXPERIMENT: TrainConfig, **{name: cls for name, (cls, _) in EXPERIMENTS.items()}}
+from .results import DIRTY, SEGMENTS, UNKNOWN, Store, config_hash
+CONFIGS = {TRAINING_EXPERIMENT: TrainConfig, **{name: type(m.presets["paper"]) for name, m in EXPERIMENTS.items()}}
 
 
-def on_record(provenance: dict) -> bool:
-    """Whether a stored run's code is on record: a commit, or a "+dirty" commit with its diff."""
-    return not provenance["git_commit"].endswith(DIRTY) or "code_diff" in provenance
+def code_segments(provenance: dict, result: dict | None = None) -> list[dict]:
+    """The code of each segment that computed a stored run, as its provenance records them
+    (`shared.results.segment_records`), then the code its provenance names (the last segment's,
+    with "diff" where it keeps one). A run stored before segments were recorded has, before that,
+    the other commits its result lists ("code"), whose diffs were not kept."""
+    diff = {"diff": provenance["code_diff"]} if "code_diff" in provenance else {}
+    last = {"commit": provenance["git_commit"], **diff}
+    if SEGMENTS in provenance:
+        return [*provenance[SEGMENTS], last]
+    earlier = result.get("code", []) if isinstance(result, dict) else []
+    return [{"commit": commit} for commit in earlier if commit != last["commit"]] + [last]
+
+
+def on_record(provenance: dict, result: dict | None = None) -> bool:
+    """Whether a stored run's code is on record: every segment that computed it (`code_segments`)
+    from a known commit, and one with changes ("+dirty") with its diff stored."""
+    return all(s["commit"] != UNKNOWN and (not s["commit"].endswith(DIRTY) or "diff" in s)
+               for s in code_segments(provenance, result))
 
 
 def unrecorded(experiment: str, store: Store | None = None, under_s: float = math.inf) -> list[tuple[object, int, dict]]:
@@ -37,7 +55,7 @@ def unrecorded(experiment: str, store: Store | None = None, under_s: float = mat
     found = []
     for run in sorted((store or Store()).runs(experiment), key=lambda run: -run["provenance"]["duration_s"]):
         prov = run["provenance"]
-        if on_record(prov) or prov["duration_s"] >= under_s:
+        if on_record(prov, run["result"]) or prov["duration_s"] >= under_s:
             continue
         cfg = stored_config(CONFIGS[experiment], prov["config"])
         if config_hash(cfg) != prov["config_hash"]:  # the config's identity changed since: not this run
@@ -92,7 +110,7 @@ def recompute(experiment: str, cfg, seed: int, data_dir=None, store: Store | Non
     if experiment == TRAINING_EXPERIMENT:
         from .train import run_training  # the training loop is needed only here
         return run_training(cfg, seed, experiment, data_dir, recompute=True, progress=False, store=store)
-    return run_experiment(experiment, cfg, seed, data_dir, recompute=True, store=store)
+    return run_experiment(experiment, cfg, seed, RunContext(store or Store(), data_dir, recompute=True))
 
 
 def rerun(experiment: str, data_dir=None, store: Store | None = None, under_s: float = math.inf,
@@ -122,7 +140,7 @@ def rerun_one(experiment: str, cfg, seed: int, old: dict, data_dir=None, store: 
         if claim is None:
             return None
         stored = store.runs(experiment, cfg, seeds=[seed])
-        if not stored or on_record(stored[0]["provenance"]):
+        if not stored or on_record(stored[0]["provenance"], stored[0]["result"]):
             return None
         new = recompute(experiment, cfg, seed, data_dir, store)["result"]
         claim.unlink(missing_ok=True)

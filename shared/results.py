@@ -4,7 +4,9 @@ A run is identified by (experiment name, hash of its full config, seed) and live
 `data/results/<experiment>/<config hash>/seed<seed>/`:
 
     result.json       what the run measured (small: metrics, histograms, ...); committed to git
-    provenance.json   config, seed, git commit, torch version, device, precision, date, duration
+    provenance.json   config, seed, git commit, torch version, device, precision, date, duration,
+                      data; a training run's code per segment (a resumed run has several)
+    code.diff         (code-<n>.diff) the uncommitted changes it (its n-th segment) was computed from
 
 Both are written atomically, result last, so a directory with `result.json` is a completed run.
 Checkpoints and lock files live under `data/checkpoints/` (ignored by git). Different seeds are
@@ -33,7 +35,7 @@ import torch
 
 from .data import Cifar10, data_source, load_cifar10, source_digest
 from .config import identity
-from .fileio import read_json, remove_stale_temps, write_atomic
+from .fileio import read_json, read_provenance, remove_stale_temps, write_atomic
 from .precision import cpu_capability
 from . import paths
 from .paths import REPO_ROOT
@@ -110,15 +112,35 @@ def code_changes() -> list[str]:
 
 
 DIRTY = "+dirty"  # the end of a stored commit when the code under CODE_PATHS differed from it
+UNKNOWN = "unknown"  # the stored commit where git cannot read the checkout (no .git, "dubious ownership")
+
+
+def git_head() -> str | None:
+    """HEAD's hash, or None where git cannot read the checkout (no .git folder; git refusing a
+    checkout that another user owns, "dubious ownership"; no git at all)."""
+    try:
+        return _git("rev-parse", "HEAD").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def git_commit() -> str:
-    """The code version: HEAD's hash, with "+dirty" when the code under CODE_PATHS differs from it."""
-    try:
-        head = _git("rev-parse", "HEAD").strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The code version: HEAD's hash, with "+dirty" when the code under CODE_PATHS differs from it;
+    "unknown" where git cannot read the checkout (`git_head`)."""
+    head = git_head()
+    if head is None:
+        return UNKNOWN
     return head + (DIRTY if code_changes() else "")
+
+
+def code_hash() -> str:
+    """The sha256 of the code under CODE_PATHS: every .py file's path and content, by sorted path.
+    What a run records where git cannot tell its commit, so that its code can still be recognised."""
+    digest = hashlib.sha256()
+    files = sorted(path for folder in CODE_PATHS for path in (REPO_ROOT / folder).rglob("*.py"))
+    for path in files:
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 class UncommittedCodeError(RuntimeError):
@@ -127,29 +149,43 @@ class UncommittedCodeError(RuntimeError):
 
 @dataclass(frozen=True)
 class CodeVersion:
-    """The code a run is computed from: a commit, and the diff from it when the code was not committed."""
+    """The code a run is computed from: a commit, and the diff from it when the code was not
+    committed; where git could not tell the commit ("unknown"), a hash of the files (`code_hash`)."""
     commit: str
     diff: str | None = None
+    code_hash: str | None = None
+
+
+def working_diff() -> str:
+    """The diff of the code under CODE_PATHS against HEAD, new files included."""
+    diff = _git("diff", "HEAD", "--", *CODE_PATHS)
+    for path in _git("ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS).splitlines():
+        diff += _git("diff", "--no-index", "--", "/dev/null", path, ok=(0, 1))
+    return diff
+
+
+def code_of(commit: str) -> CodeVersion:
+    """The code as it is now, named by `commit` (what `git_commit` says): with its diff against HEAD
+    when "+dirty", with the hash of its files when "unknown". Not checked (`code_version` is)."""
+    if commit == UNKNOWN:
+        return CodeVersion(UNKNOWN, code_hash=code_hash())
+    return CodeVersion(commit, working_diff() if commit.endswith(DIRTY) else None)
 
 
 def code_version() -> CodeVersion:
     """The code version to store with a run, checked before computing: refused (UncommittedCodeError)
     when the code under CODE_PATHS has uncommitted changes, unless $BN_ALLOW_DIRTY is 1 (an
-    experiment), and then with the diff against HEAD, new files included, to store beside the run."""
+    experiment), and then with the diff against HEAD, new files included, to store beside the run.
+    Where git cannot read the checkout, the commit is "unknown" and a hash of the files is stored."""
     changes = code_changes()
-    if not changes:
-        return CodeVersion(git_commit())
-    if os.environ.get(ALLOW_DIRTY) != "1":
+    if changes and os.environ.get(ALLOW_DIRTY) != "1":
         shown = ", ".join(line[3:] for line in changes[:5]) + (", ..." if len(changes) > 5 else "")
         raise UncommittedCodeError(
             f"the code under {', '.join(CODE_PATHS)}/ has uncommitted changes ({shown}), so a run computed now "
             f"could not be reproduced from its record. Commit them first, or set {ALLOW_DIRTY}=1 to compute "
             f"anyway (an experiment): the run's provenance then says '+dirty' and {DIFF_FILE} beside it "
             "holds the diff.")
-    diff = _git("diff", "HEAD", "--", *CODE_PATHS)
-    for path in _git("ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS).splitlines():
-        diff += _git("diff", "--no-index", "--", "/dev/null", path, ok=(0, 1))
-    return CodeVersion(git_commit(), diff)
+    return code_of(git_commit())
 
 
 def provenance(config, seed: int, device, duration_s: float, data_source: str | None,
@@ -162,6 +198,7 @@ def provenance(config, seed: int, device, duration_s: float, data_source: str | 
         "seed": seed,
         "git_commit": code.commit,
         **({"code_diff": DIFF_FILE} if code.diff is not None else {}),
+        **({"code_hash": code.code_hash} if code.code_hash is not None else {}),
         "torch_version": torch.__version__,
         "device": device_name(device),
         "cpu": cpu_capability(),
@@ -170,6 +207,35 @@ def provenance(config, seed: int, device, duration_s: float, data_source: str | 
         "duration_s": round(duration_s, 3),
         "data": data_source,
     }
+
+
+# A result's key for the code of each segment that computed it (`shared.train.loop.RunState.segments`:
+# {"commit", "diff" where "+dirty", "code_hash" where "unknown"}), which `Store.put` moves to the provenance
+SEGMENTS = "code_segments"
+
+
+def segment_records(segments: list[dict], code: CodeVersion | None) -> tuple[list[dict], dict[str, str]]:
+    """Each segment's record for the provenance, {"commit"; "diff": the file beside the run holding
+    its diff, and "diff_sha256", where it was "+dirty"; "code_hash" where "unknown"}, and the diffs to
+    write, by file name: DIFF_FILE for the diff of `code` (the code the last segment started from),
+    code-<n>.diff for the n-th segment's (from 0) where it differs."""
+    records, files = [], {}
+    for n, segment in enumerate(segments):
+        record = {"commit": segment["commit"]}
+        if (diff := segment.get("diff")) is not None:
+            name = DIFF_FILE if code is not None and diff == code.diff else f"code-{n}.diff"
+            files[name] = diff
+            record.update(diff=name, diff_sha256=hashlib.sha256(diff.encode()).hexdigest())
+        if segment.get("code_hash") is not None:
+            record["code_hash"] = segment["code_hash"]
+        records.append(record)
+    return records, files
+
+
+def read_run(directory: Path) -> dict:
+    """The run stored in `directory`, as `Store.get` gives it; its provenance checked complete."""
+    return {"result": read_json(directory / "result.json"),
+            "provenance": read_provenance(directory / "provenance.json")}
 
 
 @dataclass(frozen=True)
@@ -191,39 +257,49 @@ class Store:
         directory = self.run_dir(experiment, config, seed)
         if not (directory / "result.json").exists():
             return None
-        return {"result": read_json(directory / "result.json"),
-                "provenance": read_json(directory / "provenance.json")}
+        return read_run(directory)
 
     def put(self, experiment: str, config, seed: int, result: dict, device, duration_s: float,
             data_source: str | None = None, code: CodeVersion | None = None, overwrite: bool = False) -> dict:
         """Store `result` with its provenance (result last: a folder with result.json is a
         completed run); return the run as `get` gives it back. `code`: the code version the
         computation started from (`code_version`; default: now's commit), its diff written beside
-        the run when it has one. A stored run is replaced only with `overwrite`."""
+        the run when it has one. The code of each segment that computed it, where `result` lists it
+        (SEGMENTS), goes to the provenance, their diffs beside the run (`segment_records`). A stored
+        run is replaced only with `overwrite`."""
         directory = self.run_dir(experiment, config, seed)
         if not overwrite and (directory / "result.json").exists():
             raise FileExistsError(f"the run {directory} is stored already; it is replaced only when "
                                   "recomputed on purpose (recompute=True, --recompute)")
-        for name in (DIFF_FILE, "provenance.json", "result.json"):  # a killed writer's temp files: the
-            remove_stale_temps(directory / name, older_than_s=0)      # run's one writer holds its lock
+        result = dict(result)
+        segments, files = segment_records(result.pop(SEGMENTS, None) or [], code)
         if code is not None and code.diff is not None:
-            write_atomic(directory / DIFF_FILE, code.diff.encode())
-        write_json(directory / "provenance.json",
-                   provenance(config, seed, device, duration_s, data_source, code))
+            files[DIFF_FILE] = code.diff
+        for old in directory.glob("code*.diff"):  # a replaced run's diffs
+            if old.name not in files:
+                old.unlink()
+        for name in (*files, "provenance.json", "result.json"):  # a killed writer's temp files: the
+            remove_stale_temps(directory / name, older_than_s=0)  # run's one writer holds its lock
+        for name, diff in files.items():
+            write_atomic(directory / name, diff.encode())
+        record = provenance(config, seed, device, duration_s, data_source, code)
+        write_json(directory / "provenance.json", {**record, **({SEGMENTS: segments} if segments else {})})
         write_json(directory / "result.json", result)
         return self.get(experiment, config, seed)
 
-    def check_writable(self, experiment: str) -> None:
-        """Raise a ValueError naming the store's folder if a run of `experiment` could not be
-        written there (read-only, or a file in its place): checked before computing, not after."""
-        folder = Path(self.root) / experiment
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".writable-"):
-                pass
-        except OSError as error:
-            raise ValueError(f"the results store cannot be written at {folder} ({error.strerror or error}); "
-                             f"make it a writable folder or point $BN_RESULTS_DIR at one") from None
+    def check_writable(self, experiment: str, config=None, seed: int | None = None) -> None:
+        """Raise a ValueError naming the folder if a run of `experiment` (of `config` and `seed`, if
+        given) could not be written: the store's folder or the checkpoints' read-only, or a file
+        where the run's folder should be. Checked before computing, not after."""
+        writable_folder(Path(self.root) / experiment, "the results store", "$BN_RESULTS_DIR")
+        if config is None:
+            writable_folder(Path(self.checkpoints) / experiment, "the checkpoints", "$BN_CHECKPOINT_DIR")
+            return
+        writable_folder(self.checkpoint(experiment, config, seed).parent, "the checkpoints", "$BN_CHECKPOINT_DIR")
+        directory = self.run_dir(experiment, config, seed)
+        for folder in (directory.parent, directory):
+            if folder.exists() and not folder.is_dir():
+                raise ValueError(f"{folder} is a file where the run's folder should be; move or delete it")
 
     @contextmanager
     def lock(self, experiment: str, config, seed: int, wait: bool = True, suffix: str = ".lock"):
@@ -254,7 +330,7 @@ class Store:
         after the first look, is left to it: None (so None means exactly "not computed here")."""
         if not recompute and (stored := self.get(experiment, config, seed)):
             return stored
-        self.check_writable(experiment)
+        self.check_writable(experiment, config, seed)
         code = code_version()  # refused here, before computing, if the code is not committed
         with self.lock(experiment, config, seed, wait) as lock:
             if lock is None:
@@ -269,29 +345,44 @@ class Store:
             lock.unlink(missing_ok=True)
             return stored
 
-    def runs(self, experiment: str, config=None, seeds: Iterable[int] | None = None,
+    def runs(self, experiment: str, config=None, seeds: Iterable[int] | None = None, data_dir=None,
              **config_filters) -> list[dict]:
         """Completed runs of `experiment`, by (config hash, seed): those of exactly `config` if
         given, else those whose config has the `config_filters` values; only `seeds` if given (a
-        notebook executed for the report shows the seeds it was executed with)."""
+        notebook executed for the report shows the seeds it was executed with). Refused
+        (OtherDataError) where they were computed on different images, from each other or from
+        the copy in `data_dir` (default: $CIFAR10_DIR, else data/): `check_one_data`."""
         wanted = None if seeds is None else set(check_seeds(seeds))
         pattern = f"{config_hash(config) if config is not None else '*'}/seed*/result.json"
         paths = sorted((Path(self.root) / experiment).glob(pattern),
                        key=lambda p: (p.parent.parent.name, int(p.parent.name[4:])))
-        runs = []
+        found = {}
         for path in paths:
             if wanted is not None and int(path.parent.name[4:]) not in wanted:
                 continue
-            prov = read_json(path.parent / "provenance.json")
-            if all(prov["config"].get(k) == v for k, v in config_filters.items()):
-                runs.append({"result": read_json(path), "provenance": prov})
-        return runs
+            run = read_run(path.parent)
+            if all(run["provenance"]["config"].get(k) == v for k, v in config_filters.items()):
+                found[path.parent] = run
+        check_one_data(found, data_dir)
+        return list(found.values())
 
 
-def config_runs(experiment: str, config, seeds: Iterable[int] | None = None) -> list[dict]:
+def config_runs(experiment: str, config, seeds: Iterable[int] | None = None, data_dir=None) -> list[dict]:
     """The project store's completed runs of exactly `config` (only `seeds`, if given), by seed:
-    what the notebooks show."""
-    return Store().runs(experiment, config, seeds)
+    what the notebooks show; refused where they were computed on different images (`Store.runs`)."""
+    return Store().runs(experiment, config, seeds, data_dir)
+
+
+def writable_folder(folder: Path, what: str, variable: str) -> None:
+    """Make `folder` if missing; raise a ValueError naming it, `what` it holds and the `variable`
+    that moves it, where a file cannot be written in it (read-only, or a file in its place)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".writable-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"{what} cannot be written at {folder} ({error.strerror or error}); "
+                         f"make it a writable folder or point {variable} at one") from None
 
 
 def get_or_measure(experiment: str, config, seed: int, measure: Callable[[Cifar10], dict], data_dir=None,
@@ -315,6 +406,27 @@ class OtherDataError(ValueError):
     """A stored run was computed on other images than the data dir holds now."""
 
 
+def check_one_data(runs: dict[Path, dict], data_dir=None, shown: int = 4) -> None:
+    """Refuse `runs` ({folder: run}) computed on different images (the hash in their provenance's
+    "data"), from each other or from the copy the data dir holds (`check_same_data`): a figure would
+    average numbers of different data. Runs that recorded no hash are served."""
+    by_data: dict[str, list[tuple[Path, str]]] = {}
+    for folder, run in runs.items():
+        if digest := source_digest(run["provenance"]["data"]):
+            by_data.setdefault(digest, []).append((folder, run["provenance"]["data"]))
+    if len(by_data) > 1:
+        groups = "; ".join(", ".join(str(folder) for folder, _ in found[:shown])
+                           + (f" and {len(found) - shown} more" if len(found) > shown else "") + f" on {found[0][1]}"
+                           for found in by_data.values())
+        raise OtherDataError(
+            f"the stored runs read together were computed on different data: {groups}. Their numbers "
+            "would be averaged as one; keep the runs of one copy of the data (delete the others' "
+            "folders to compute them again on the data dir's copy).")
+    if by_data:
+        (folder, _), *_ = next(iter(by_data.values()))
+        check_same_data(runs[folder], data_dir, folder)
+
+
 def check_same_data(stored: dict, data_dir, where: Path) -> None:
     """Refuse to serve a stored run computed on other data than the data dir holds (compared by the
     hash of pixels and labels in its provenance's "data"). Where the data dir holds no copy, or the
@@ -325,8 +437,8 @@ def check_same_data(stored: dict, data_dir, where: Path) -> None:
         raise OtherDataError(
             f"the stored run {where} was computed on other data ({was}) than the data dir holds now "
             f"({now}); its numbers do not describe this data. Point $BN_RESULTS_DIR at a store of "
-            "your own to compute on this data, point data_dir / $CIFAR10_DIR at the data the store "
-            "was computed on, or recompute the run (recompute=True, --recompute) to replace it.")
+            "your own to compute on this data, point --data-dir (data_dir, $CIFAR10_DIR) at the data "
+            f"the store was computed on, or delete {where} to compute the run again on this data.")
 
 
 def default_device() -> torch.device:

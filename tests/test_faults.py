@@ -132,3 +132,134 @@ def test_killed_three_times_the_run_resumes_to_the_uninterrupted_result(tmp_path
     assert stored_result(root) == straight
     names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert [n for n in names if n.endswith((".pt", ".lock")) or "/." in n] == [], names
+
+
+def test_an_incomplete_provenance_names_its_file_and_the_way_out(tmp_path, tiny_image_folder):
+    """A provenance.json without the keys a run is read by ({}, say) is not served nor counted: reading
+    the run names the file and what to do, in the store, the training command and the report."""
+    from shared.report import load_runs
+    from shared.results import get_or_measure
+
+    store, cfg = Store(tmp_path / "results", tmp_path / "ck"), train_config("smoke")
+    store.get_or_compute("unit", cfg, 0, lambda: {"x": 1}, "cpu")
+    path = store.run_dir("unit", cfg, 0) / "provenance.json"
+    path.write_text("{}")
+    message = rf"{path} lacks .*config_hash.*delete its folder {store.run_dir('unit', cfg, 0)} .*compute it again"
+    for read in (lambda: store.get("unit", cfg, 0), lambda: store.runs("unit"), lambda: load_runs(tmp_path / "results"),
+                 lambda: get_or_measure("unit", cfg, 0, lambda data: pytest.fail("computed"), tiny_image_folder,
+                                        "cpu", store=store)):
+        with pytest.raises(ValueError, match=message):
+            read()
+
+
+def test_a_grid_resumed_with_another_together_says_how_to_resume(tmp_path, monkeypatch, tiny_image_folder):
+    """A grid killed while training runs together (--together 2) and started again with --together 1
+    would train them afresh and leave their group's checkpoint for good: it says, before training,
+    where their progress is and how to resume it; started with the same --together, it resumes."""
+    import shared.train.loop as T
+    from helpers import TINY
+
+    from shared.train import main, run_grid
+
+    grid = [train_config("smoke", lr=lr, epochs=2, max_epochs=2, **TINY) for lr in (0.1, 0.01)]
+    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
+                  store=Store(tmp_path / "results", tmp_path / "ck"))
+    real_run_epoch, calls = T.run_epoch, []
+
+    def killed_in_second_epoch(cfgs, runs, loaders, data, states, steps):
+        if states[0].epoch == 1:
+            raise KeyboardInterrupt
+        return real_run_epoch(cfgs, runs, loaders, data, states, steps)
+
+    monkeypatch.setattr(T, "run_epoch", killed_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, 0, "grid", together=2, **kwargs)
+    group = next((tmp_path / "ck").rglob("together-*/seed0.pt"))
+
+    def counting(cfgs, *args):
+        calls.append([c.lr for c in cfgs])
+        return real_run_epoch(cfgs, *args)
+
+    monkeypatch.setattr(T, "run_epoch", counting)
+    with pytest.raises(ValueError, match=rf"'BN, lr 0.1' .*trained together with 1 other run.*--together 2 or more"
+                                         rf".*epoch 1 of 2 in {group}.*delete {group.parent} to train"):
+        run_grid(grid, 0, "grid", together=1, **kwargs)
+    assert calls == []  # nothing trained afresh
+    runs = run_grid(grid, 0, "grid", together=2, **kwargs)
+    assert calls == [[0.1, 0.01]] and [len(r["result"]["metrics"]) for r in runs] == [2, 2]
+    assert not group.exists()
+
+
+def test_the_other_data_message_names_only_options_the_commands_take(tmp_path, tiny_image_folder):
+    import re
+
+    from shared.results import OtherDataError, get_or_measure
+    from shared.train.runner import command_line
+
+    store, cfg = Store(tmp_path / "results", tmp_path / "ck"), train_config("smoke")
+    store.put("unit", cfg, 0, {"x": 1}, "cpu", 1.0, "tree, pixels+labels sha256 000000000000")
+    with pytest.raises(OtherDataError) as error:
+        get_or_measure("unit", cfg, 0, lambda data: pytest.fail("computed"), tiny_image_folder, "cpu", store=store)
+    options = {o for action in command_line()._actions for o in action.option_strings}
+    named = set(re.findall(r"--[a-z][a-z-]*", str(error.value)))
+    assert named <= options, f"the message names options `python -m shared.train` rejects: {named - options}"
+    assert f"delete {store.run_dir('unit', cfg, 0)}" in str(error.value)
+
+
+def test_the_status_lists_a_damaged_run_as_damaged(tmp_path):
+    from shared.launch import Run, format_status, status
+
+    store = Store(tmp_path / "results", tmp_path / "ck")
+    cfgs = [train_config("smoke", lr=lr) for lr in (0.1, 0.01)]
+    for cfg in cfgs:
+        store.put("training", cfg, 0, {"x": 1}, "cpu", 1.0)
+    path = store.run_dir("training", cfgs[0], 0) / "result.json"
+    path.write_text(path.read_text()[:5])  # truncated
+    found = status([Run(c, 0) for c in cfgs], "training", store)
+    assert found["stored"] == [Run(cfgs[1], 0).name()]
+    damaged, = found["damaged"]
+    assert damaged.startswith(Run(cfgs[0], 0).name()) and str(path) in damaged
+    assert "damaged: 1" in format_status(found) and f"  damaged: {damaged}" in format_status(found)
+
+
+@pytest.mark.parametrize("where", ["seed folder", "config folder"])
+def test_a_file_where_a_runs_folder_should_be_fails_before_computing(tmp_path, where):
+    store, cfg = Store(tmp_path / "results", tmp_path / "ck"), train_config("smoke")
+    folder = store.run_dir("unit", cfg, 0) if where == "seed folder" else store.run_dir("unit", cfg, 0).parent
+    folder.parent.mkdir(parents=True)
+    folder.write_text("in the way\n")
+    with pytest.raises(ValueError, match=rf"{folder} is a file where the run's folder should be; move or delete it"):
+        store.get_or_compute("unit", cfg, 0, lambda: pytest.fail("computed"), "cpu")
+
+
+def test_an_unwritable_checkpoint_folder_fails_before_computing(tmp_path, monkeypatch):
+    """The checkpoints (and locks) cannot be written: a clear error before computing, not a bare
+    PermissionError (simulated: this test may run as root, whom permissions do not stop)."""
+    from pathlib import Path
+
+    store, cfg = Store(tmp_path / "results", tmp_path / "ck"), train_config("smoke")
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "ck")):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(ValueError, match=rf"the checkpoints cannot be written at {tmp_path / 'ck'}/unit.*"
+                                         r"Permission denied.*\$BN_CHECKPOINT_DIR"):
+        store.get_or_compute("unit", cfg, 0, lambda: pytest.fail("computed"), "cpu")
+
+
+def test_a_local_launch_leaves_no_empty_job_folder(tmp_path, tiny_image_folder):
+    from helpers import TINY
+
+    from shared.launch import LaunchOptions, Run, launch
+
+    cfg = train_config("smoke", epochs=1, max_epochs=1, **TINY)
+    options = LaunchOptions("local", max_parallel=1, time_min=10, folder=tmp_path / "jobs")
+    jobs = launch([Run(cfg, 0)], "training", options, tiny_image_folder, "cpu",
+                  store=Store(tmp_path / "results", tmp_path / "ck"))
+    assert len(jobs) == 1 and Store(tmp_path / "results").get("training", cfg, 0) is not None
+    folders = sorted(p.name for p in (tmp_path / "jobs").iterdir() if p.is_dir())
+    assert folders == [jobs[0].job_id], folders

@@ -85,6 +85,7 @@ def test_a_run_with_its_code_not_on_record_is_rerun_from_committed_code(repo, tm
     """shared.rerun: a "+dirty" run without a diff is found, recomputed from the (clean, committed)
     code, replaced, and its numbers compared: Fig 7's are a function of the seed, so nothing moves."""
     from shared import rerun
+    from shared.compute import RunContext
     from shared.experiments import experiment_config, run_experiment
     from shared.fileio import read_json
     from shared.results import write_json
@@ -92,7 +93,7 @@ def test_a_run_with_its_code_not_on_record_is_rerun_from_committed_code(repo, tm
     store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
     cfg = experiment_config("fig7_singular_values", "smoke")
     for seed in (0, 1):
-        run_experiment("fig7_singular_values", cfg, seed, store=store)
+        run_experiment("fig7_singular_values", cfg, seed, RunContext(store))
     path = store.run_dir("fig7_singular_values", cfg, 1) / "provenance.json"
     write_json(path, {**read_json(path), "git_commit": "0123abc+dirty"})  # as stored before the refusal
     assert [(c, s) for c, s, _ in rerun.unrecorded("fig7_singular_values", store)] == [(cfg, 1)]
@@ -106,6 +107,7 @@ def test_several_rerun_processes_share_the_work(repo, tmp_path_factory):
     whose code is on record by the time it is claimed (re-run since the list was made); the longest
     run is listed first, so that processes started together balance."""
     from shared import rerun
+    from shared.compute import RunContext
     from shared.experiments import experiment_config, run_experiment
     from shared.fileio import read_json
     from shared.results import write_json
@@ -114,7 +116,7 @@ def test_several_rerun_processes_share_the_work(repo, tmp_path_factory):
     cfg = experiment_config("fig7_singular_values", "smoke")
     paths = {}
     for seed, seconds in ((0, 5.0), (1, 9.0)):
-        run_experiment("fig7_singular_values", cfg, seed, store=store)
+        run_experiment("fig7_singular_values", cfg, seed, RunContext(store))
         paths[seed] = store.run_dir("fig7_singular_values", cfg, seed) / "provenance.json"
         write_json(paths[seed], {**read_json(paths[seed]), "git_commit": "0123abc+dirty", "duration_s": seconds})
     found = rerun.unrecorded("fig7_singular_values", store)
@@ -165,3 +167,87 @@ def test_a_training_run_with_its_code_not_on_record_is_retrained(repo, tmp_path_
     moved, = rerun.rerun(TRAINING_EXPERIMENT, tiny_image_folder, store, log=lambda line: None)
     assert moved == rerun.Change(0.0, 0.0, 0.0, 0, 0)
     assert rerun.unrecorded(TRAINING_EXPERIMENT, store) == []
+
+
+@pytest.mark.parametrize("failure", ["no-git-folder", "dubious-ownership"])
+def test_code_git_cannot_read_is_stored_with_its_hash_and_is_not_on_record(repo, tmp_path_factory, monkeypatch,
+                                                                          failure):
+    """Where git cannot tell the code's version (no .git, or git refusing a checkout another user
+    owns), a run says "unknown" and stores a hash of the files under shared/; shared.rerun counts it
+    as not on record."""
+    import hashlib
+    import shutil
+
+    from shared import rerun
+    from shared.config import TRAINING_EXPERIMENT, train_config
+
+    if failure == "no-git-folder":
+        shutil.rmtree(repo / ".git")
+        monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(repo.parent))
+    else:
+        def dubious(*args, ok=(0,)):
+            raise subprocess.CalledProcessError(128, ["git", *args], "", f"fatal: detected dubious ownership "
+                                                                          f"in repository at '{repo}'")
+        monkeypatch.setattr(results, "_git", dubious)
+    expected = hashlib.sha256()
+    for path in sorted((repo / "shared").rglob("*.py")):
+        expected.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    code = code_version()
+    assert (code.commit, code.diff, code.code_hash) == ("unknown", None, expected.hexdigest())
+    store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
+    cfg = train_config("smoke")
+    run = store.get_or_compute(TRAINING_EXPERIMENT, cfg, 0, lambda: {"x": 1}, "cpu")
+    assert run["provenance"]["git_commit"] == "unknown" and run["provenance"]["code_hash"] == expected.hexdigest()
+    assert not rerun.on_record(run["provenance"])
+    assert rerun.unrecorded(TRAINING_EXPERIMENT, store) == [(cfg, 0, {"x": 1})]
+
+
+def test_a_run_resumed_on_clean_code_keeps_the_diff_its_first_epochs_were_computed_with(
+        repo, tmp_path_factory, monkeypatch, tiny_image_folder):
+    """BN_ALLOW_DIRTY=1: a run trains its first epoch under an edit, is killed, the edit is reverted
+    and the run resumed on the committed code. Its provenance lists both segments, and the first
+    one's diff is stored beside the run; a segment computed from uncommitted code without its diff
+    keeps a run off the record."""
+    from shared import rerun
+    from shared.config import train_config
+    from shared.train import run_training, train
+
+    from helpers import TINY
+
+    store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
+    cfg = train_config("smoke", epochs=2, max_epochs=2, **TINY)
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_first_epoch(*args, on_epoch_end=None, **kwargs):
+        def hook(epochs_done):
+            if epochs_done == 1:
+                raise Killed
+        return train(*args, on_epoch_end=hook, **kwargs)
+
+    monkeypatch.setenv(ALLOW_DIRTY, "1")
+    (repo / "shared" / "code.py").write_text("x = 2\n")
+    monkeypatch.setattr("shared.train.runner.train", killed_after_first_epoch)
+    with pytest.raises(Killed):
+        run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
+    monkeypatch.setattr("shared.train.runner.train", train)
+    (repo / "shared" / "code.py").write_text("x = 1\n")  # the edit reverted
+    run = run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
+    prov, folder = run["provenance"], store.run_dir("unit", cfg, 0)
+    assert not prov["git_commit"].endswith("+dirty") and "code_diff" not in prov  # the fields as before
+    first, last = prov["code_segments"]
+    assert first["commit"] == prov["git_commit"] + "+dirty" and last == {"commit": prov["git_commit"]}
+    diff = (folder / first["diff"]).read_text()
+    assert "+x = 2" in diff and first["diff_sha256"] == hashlib_sha256(diff)
+    assert "code_segments" not in run["result"] and rerun.on_record(prov, run["result"])
+    lost = {**prov, "code_segments": [{"commit": first["commit"]}, last]}  # its diff lost
+    assert not rerun.on_record(lost, run["result"])
+    old = {k: v for k, v in prov.items() if k != "code_segments"}  # a run stored before segments were
+    assert not rerun.on_record(old, {**run["result"], "code": [first["commit"], last["commit"]]})
+    assert rerun.on_record(old, {**run["result"], "code": [last["commit"]]})
+
+
+def hashlib_sha256(text: str) -> str:
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -148,3 +148,30 @@ def test_the_command_line_names_a_bad_seed_or_setting(capsys):
         with pytest.raises(SystemExit):
             main([experiment, "--preset", "smoke", "--set", setting])
         assert message in capsys.readouterr().err
+
+
+def test_a_figure_refuses_runs_computed_on_different_images(tmp_path, monkeypatch, tiny_image_folder):
+    """The figures' read path (`config_runs`, `Store.runs`: every figure module's `load` reads through
+    them) serves the runs it returns only if they were computed on the same images as each other, and
+    as the data dir holds where it holds a copy; a run that recorded no hash is served."""
+    from shared.data import data_source
+    from shared.results import OtherDataError, config_runs
+
+    monkeypatch.setattr("shared.paths.RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    monkeypatch.setattr("shared.cifar_files.DEFAULT_DATA_DIR", tmp_path / "no-data-here")
+    store, cfg = Store(tmp_path / "results", tmp_path / "ck"), train_config("smoke")
+    one = "image-folder tree one, pixels+labels sha256 aaaaaaaaaaaa"
+    other = "image-folder tree two, pixels+labels sha256 bbbbbbbbbbbb"
+    for seed, data in ((0, one), (1, other), (2, None)):
+        store.put("unit", cfg, seed, {"seed": seed}, "cpu", 1.0, data)
+    for read in (lambda: config_runs("unit", cfg), lambda: store.runs("unit", lr=cfg.lr)):
+        with pytest.raises(OtherDataError, match=r"different data.*seed0.*aaaaaaaaaaaa.*seed1.*bbbbbbbbbbbb"):
+            read()
+    assert [r["result"]["seed"] for r in config_runs("unit", cfg, seeds=[0, 2])] == [0, 2]  # one data, and none
+    # the data dir holds a copy of other images than the runs were computed on
+    monkeypatch.setenv("CIFAR10_DIR", str(tiny_image_folder))
+    with pytest.raises(OtherDataError, match=r"seed0 was computed on other data .*aaaaaaaaaaaa"):
+        config_runs("unit", cfg, seeds=[0, 2])
+    store.put("unit", cfg, 3, {"seed": 3}, "cpu", 1.0, data_source(tiny_image_folder))
+    assert [r["result"]["seed"] for r in config_runs("unit", cfg, seeds=[2, 3])] == [2, 3]

@@ -43,7 +43,7 @@ from ..config import TrainConfig, check_choice
 from ..data import Cifar10, TrainLoader
 from ..fileio import save_torch_atomic
 from ..precision import tf32_setting
-from ..results import config_hash, git_commit
+from ..results import SEGMENTS, code_of, config_hash, git_commit
 from .engine import MEMORY_FORMATS, Runs, evaluate, network_health, train_epoch
 
 
@@ -82,14 +82,25 @@ class RunState:
     # the code version of each segment that trained it, in order: one commit unless it was resumed
     # from code of another commit (the store's provenance names the last)
     code: list[str] = field(default_factory=list)
+    # the code of each segment, in order: {"commit", "diff" where "+dirty", "code_hash" where "unknown"}
+    # (`code_segment`); a new one wherever the code differs from the last, an edit under one commit too
+    segments: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.result, dict):  # read back from a checkpoint
             self.result = RunEnd(**self.result)
+        if not self.segments:  # a checkpoint written before segments were kept: commits, no diffs
+            self.segments = [{"commit": commit} for commit in self.code]
 
     @property
     def active(self) -> bool:
         return self.result is None
+
+
+def code_segment(commit: str) -> dict:
+    """The code this segment trains with, named by `commit` (`git_commit`), as `RunState.segments`
+    keeps it: with the diff when "+dirty", a hash of the files when "unknown" (`code_of`)."""
+    return {k: v for k, v in asdict(code_of(commit)).items() if v is not None}
 
 
 def lr_at(cfg: TrainConfig, epoch: int, total_epochs: int) -> float:
@@ -230,8 +241,9 @@ def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | Non
     Returns {"status": "completed" | "diverged", "epochs": the final schedule length,
     "diverged_step": global 0-based step or None, "diverged_trace": the losses of the diverging
     epoch's steps up to and including that step, "metrics": one dict per epoch run, "engine",
-    "code": the commit of each segment that trained it (`RunState.code`), "earlier_segments_s":
-    the wall seconds spent before this call resumed it (0 if it did not)}.
+    "code": the commit of each segment that trained it (`RunState.code`), "code_segments": each
+    segment's code with its diff (`RunState.segments`; the store moves them to the provenance),
+    "earlier_segments_s": the wall seconds spent before this call resumed it (0 if it did not)}.
     """
     return train_together([cfg], data, [seed], checkpoint, progress, on_epoch_end, compile, memory_format)[0]
 
@@ -261,9 +273,12 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
         states = load_checkpoint(checkpoint, cfgs, seeds, runs)
     segment_start, earlier_s = time.perf_counter(), states[0].elapsed_s  # earlier: before a resume
     commit = git_commit()
+    segment = code_segment(commit)
     for state in states:
         if state.active and state.code[-1:] != [commit]:
             state.code.append(commit)
+        if state.active and state.segments[-1:] != [segment]:
+            state.segments.append(segment)
     names = ", ".join(f"lr={c.lr:g} seed={s}" for c, s in zip(cfgs, seeds))
     bar = tqdm(total=max(s.total_epochs for s in states), initial=states[0].epoch,
                disable=not progress, desc=f"{cfgs[0].arch} bn={cfgs[0].bn} {names}", leave=False)
@@ -287,7 +302,7 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
               "memory_format": "channels_last" if runs.memory_format == torch.channels_last else "nchw"}
     return [{**s.result.stored(), "epochs": s.total_epochs, "initial_loss": s.initial_loss,
              "first_above_step": s.first_above_step, "metrics": s.metrics, "engine": engine,
-             "code": s.code, "earlier_segments_s": earlier_s} for s in states]
+             "code": s.code, SEGMENTS: s.segments, "earlier_segments_s": earlier_s} for s in states]
 
 
 def load_checkpoint(path: Path, cfgs: list[TrainConfig], seeds: list[int], runs: Runs) -> list[dict]:

@@ -10,10 +10,11 @@ import contextlib
 import hashlib
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig, is_truncated
+from ..config import TrainConfig, is_truncated, setting_name
 from ..fileio import remove_stale_temps, save_torch_atomic
 from ..models import CIFAR_DEPTHS
 from ..precision import AUTO, BF16_MIN_SPEEDUP, resolve_precision
@@ -36,10 +37,13 @@ def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", dat
         checkpoint.unlink(missing_ok=True)
     elif is_truncated(cfg) and not checkpoint.exists() and store.get(experiment, cfg, seed) is None:
         continue_shorter(store, experiment, cfg, seed)
-    run = get_or_measure(experiment, cfg, seed,
-                         lambda data: train(cfg, data, seed, checkpoint, progress, compile=compile,
-                                            memory_format=memory_format),
-                         data_dir, device, recompute, store, wait)
+
+    def compute(data):  # under the run's lock
+        if not recompute:
+            check_progress_elsewhere(store, experiment, [cfg], seed, checkpoint)
+        return train(cfg, data, seed, checkpoint, progress, compile=compile, memory_format=memory_format)
+
+    run = get_or_measure(experiment, cfg, seed, compute, data_dir, device, recompute, store, wait)
     if run is not None:  # a stored run's checkpoint is never resumed again, nor written
         if is_truncated(cfg) and checkpoint.exists():
             checkpoint.replace(final_state(checkpoint))  # kept, so that a longer run continues it
@@ -92,14 +96,16 @@ def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=N
                     taken.append((cfg, lock))
         if not taken:
             return
-        store.check_writable(experiment)
-        code = code_version()  # refused before training if the code is not committed
         missing = [cfg for cfg, _ in taken]
-        device = torch.device(device or default_device())
-        data = load_data(missing[0], data_dir, device)
+        for cfg in missing:
+            store.check_writable(experiment, cfg, seed)
+        code = code_version()  # refused before training if the code is not committed
         key = hashlib.sha256(" ".join(config_hash(c) for c in missing).encode()).hexdigest()[:12]
         checkpoint = store.checkpoint(experiment, missing[0], seed).parent.with_name(f"together-{key}")
         checkpoint = checkpoint / f"seed{seed}.pt"
+        check_progress_elsewhere(store, experiment, missing, seed, checkpoint)
+        device = torch.device(device or default_device())
+        data = load_data(missing[0], data_dir, device)
         start = time.perf_counter()
         results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
         for (cfg, lock), result in zip(taken, results):
@@ -108,6 +114,50 @@ def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=N
             lock.unlink(missing_ok=True)
         checkpoint.unlink(missing_ok=True)
         remove_stale_temps(checkpoint, older_than_s=0)
+
+
+def saved_progress(checkpoint: Path) -> list[tuple[str, dict]]:
+    """(config hash, saved training state) of each run a checkpoint holds; [] where it cannot be
+    read (damaged: the command that resumes it says so)."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        return list(zip(saved["config_hashes"], saved["runs"]))
+    except Exception:  # torch raises many kinds on a damaged file
+        return []
+
+
+def check_progress_elsewhere(store: Store, experiment: str, cfgs: list[TrainConfig], seed: int,
+                             checkpoint: Path) -> None:
+    """Refuse to train `cfgs` (runs of `seed`, under their locks) from `checkpoint` while another
+    checkpoint holds the progress of one of them: its own (trained alone), or one of runs trained
+    together (`run_together`), left by a command killed under another --together. Started afresh,
+    the run would lose that progress and leave that checkpoint for good; the error says where it
+    is and how to resume it. (The locks are held: no other process is training these runs.)"""
+    wanted = {config_hash(cfg): cfg for cfg in cfgs}
+    own = [store.checkpoint(experiment, cfg, seed) for cfg in cfgs]
+    groups = sorted((Path(store.checkpoints) / experiment).glob(f"together-*/seed{seed}.pt"))
+    for path in [*own, *groups]:
+        if path == checkpoint or not path.exists():
+            continue
+        held = saved_progress(path)
+        for key, state in held:
+            if key in wanted:
+                raise ValueError(progress_message(wanted[key], seed, path, state, len(held)))
+
+
+def progress_message(cfg: TrainConfig, seed: int, path: Path, state: dict, together: int) -> str:
+    """Where the progress of a run that would be trained afresh is, and how to resume it."""
+    run = f"the run '{setting_name(cfg)}' ({cfg.arch}, {config_hash(cfg)}) seed {seed}"
+    got = f"got to epoch {state['epoch']} of {state['total_epochs']} in {path}"
+    if path.parent.name.startswith("together-"):
+        how = (f"was being trained together with {together - 1} other run(s) (by a command with --together "
+               f"{together} or more) and {got}")
+        way_out = (f"Resume it with the --together, grids and settings of the command that started it, "
+                   f"or delete {path.parent} to train these runs afresh.")
+    else:
+        how = f"was being trained on its own (--together 1) and {got}"
+        way_out = f"Resume it with --together 1, or delete {path} to train it afresh."
+    return f"{run} {how}; started afresh here, that progress would be lost. {way_out}"
 
 
 def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig]]:
