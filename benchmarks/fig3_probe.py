@@ -27,7 +27,7 @@ from shared.experiments import experiment_config
 from shared.figures.fig3 import measure_relative_loss
 from shared.models import build_model
 from shared.precision import matmul_rate
-from shared.results import device_name, git_commit
+from shared.provenance import device_name, git_commit
 from train_speed import random_data  # this folder's, on sys.path when run as a script
 
 LAYOUTS = ("channels_last", "nchw")  # RelativeLossConfig.layout; ratios against the last

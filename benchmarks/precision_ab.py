@@ -87,7 +87,7 @@ def summary(check: str, run: dict | None) -> dict | None:
     """What a check compares of a stored run."""
     if run is None:
         return None
-    r = run["result"]
+    r = run.result
     if check == "divergence":
         return {"status": r["status"], "diverged_step": r["diverged_step"], "first_above_step": r["first_above_step"]}
     return {"status": r["status"], "train_loss": [m["train_loss"] for m in r["metrics"]],

@@ -47,7 +47,7 @@ from shared.config import train_config
 from shared.data import Cifar10, TrainLoader, channel_stats
 from shared.models import CIFAR_DEPTHS, build_model
 from shared.precision import cpu_capability, matmul_rate, tf32_setting
-from shared.results import device_name, git_commit
+from shared.provenance import device_name, git_commit
 from shared.train import MEMORY_FORMATS, Runs, evaluate, train_epoch
 from shared.train.pace import training_flops_per_image
 

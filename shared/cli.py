@@ -21,8 +21,8 @@ def positive_int_arg(text: str) -> int:
 
 
 def device_arg(text: str):
-    """An argparse type: a device this machine has (`shared.results.check_device`)."""
-    from .results import check_device  # imports torch: only when a device is named
+    """An argparse type: a device this machine has (`shared.compute.check_device`)."""
+    from .compute import check_device  # imports torch: only when a device is named
 
     try:
         return str(check_device(text))

@@ -227,7 +227,7 @@ def data_source(data_dir: str | Path | None = None, cache_dir: Path | None = Non
     """The `source` of the CIFAR-10 copy in the data dir, as `load_cifar10` gives it (its layout,
     file name and a hash of its pixels and labels), read from beside the decoded cache (decoding
     it once if it is not cached); None where the data dir holds no copy (nothing is downloaded).
-    What a stored run's provenance is compared with (`shared.results.get_or_measure`); remembered
+    What a stored run's provenance is compared with (`shared.compute.get_or_measure`); remembered
     per process while the data dir's own modification time stays the same."""
     path = resolve_data_dir(data_dir)
     try:

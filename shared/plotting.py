@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .paths import saved_figures_dir
+from .results import StoredRun
 
 
 def setup_style() -> None:
@@ -31,7 +32,7 @@ def save_figure(fig: plt.Figure, name: str, preset: str) -> Path | None:
 
 def seed_result(runs: list[dict], seed: int) -> dict:
     """The stored result of `seed`'s run among `runs` (the one a figure draws)."""
-    return next(r["result"] for r in runs if r["provenance"]["seed"] == seed)
+    return next(r.result for r in runs if r.provenance["seed"] == seed)
 
 
 def seed_count(table: pd.DataFrame) -> int:
@@ -56,12 +57,14 @@ class Provenance:
                 f"code versions, dates)</summary><ul>{items}</ul></details>")
 
 
-def stored_runs(grouped) -> list[dict]:
-    """Every stored run in `grouped`, however a figure module groups them: a run (a dict with its
-    "provenance"), or a list, tuple or dict (its values) of groups; the configs of (config, runs)
-    pairs (`shared.figures.sweep.Runs`) are not runs and are skipped."""
+def stored_runs(grouped) -> list[StoredRun]:
+    """Every stored run in `grouped`, however a figure module groups them: a run (`StoredRun`), or
+    a list, tuple or dict (its values) of groups; the configs of (config, runs) pairs
+    (`shared.figures.sweep.Runs`) are not runs and are skipped."""
+    if isinstance(grouped, StoredRun):
+        return [grouped]
     if isinstance(grouped, dict):
-        return [grouped] if "provenance" in grouped else stored_runs(list(grouped.values()))
+        return stored_runs(list(grouped.values()))
     if isinstance(grouped, (list, tuple)):
         return [run for group in grouped for run in stored_runs(group)]
     return []
@@ -71,13 +74,13 @@ def runs_summary(runs, preset: str) -> str:
     """One line of provenance for a figure: preset, seeds, devices, data, code versions of the
     stored runs in `runs`, grouped as a figure module holds them (`stored_runs`)."""
     runs = stored_runs(runs)
-    provs = [r["provenance"] for r in runs]
+    provs = [r.provenance for r in runs]
     seeds = sorted({p["seed"] for p in provs})
     counted = f"{len(seeds)} seed(s)" if len(seeds) == len(provs) else f"{len(provs)} runs, seed(s)"
     devices = sorted({p["device"] for p in provs})
     data = sorted({p["data"] or "no data" for p in provs})
     # the stored commit, and every commit a resumed training run was trained under before it
-    versions = [p["git_commit"] for p in provs] + [c for r in runs for c in r["result"].get("code", [])]
+    versions = [p["git_commit"] for p in provs] + [c for r in runs for c in r.result.get("code", [])]
     commits = sorted({c[:7] + ("+dirty" if c.endswith("+dirty") else "") for c in versions})
     dates = sorted(p["date"][:10] for p in provs)
     return (f"preset {preset}; {counted} {seeds}; device {', '.join(devices)}; "
@@ -89,7 +92,7 @@ def training_title(cfg, preset: str, runs) -> str:
     """A training figure's title: network, preset and how it departs from the paper's protocol,
     number of seeds and the devices that trained `runs` (grouped as in `stored_runs`; Fig 1 and
     the sweep)."""
-    provs = [r["provenance"] for r in stored_runs(runs)]
+    provs = [r.provenance for r in stored_runs(runs)]
     seeds = len({p["seed"] for p in provs})
     devices = ", ".join(sorted({p["device"] for p in provs})) or "no device"
     reductions = [f"{cfg.train_subset:,}-image training subset"] if cfg.train_subset else []

@@ -1,6 +1,6 @@
 """Re-run the stored runs whose code is not on record, and say how far their numbers moved.
 
-A run computed from uncommitted code before the store refused that (`shared.results.code_version`)
+A run computed from uncommitted code before the store refused that (`shared.provenance.code_version`)
 records a commit ending in "+dirty" and no diff beside it: nothing can reproduce it, nor a run
 one segment of which (a resumed run: `shared.train.loop.RunState.segments`) was computed from
 uncommitted code whose diff is not stored, nor one whose commit git could not tell ("unknown"). For the
@@ -25,13 +25,14 @@ from dataclasses import MISSING, dataclass, fields
 from .compute import RunContext
 from .config import TRAINING_EXPERIMENT, TrainConfig, stored_config
 from .experiments import EXPERIMENTS, run_experiment
-from .results import DIRTY, SEGMENTS, UNKNOWN, Store, config_hash
+from .provenance import DIRTY, SEGMENTS, UNKNOWN
+from .results import Store, config_hash
 CONFIGS = {TRAINING_EXPERIMENT: TrainConfig, **{name: type(m.presets["paper"]) for name, m in EXPERIMENTS.items()}}
 
 
 def code_segments(provenance: dict, result: dict | None = None) -> list[dict]:
     """The code of each segment that computed a stored run, as its provenance records them
-    (`shared.results.segment_records`), then the code its provenance names (the last segment's,
+    (`shared.provenance.segment_records`), then the code its provenance names (the last segment's,
     with "diff" where it keeps one). A run stored before segments were recorded has, before that,
     the other commits its result lists ("code"), whose diffs were not kept."""
     diff = {"diff": provenance["code_diff"]} if "code_diff" in provenance else {}
@@ -53,15 +54,15 @@ def unrecorded(experiment: str, store: Store | None = None, under_s: float = mat
     """(config, seed, result) of every stored run of `experiment` whose code is not on record (and
     whose computation took under `under_s` seconds), the longest first (as recorded)."""
     found = []
-    for run in sorted((store or Store()).runs(experiment), key=lambda run: -run["provenance"]["duration_s"]):
-        prov = run["provenance"]
-        if on_record(prov, run["result"]) or prov["duration_s"] >= under_s:
+    for run in sorted((store or Store()).runs(experiment), key=lambda run: -run.provenance["duration_s"]):
+        prov = run.provenance
+        if on_record(prov, run.result) or prov["duration_s"] >= under_s:
             continue
         cfg = stored_config(CONFIGS[experiment], prov["config"])
         if config_hash(cfg) != prov["config_hash"]:  # the config's identity changed since: not this run
             raise ValueError(f"{experiment} {prov['config_hash']} seed {prov['seed']}: its stored config hashes "
                              f"to {config_hash(cfg)} today; re-run it by hand")
-        found.append((cfg, prov["seed"], run["result"]))
+        found.append((cfg, prov["seed"], run.result))
     return found
 
 
@@ -140,9 +141,9 @@ def rerun_one(experiment: str, cfg, seed: int, old: dict, data_dir=None, store: 
         if claim is None:
             return None
         stored = store.runs(experiment, cfg, seeds=[seed])
-        if not stored or on_record(stored[0]["provenance"], stored[0]["result"]):
+        if not stored or on_record(stored[0].provenance, stored[0].result):
             return None
-        new = recompute(experiment, cfg, seed, data_dir, store)["result"]
+        new = recompute(experiment, cfg, seed, data_dir, store).result
         claim.unlink(missing_ok=True)
         return change(old, new)
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     for experiment in args.experiments:
         if args.list:
             store = Store()
-            recorded_s = {(run["provenance"]["config_hash"], run["provenance"]["seed"]): run["provenance"]["duration_s"]
+            recorded_s = {(run.provenance["config_hash"], run.provenance["seed"]): run.provenance["duration_s"]
                           for run in store.runs(experiment)}
             found = [(cfg, seed, recorded_s[config_hash(cfg), seed]) for cfg, seed, _ in unrecorded(experiment, store, args.under)]
             log(f"{experiment}: {len(found)} run(s) with code not on record, "

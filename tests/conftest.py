@@ -8,7 +8,7 @@ from PIL import Image
 from shared.cifar_files import CLASSES, DatasetError, find_source, resolve_data_dir
 
 # Tests compute into temporary stores from whatever tree they run in, committed or not: they may use
-# uncommitted code (shared.results.code_version; the tests of that check clear this themselves)
+# uncommitted code (shared.provenance.code_version; the tests of that check clear this themselves)
 os.environ.setdefault("BN_ALLOW_DIRTY", "1")
 
 

@@ -2,7 +2,10 @@
 
 import torch
 
+from shared import compute as compute_module
+from shared.compute import RunContext
 from shared.data import Cifar10, channel_stats
+from shared.provenance import provenance
 
 
 def random_cifar(n_train=128, n_test=40, seed=0) -> Cifar10:
@@ -17,3 +20,15 @@ def random_cifar(n_train=128, n_test=40, seed=0) -> Cifar10:
 
 TINY = dict(arch="resnet20", batch_size=32, eval_batch_size=40, train_subset=None,
             test_subset=None, steps_per_epoch=None)
+
+
+def get_or_compute(store, experiment, cfg, seed, compute, device="cpu", data=None, recompute=False, wait=True):
+    """`shared.compute.get_or_compute` in `store` with a context made of these arguments."""
+    ctx = RunContext(store, device=device, recompute=recompute, wait=wait)
+    return compute_module.get_or_compute(experiment, cfg, seed, compute, ctx, data)
+
+
+def put(store, experiment, cfg, seed, result, device="cpu", duration_s=1.0, data=None, overwrite=False):
+    """`result` stored in `store` with the provenance the computation would give it (today's code)."""
+    record = provenance(cfg, seed, device, duration_s, data)
+    return store.put(experiment, cfg, seed, compute_module.stored_run(result, record, None), overwrite)

@@ -7,7 +7,8 @@ import pytest
 
 from shared.config import train_config
 from shared.experiments import experiment_config
-from shared.results import Store, config_runs
+from shared.compute import config_runs
+from shared.results import Store
 
 CASES = {
     "seed True": (lambda: Store().run_dir("x", train_config("smoke"), True), r"seed must be a non-negative int, got True \(bool\)"),

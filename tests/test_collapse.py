@@ -9,6 +9,7 @@ from shared.figures.collapse import (VARIANTS, CollapseConfig, _rate, findings, 
 from shared.data import TrainLoader
 from shared.models import build_model
 from shared.results import config_hash
+from shared.results import StoredRun
 
 
 
@@ -65,7 +66,7 @@ def test_variants_differ_in_identity_and_tabulate():
     assert list(cfgs) == list(VARIANTS)
     assert len({config_hash(c) for c in cfgs.values()}) == len(cfgs)
     data = random_cifar(n_train=64)
-    found = {name: [{"provenance": {"seed": 0}, "result": measure(cfg, data, 0)}] for name, cfg in list(cfgs.items())[:2]}
+    found = {name: [StoredRun(measure(cfg, data, 0), {"seed": 0})] for name, cfg in list(cfgs.items())[:2]}
     table = summary_table(found)
     assert list(table.index.get_level_values("variant")) == list(found)
     assert (table["updates"] == cfgs["no BN, paper protocol"].steps).all() and cfgs["BN, paper protocol"].steps == 6
@@ -81,9 +82,9 @@ def test_bad_config_names_the_field(bad):
 def test_findings_read_their_numbers_off_the_traces():
     data = random_cifar(n_train=64)
     cfgs = variant_configs("smoke")
-    found = {name: [{"provenance": {"seed": 0}, "result": measure(cfgs[name], data, 0)}]
+    found = {name: [StoredRun(measure(cfgs[name], data, 0), {"seed": 0})]
              for name in ("no BN, paper protocol", "BN, paper protocol", "no BN, no momentum")}
-    rows = found["no BN, paper protocol"][0]["result"]["rows"]
+    rows = found["no BN, paper protocol"][0].result["rows"]
     lines = findings(found)
     assert len(lines) == 5
     assert f"the loss is {rows[0]['loss']:.0f}" in lines[0]

@@ -11,6 +11,7 @@ from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from shared.results import StoredRun
 
 SIZES = [1e-4, 1e-3, 1e-2, 0.1, 1.0]
 
@@ -19,9 +20,9 @@ def fig3_run(seed: int, bn_first: int | None, no_bn_first: int) -> dict:
     """Mini-batch 1's curves passing 10^3 first at SIZES[first] (never for None)."""
     def curve(first):
         return [2e3 if first is not None and i >= first else 1.0 for i in range(len(SIZES))]
-    return {"provenance": {"seed": seed}, "result": {"sizes": SIZES, **{
+    return StoredRun({"sizes": SIZES, **{
         name: {"lr": 0.1, "batches": {"1": {"relative_loss": curve(first)}}}
-        for name, first in (("bn", bn_first), ("no_bn", no_bn_first))}}}
+        for name, first in (("bn", bn_first), ("no_bn", no_bn_first))}}, {"seed": seed})
 
 
 def ladder(no_bn_firsts: dict, bn_first=None):
@@ -55,9 +56,9 @@ def test_ladder_claims():
 
 def spp_run(seed: int, networks: dict) -> dict:
     """networks: name -> per-block variance growth factor (mean_sq = variance / 4, branch 1)."""
-    return {"provenance": {"seed": seed}, "result": {
+    return StoredRun({
         name: {str(b): {"mean_sq": g ** b / 4, "variance": g ** b, "branch_variance": 1.0} for b in range(1, 5)}
-        for name, g in networks.items()}}
+        for name, g in networks.items()}, {"seed": seed})
 
 
 def test_spp_frame_labels_and_summary():
@@ -95,11 +96,11 @@ def test_ladder_config():
 
 
 def test_fig5_relation_pairs_each_convolution_with_the_block_it_reads():
-    spp = [{"provenance": {"seed": 0}, "result": {"no_bn": {str(b): {"mean_sq": 10.0 ** (2 * b) * 0.5,
+    spp = [StoredRun({"no_bn": {str(b): {"mean_sq": 10.0 ** (2 * b) * 0.5,
                                                                     "variance": 10.0 ** (2 * b) * 0.5}
-                                                             for b in range(1, 60)}}}]
-    fig5 = [{"provenance": {"seed": 0}, "result": {"no_bn": {str(k): {"std": 10.0 ** (k // 2 - 1) * 2, "abs_mean": 1.0}
-                                                             for k in (6, 18, 110)}}}]
+                                                             for b in range(1, 60)}}, {"seed": 0})]
+    fig5 = [StoredRun({"no_bn": {str(k): {"std": 10.0 ** (k // 2 - 1) * 2, "abs_mean": 1.0}
+                                                             for k in (6, 18, 110)}}, {"seed": 0})]
     table = signal_propagation.fig5_relation(spp, fig5)
     assert list(table.index) == [6, 18] and list(table["reads block"]) == [2, 8]
     assert table.loc[18, "log10 RMS of the stream"] == pytest.approx(8)  # sqrt(10^16)

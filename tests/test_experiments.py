@@ -80,8 +80,8 @@ def test_command_line_stores_one_run_per_seed(tmp_path, monkeypatch):
     X.main(["fig7_singular_values", "--preset", "smoke", "--seeds", "0", "1", "--set", "n=32"])
     cfg = X.experiment_config("fig7_singular_values", "smoke", n=32)
     runs = Store(tmp_path).runs("fig7_singular_values", cfg)
-    assert [r["provenance"]["seed"] for r in runs] == [0, 1]
-    assert runs[0]["result"]["1"]["max"] != runs[1]["result"]["1"]["max"]
+    assert [r.provenance["seed"] for r in runs] == [0, 1]
+    assert runs[0].result["1"]["max"] != runs[1].result["1"]["max"]
 
 
 def test_none_means_the_presets_value_only_where_none_is_not_a_value():

@@ -14,6 +14,7 @@ import pytest
 from shared.config import train_config
 from shared.fileio import remove_stale_temps, write_atomic
 from shared.results import Store
+from helpers import get_or_compute, put
 
 # Run in a subprocess: one smoke training run into the store at argv[1]; it SIGKILLs itself just
 # before the argv[3]-th atomic rename onto a file named argv[2] ("-": never).
@@ -51,7 +52,7 @@ def stored_result(root) -> dict:
     cfg = train_config("smoke", epochs=3, max_epochs=3, steps_per_epoch=4)
     run = Store(root / "results").get("fault", cfg, 1)
     assert run is not None, "the run was not stored"
-    return {**run["result"], "metrics": [{k: v for k, v in m.items() if k != "wall_s"} for m in run["result"]["metrics"]]}
+    return {**run.result, "metrics": [{k: v for k, v in m.items() if k != "wall_s"} for m in run.result["metrics"]]}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_a_killed_training_process_resumes_to_the_uninterrupted_result(tmp_path,
 def test_a_damaged_result_names_its_file_and_the_way_out(tmp_path):
     cfg = train_config("smoke")
     store = Store(tmp_path, tmp_path / "ck")
-    store.get_or_compute("unit", cfg, 0, lambda: {"x": 1}, "cpu")
+    get_or_compute(store, "unit", cfg, 0, lambda: {"x": 1}, "cpu")
     path = store.run_dir("unit", cfg, 0) / "result.json"
     path.write_text(path.read_text()[:5])
     with pytest.raises(ValueError, match=r"result.json .*delete its folder .*seed0 to compute it again"):
@@ -114,7 +115,7 @@ def test_stale_temp_files_are_removed_by_the_next_write_and_fresh_ones_kept(tmp_
 def test_a_stored_run_leaves_no_lock_file(tmp_path):
     cfg = train_config("smoke")
     store = Store(tmp_path, tmp_path / "ck")
-    store.get_or_compute("unit", cfg, 0, lambda: {"x": 1}, "cpu")
+    get_or_compute(store, "unit", cfg, 0, lambda: {"x": 1}, "cpu")
     assert not list((tmp_path / "ck").rglob("*.lock"))
     assert json.loads((store.run_dir("unit", cfg, 0) / "result.json").read_text()) == {"x": 1}
 
@@ -138,16 +139,16 @@ def test_an_incomplete_provenance_names_its_file_and_the_way_out(tmp_path, tiny_
     """A provenance.json without the keys a run is read by ({}, say) is not served nor counted: reading
     the run names the file and what to do, in the store, the training command and the report."""
     from shared.report import load_runs
-    from shared.results import get_or_measure
+    from shared.compute import RunContext, get_or_measure
 
     store, cfg = Store(tmp_path / "results", tmp_path / "ck"), train_config("smoke")
-    store.get_or_compute("unit", cfg, 0, lambda: {"x": 1}, "cpu")
+    get_or_compute(store, "unit", cfg, 0, lambda: {"x": 1}, "cpu")
     path = store.run_dir("unit", cfg, 0) / "provenance.json"
     path.write_text("{}")
     message = rf"{path} lacks .*config_hash.*delete its folder {store.run_dir('unit', cfg, 0)} .*compute it again"
     for read in (lambda: store.get("unit", cfg, 0), lambda: store.runs("unit"), lambda: load_runs(tmp_path / "results"),
-                 lambda: get_or_measure("unit", cfg, 0, lambda data: pytest.fail("computed"), tiny_image_folder,
-                                        "cpu", store=store)):
+                 lambda: get_or_measure("unit", cfg, 0, lambda data: pytest.fail("computed"),
+                                        RunContext(store, tiny_image_folder, "cpu"))):
         with pytest.raises(ValueError, match=message):
             read()
 
@@ -186,20 +187,20 @@ def test_a_grid_resumed_with_another_together_says_how_to_resume(tmp_path, monke
         run_grid(grid, 0, "grid", together=1, **kwargs)
     assert calls == []  # nothing trained afresh
     runs = run_grid(grid, 0, "grid", together=2, **kwargs)
-    assert calls == [[0.1, 0.01]] and [len(r["result"]["metrics"]) for r in runs] == [2, 2]
+    assert calls == [[0.1, 0.01]] and [len(r.result["metrics"]) for r in runs] == [2, 2]
     assert not group.exists()
 
 
 def test_the_other_data_message_names_only_options_the_commands_take(tmp_path, tiny_image_folder):
     import re
 
-    from shared.results import OtherDataError, get_or_measure
+    from shared.compute import OtherDataError, RunContext, get_or_measure
     from shared.train.runner import command_line
 
     store, cfg = Store(tmp_path / "results", tmp_path / "ck"), train_config("smoke")
-    store.put("unit", cfg, 0, {"x": 1}, "cpu", 1.0, "tree, pixels+labels sha256 000000000000")
+    put(store, "unit", cfg, 0, {"x": 1}, "cpu", 1.0, "tree, pixels+labels sha256 000000000000")
     with pytest.raises(OtherDataError) as error:
-        get_or_measure("unit", cfg, 0, lambda data: pytest.fail("computed"), tiny_image_folder, "cpu", store=store)
+        get_or_measure("unit", cfg, 0, lambda data: pytest.fail("computed"), RunContext(store, tiny_image_folder, "cpu"))
     options = {o for action in command_line()._actions for o in action.option_strings}
     named = set(re.findall(r"--[a-z][a-z-]*", str(error.value)))
     assert named <= options, f"the message names options `python -m shared.train` rejects: {named - options}"
@@ -212,7 +213,7 @@ def test_the_status_lists_a_damaged_run_as_damaged(tmp_path):
     store = Store(tmp_path / "results", tmp_path / "ck")
     cfgs = [train_config("smoke", lr=lr) for lr in (0.1, 0.01)]
     for cfg in cfgs:
-        store.put("training", cfg, 0, {"x": 1}, "cpu", 1.0)
+        put(store, "training", cfg, 0, {"x": 1}, "cpu", 1.0)
     path = store.run_dir("training", cfgs[0], 0) / "result.json"
     path.write_text(path.read_text()[:5])  # truncated
     found = status([Run(c, 0) for c in cfgs], "training", store)
@@ -229,7 +230,7 @@ def test_a_file_where_a_runs_folder_should_be_fails_before_computing(tmp_path, w
     folder.parent.mkdir(parents=True)
     folder.write_text("in the way\n")
     with pytest.raises(ValueError, match=rf"{folder} is a file where the run's folder should be; move or delete it"):
-        store.get_or_compute("unit", cfg, 0, lambda: pytest.fail("computed"), "cpu")
+        get_or_compute(store, "unit", cfg, 0, lambda: pytest.fail("computed"), "cpu")
 
 
 def test_an_unwritable_checkpoint_folder_fails_before_computing(tmp_path, monkeypatch):
@@ -248,7 +249,7 @@ def test_an_unwritable_checkpoint_folder_fails_before_computing(tmp_path, monkey
     monkeypatch.setattr(Path, "mkdir", mkdir)
     with pytest.raises(ValueError, match=rf"the checkpoints cannot be written at {tmp_path / 'ck'}/unit.*"
                                          r"Permission denied.*\$BN_CHECKPOINT_DIR"):
-        store.get_or_compute("unit", cfg, 0, lambda: pytest.fail("computed"), "cpu")
+        get_or_compute(store, "unit", cfg, 0, lambda: pytest.fail("computed"), "cpu")
 
 
 def test_a_local_launch_leaves_no_empty_job_folder(tmp_path, tiny_image_folder):

@@ -6,6 +6,7 @@ from shared.figures import divergence, fig1
 from shared.figures import sweep as lrsweep
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.config import TrainConfig, setting_name
+from shared.results import StoredRun
 
 
 def run(seed: int, test_acc: float | None, initial_loss: float = 2.5, train_loss: float = 1.0) -> dict:
@@ -18,7 +19,7 @@ def run(seed: int, test_acc: float | None, initial_loss: float = 2.5, train_loss
                   "diverged_step": None, "diverged_trace": [],
                   "metrics": [{"train_loss": train_loss, "train_acc": 0.5, "test_acc": test_acc,
                                "step_losses": [initial_loss, train_loss]}]}
-    return {"result": result, "provenance": {"seed": seed}}
+    return StoredRun(result, {"seed": seed})
 
 
 def finals_and_probes(acc: dict[str, float | None], probe_diverged: dict[float, int]):
@@ -202,8 +203,7 @@ def test_the_findings_carry_the_stored_numbers_and_say_what_is_missing():
 def curve_run(seed: int, accs: list[float], rates=(0.1, 0.1, 0.01, 0.01)) -> dict:
     """A completed run whose test accuracy per epoch is `accs`, at the rate of `rates` per epoch."""
     metrics = [{"test_acc": a, "train_acc": a, "train_loss": 1.0, "lr": lr} for a, lr in zip(accs, rates)]
-    return {"result": {"status": "completed", "initial_loss": 2.5, "epochs": len(accs), "metrics": metrics},
-            "provenance": {"seed": seed}}
+    return StoredRun({"status": "completed", "initial_loss": 2.5, "epochs": len(accs), "metrics": metrics}, {"seed": seed})
 
 
 def test_the_crossing_of_bns_larger_rates_and_the_finals_per_seed():

@@ -12,6 +12,7 @@ import pytest
 from shared.figures import fig2
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.models import INITS
+from shared.results import StoredRun
 
 
 def network(std, max_abs=0.03, kurtosis=0.2, layer=55):
@@ -20,9 +21,8 @@ def network(std, max_abs=0.03, kurtosis=0.2, layer=55):
 
 
 def run(seed, bn_std, no_bn_std, **no_bn):
-    return {"provenance": {"seed": seed},
-            "result": {"bn": network(bn_std), "no_bn": network(no_bn_std, **no_bn),
-                       "scale_ratio": no_bn_std / bn_std}}
+    return StoredRun({"bn": network(bn_std), "no_bn": network(no_bn_std, **no_bn),
+                       "scale_ratio": no_bn_std / bn_std}, {"seed": seed})
 
 
 def mean(bn_max=0.03, bn_kurtosis=0.5, no_bn_kurtosis=20.0, ratio=100.0):
@@ -77,7 +77,7 @@ def test_comparison_configs_cover_every_scheme_of_each_architecture_once():
 
 
 def test_plots_draw_a_histogram_per_network_and_scheme():
-    result = run(0, 0.01, 1.0)["result"]
+    result = run(0, 0.01, 1.0).result
     fig, axes = plt.subplots(1, 2)
     fig2.plot_histograms(axes, result)
     assert [ax.get_title() for ax in axes] == ["with BN", "w/o BN"]

@@ -12,6 +12,7 @@ import pytest
 
 from shared.figures import fig3, relative_loss
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+from shared.results import StoredRun
 
 SIZES = [1e-4, 1e-3, 1e-2, 0.1, 1.0]
 BATCHES = ["1", "4"]
@@ -32,7 +33,7 @@ def result(bn=(0.9, 0.5, 0.8, 1.2, 2.0), no_bn=(0.5, 2e3, 2e7, None, None), scal
 
 
 def runs(*results):
-    return [{"provenance": {"seed": seed}, "result": r} for seed, r in enumerate(results)]
+    return [StoredRun(r, {"seed": seed}) for seed, r in enumerate(results)]
 
 
 def test_batches_are_the_stored_names():
@@ -192,7 +193,7 @@ def test_ablation_table_and_claims():
                        update: []}
     for name in fig3.NETWORKS:  # ours is probed at 1 and 4 in these synthetic runs: keep 4 and 7
         for r in runs_by_variant[ours]:
-            r["result"][name]["batches"]["7"] = r["result"][name]["batches"]["4"]
+            r.result[name]["batches"]["7"] = r.result[name]["batches"]["4"]
     table = fig3.ablation_table(runs_by_variant)
     assert set(table.index.get_level_values("variant")) == {ours, init}  # no runs: no rows
     assert table.loc[(init, "no_bn", 4), "first s > 1e3"] == 1e-3  # median of 1e-3, 1e-3, 0.1

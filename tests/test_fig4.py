@@ -11,6 +11,7 @@ import pytest
 
 from shared.figures import fig4
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+from shared.results import StoredRun
 
 FRACTIONS = [0.0, 0.25, 0.5, 0.75, 1.0]
 LAYERS = [8, 44, 80]
@@ -25,8 +26,7 @@ def layer(variances: list, means_end=(-1.0, 1.0)) -> dict:
 
 
 def run(seed: int, layers: dict, fractions=FRACTIONS) -> dict:
-    return {"result": {"fractions": list(fractions), "layers": {str(k): v for k, v in layers.items()}},
-            "provenance": {"seed": seed}}
+    return StoredRun({"fractions": list(fractions), "layers": {str(k): v for k, v in layers.items()}}, {"seed": seed})
 
 
 def paper_like(var80_end: float = 5.5e16, var8_end: float = 1.0, var80_path=None) -> dict:
@@ -57,12 +57,12 @@ def test_high_and_low_treat_an_overflow_as_infinite():
 
 
 def test_moments_read_none_as_nan():
-    result = run(0, {8: {"means": [[1, None]], "variances": [[2, 3]]}})["result"]
+    result = run(0, {8: {"means": [[1, None]], "variances": [[2, 3]]}}).result
     assert np.isnan(fig4.moments(result, 8, "means")[0, 1]) and fig4.moments(result, "8", "variances")[0, 1] == 3
 
 
 def test_layer_row_growth_and_where_the_blow_up_becomes_visible():
-    result = run(0, {8: layer([0.001, 0.001, 0.001, 2.0, 100.0], (-30.0, 50.0))})["result"]
+    result = run(0, {8: layer([0.001, 0.001, 0.001, 2.0, 100.0], (-30.0, 50.0))}).result
     row = fig4.layer_row(result, 8)
     assert row["means min 0%"] == -0.5 and row["means max 0%"] == 0.5 and row["var max 0%"] == 0.1
     assert row["means min 100%"] == -30 and row["means max 100%"] == 50 and row["var max 100%"] == 100
@@ -72,7 +72,7 @@ def test_layer_row_growth_and_where_the_blow_up_becomes_visible():
 
 
 def test_layer_row_with_an_overflow_at_the_end():
-    result = run(0, {8: layer([0.1, 0.2, 0.3, 0.4, None], (None, 5.0))})["result"]
+    result = run(0, {8: layer([0.1, 0.2, 0.3, 0.4, None], (None, 5.0))}).result
     row = fig4.layer_row(result, 8)
     assert row["var max 100%"] == math.inf and row["means min 100%"] == -math.inf
     assert row["visible from %"] == 100  # only the overflowed fraction reaches 1 % of inf
@@ -88,7 +88,7 @@ def test_summary_is_the_median_over_seeds_and_spread_its_range():
 
 
 def test_matching_fraction_rate_and_the_other_layers_there():
-    result = run(0, paper_like(var80_path=[0.5, 0.5, 6e16, 7e16, 8e16]))["result"]
+    result = run(0, paper_like(var80_path=[0.5, 0.5, 6e16, 7e16, 8e16])).result
     paper = fig4.paper_scales(LAYERS)
     assert fig4.matching_fraction(result, 80, 5.5e16) == 0.5
     assert np.isnan(fig4.matching_fraction(result, 80, 1e17))
@@ -106,7 +106,7 @@ def test_rows_until():
 
 
 def test_heatmaps_a_panel_per_layer_and_moment_with_its_colour_bar_and_grey_overflow():
-    result = run(0, paper_like())["result"]
+    result = run(0, paper_like()).result
     result["layers"]["80"]["means"][-1] = [None, 1.0]  # the forward pass overflowed at 100 %
     fig = fig4.heatmaps(result, LAYERS, len(FRACTIONS), "title")
     fig.canvas.draw()
@@ -125,7 +125,7 @@ def test_heatmaps_a_panel_per_layer_and_moment_with_its_colour_bar_and_grey_over
     assert [t.get_text() for t in panels[0].get_yticklabels()] == ["0", "20", "40", "60", "80", "100"]
     assert panels[0].get_yticks()[[0, -1]].tolist() == [0.5, 4.5]  # % of step on the rows' centres
     assert [t.get_text() for t in panels[0].get_xticklabels()] == ["0", "1"]
-    matched = fig4.heatmaps(run(0, paper_like())["result"], LAYERS, 3, "title")  # up to 50 %: the new 100 %
+    matched = fig4.heatmaps(run(0, paper_like()).result, LAYERS, 3, "title")  # up to 50 %: the new 100 %
     assert matched.axes[0].collections[0].get_array().shape == (3, 2)
     assert matched.axes[0].get_yticks()[[0, -1]].tolist() == [0.5, 2.5]
     assert "overflowed" not in matched.get_suptitle()

@@ -8,6 +8,7 @@ import pytest
 
 from shared.figures import fig5
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
+from shared.results import StoredRun
 
 LAYERS = (6, 18, 30, 42, 54, 66, 78, 90, 102, 110)
 MEANS, STDS = "no_bn_abs_mean", "no_bn_std"
@@ -19,8 +20,7 @@ def run(seed: int, no_bn_means, no_bn_stds, bn=lambda k: 0.001 * k, offset: floa
     def net(means, stds):
         return {str(k): {"abs_mean": 10.0 ** (means(k) + offset), "std": 10.0 ** (stds(k) + offset)}
                 for k in layers}
-    return {"result": {"bn": net(bn, bn), "no_bn": net(no_bn_means, no_bn_stds)},
-            "provenance": {"seed": seed}}
+    return StoredRun({"bn": net(bn, bn), "no_bn": net(no_bn_means, no_bn_stds)}, {"seed": seed})
 
 
 def line(at_first: float, per_layer: float):
@@ -159,9 +159,9 @@ def test_spread_and_readings_tables():
     assert list(fig5.spread_table(two_seeds(line(0, 0), line(0, 0), 0.5), []).columns) == ["all channels"]
     # a run on the paper's values read as log10: no gap under log10, a large one under ln
     from shared.paper import FIG5_LAYERS, FIG5_LOG
-    on_paper = {"provenance": {"seed": 0}, "result": {
+    on_paper = StoredRun({
         net: {str(k): {stat: 10.0 ** FIG5_LOG[net, stat][i] for (n, stat) in FIG5_LOG if n == net}
-              for i, k in enumerate(FIG5_LAYERS)} for net in ("bn", "no_bn")}}
+              for i, k in enumerate(FIG5_LAYERS)} for net in ("bn", "no_bn")}, {"seed": 0})
     table = fig5.readings_table([on_paper])
     assert list(table.columns) == ["ln", "log10"] and list(table.index) == list(fig5.CURVES)
     assert table["log10"].max() == pytest.approx(0, abs=1e-9) and table["ln"].min() > 0.1

@@ -15,6 +15,7 @@ from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.figures import fig6
 from shared.figures.protocol import Source
 from shared.plotting import seed_result
+from shared.results import StoredRun
 
 
 def gradients(probs, labels):
@@ -40,7 +41,7 @@ def network(probs, labels, counts, column=None, fraction=1.0, epoch_fraction=1.0
 
 
 def run(seed, no_bn, bn):
-    return {"provenance": {"seed": seed}, "result": {"no_bn": no_bn, "bn": bn}}
+    return StoredRun({"no_bn": no_bn, "bn": bn}, {"seed": seed})
 
 
 LABELS = [1, 2, 3, 4]
@@ -93,7 +94,7 @@ def test_column_table_has_a_row_per_seed_and_the_statistics_of_both_networks():
     assert table.loc[0, "bn column gradient"] == pytest.approx(0.1 / 4)
     assert table.loc[0, "no_bn top-class share"] == 1.0 and table.loc[7, "no_bn top p"] == pytest.approx(0.6)
     assert table.loc[0, "bn top p"] == pytest.approx(0.1)
-    assert seed_result(runs, 7) is runs[1]["result"]
+    assert seed_result(runs, 7) is runs[1].result
 
 
 def test_seed_summary_drops_the_column_indices_and_gives_mean_and_sample_std():
@@ -108,7 +109,7 @@ def test_seed_summary_drops_the_column_indices_and_gives_mean_and_sample_std():
 def test_plots_draw_the_heatmaps_and_a_line_per_seed():
     runs = two_runs()
     fig, axes = plt.subplots(2, 2)
-    fig6.plot_heatmaps(fig, axes, runs[0]["result"], 0.004)
+    fig6.plot_heatmaps(fig, axes, runs[0].result, 0.004)
     assert [ax.get_title() for ax in axes.flat] == ["w/o BN, first mini-batch", "with BN, first mini-batch",
                                                     "w/o BN, mean over 3 mini-batches",
                                                     "with BN, mean over 3 mini-batches"]
@@ -116,10 +117,10 @@ def test_plots_draw_the_heatmaps_and_a_line_per_seed():
     for ax, key in zip(axes.flat, ("first_batch",) * 2 + ("epoch_mean",) * 2):
         mesh = ax.collections[0]  # seaborn's heatmap: one mesh of [images, classes] cells
         assert mesh.get_clim() == (-0.004, 0.004)
-        assert mesh.get_array().shape == np.shape(runs[0]["result"]["no_bn"][key])
+        assert mesh.get_array().shape == np.shape(runs[0].result["no_bn"][key])
         assert mesh.norm(0.0) == 0.5 and mesh.cmap(0.0)[2] > mesh.cmap(0.0)[0]  # centred at 0, blue below
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("Class activation", "Image in batch")
-    assert np.array_equal(axes[1, 1].collections[0].get_array(), runs[0]["result"]["bn"]["epoch_mean"])
+    assert np.array_equal(axes[1, 1].collections[0].get_array(), runs[0].result["bn"]["epoch_mean"])
     assert [t.get_text() for t in axes[0, 0].get_xticklabels()] == [str(c) for c in range(10)]
     fig, axes = plt.subplots(1, 2)
     fig6.plot_column_shares(axes, runs)

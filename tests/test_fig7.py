@@ -13,6 +13,7 @@ from shared.plotting import seed_count, seed_result
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from shared.results import StoredRun
 
 LIMITS = {1: 2.0, 3: math.sqrt(4 ** 4 / 3 ** 3), 5: math.sqrt(6 ** 6 / 5 ** 5)}
 
@@ -25,10 +26,9 @@ def quarter_circle_cdf(s: float) -> float:
 
 def run(seed: int, values: dict[int, tuple[float, float, float]]) -> dict:
     """A stored run: per depth M, (max, median, fraction below 0.1), with the limit of M."""
-    return {"provenance": {"seed": seed},
-            "result": {str(m): {"max": mx, "limit": LIMITS[m], "median": med, "fraction_below_0.1": frac,
+    return StoredRun({str(m): {"max": mx, "limit": LIMITS[m], "median": med, "fraction_below_0.1": frac,
                                 "edges": list(np.linspace(0, mx, 5)), "counts": [4, 3, 2, 1]}
-                       for m, (mx, med, frac) in values.items()}}
+                       for m, (mx, med, frac) in values.items()}, {"seed": seed})
 
 
 def by_depth(maxes, medians, fractions, law_medians=None, law_fractions=None):
@@ -98,7 +98,7 @@ def test_small_helpers():
 
 
 def test_plots_draw_every_depth():
-    shown = run(0, {1: (2, 1, 0.1), 3: (3, 0.4, 0.3), 5: (4, 0.2, 0.4)})["result"]
+    shown = run(0, {1: (2, 1, 0.1), 3: (3, 0.4, 0.3), 5: (4, 0.2, 0.4)}).result
     theory = {m: {"s": np.linspace(0.01, 2, 5), "density": np.ones(5)} for m in LIMITS}
     fig, axes = plt.subplots(1, 3)
     fig7.plot_histograms(axes, shown, [1, 3, 5])

@@ -15,7 +15,7 @@ from helpers import TINY
 from shared import launch as launching
 from shared.config import train_config
 from shared.launch import LaunchOptions, Run, TrainJob, format_status, grid_runs, launch, status
-from shared.results import Store
+from shared.results import Store, StoredRun
 from shared.train import main, run_grid, run_training, train
 
 EXPERIMENT = "training"
@@ -27,9 +27,9 @@ def smoke_grid(n: int = 2):
 
 def without_times(run: dict) -> dict:
     """A stored run less what differs between two computations of it (times, dates, processes)."""
-    result = {**run["result"], "metrics": [{k: v for k, v in m.items() if k != "wall_s"} for m in run["result"]["metrics"]]}
-    prov = {k: v for k, v in run["provenance"].items() if k not in ("date", "duration_s", "cpu")}
-    return {"result": result, "provenance": prov}
+    result = {**run.result, "metrics": [{k: v for k, v in m.items() if k != "wall_s"} for m in run.result["metrics"]]}
+    prov = {k: v for k, v in run.provenance.items() if k not in ("date", "duration_s", "cpu")}
+    return StoredRun(result, prov)
 
 
 @pytest.mark.parametrize("launcher", ["debug", "local"])
@@ -108,7 +108,7 @@ def test_the_lock_of_a_killed_job_is_taken_over(tmp_path, tiny_image_folder):
     holder.wait()
     assert status([Run(cfg, 0)], EXPERIMENT, store)["missing"] == [Run(cfg, 0).name()]
     run = run_training(cfg, 0, EXPERIMENT, tiny_image_folder, device="cpu", progress=False, store=store, wait=False)
-    assert run is not None and run["result"]["status"] == "completed"
+    assert run is not None and run.result["status"] == "completed"
     assert not list((tmp_path / "ck").rglob("*.lock"))  # the taker removed the lock once stored
 
 

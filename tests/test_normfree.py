@@ -8,33 +8,34 @@ from shared.figures import normfree
 from shared.figures.protocol import Source
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from test_fig6 import LABELS, UNIFORM, confident, network
+from shared.results import StoredRun
 
 SIZES = [1e-4, 1e-3, 1e-2, 0.1, 1.0]
 
 
 def fig5(stds: dict) -> dict:
     """name -> (log10 std at layer 6, at layer 102)."""
-    return {"provenance": {"seed": 0}, "result": {
+    return StoredRun({
         name: {"6": {"std": 10.0 ** a, "abs_mean": 1.0}, "102": {"std": 10.0 ** b, "abs_mean": 1.0},
-               "110": {"std": 1.0, "abs_mean": 1.0}} for name, (a, b) in stds.items()}}
+               "110": {"std": 1.0, "abs_mean": 1.0}} for name, (a, b) in stds.items()}, {"seed": 0})
 
 
 def fig3(firsts: dict) -> dict:
     """name -> index into SIZES of the first step past 10^3 (None: never)."""
     curve = lambda f: [2e3 if f is not None and i >= f else 1.0 for i in range(len(SIZES))]
-    return {"provenance": {"seed": 0}, "result": {"sizes": SIZES, **{
-        name: {"batches": {"1": {"relative_loss": curve(f)}}} for name, f in firsts.items()}}}
+    return StoredRun({"sizes": SIZES, **{
+        name: {"batches": {"1": {"relative_loss": curve(f)}}} for name, f in firsts.items()}}, {"seed": 0})
 
 
 def fig6(probs: dict) -> dict:
-    return {"provenance": {"seed": 0}, "result": {name: network(p, LABELS, [4] + [0] * 9) for name, p in probs.items()}}
+    return StoredRun({name: network(p, LABELS, [4] + [0] * 9) for name, p in probs.items()}, {"seed": 0})
 
 
 def signal(growth: dict) -> dict:
     """name -> log10 variance growth per block, over 4 blocks from 10^0."""
-    return {"provenance": {"seed": 0}, "result": {
+    return StoredRun({
         name: {str(b): {"variance": 10.0 ** (g * (b - 1)), "mean_sq": 1.0, "branch_variance": 0.0} for b in range(1, 5)}
-        for name, g in growth.items()}}
+        for name, g in growth.items()}, {"seed": 0})
 
 
 def found(plain, skip, fix):

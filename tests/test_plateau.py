@@ -7,6 +7,7 @@ import pytest
 
 from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 from shared.figures import plateau
+from shared.results import StoredRun
 
 
 def run(arch: str, bn: bool, seed: int, accs: list[float]) -> dict:
@@ -15,13 +16,12 @@ def run(arch: str, bn: bool, seed: int, accs: list[float]) -> dict:
                 "health": {"features": {"norm": 1.0, "input_share": 0.1 + a}, "grad_norm": 2.0,
                            "logit_spread": {"across_images": a}, "dead_relu": {"stage3": 0.0}}}
                for e, a in enumerate(accs)]
-    return {"result": {"metrics": metrics},
-            "provenance": {"config": {"arch": arch, "bn": bn}, "seed": seed, "duration_s": 3600.0}}
+    return StoredRun({"metrics": metrics}, {"config": {"arch": arch, "bn": bn}, "seed": seed, "duration_s": 3600.0})
 
 
 def test_a_run_leaves_the_plateau_at_its_first_epoch_at_20_percent():
-    assert plateau.escape_epoch(run("resnet20", False, 0, [0.1, 0.19, 0.2, 0.5])["result"]["metrics"]) == 3
-    assert plateau.escape_epoch(run("resnet20", False, 0, [0.1, 0.1])["result"]["metrics"]) is None
+    assert plateau.escape_epoch(run("resnet20", False, 0, [0.1, 0.19, 0.2, 0.5]).result["metrics"]) == 3
+    assert plateau.escape_epoch(run("resnet20", False, 0, [0.1, 0.1]).result["metrics"]) is None
 
 
 def test_the_escape_epoch_is_fitted_against_depth_and_resnet110s_predicted():
@@ -63,4 +63,8 @@ def test_findings_and_plots_read_every_run():
     fig, axes = plt.subplots(1, 4)
     plateau.plot_depths(axes, t)
     plt.close("all")
-    assert plateau.findings(plateau.tables(plateau.Runs([])))[0].startswith("No run")
+    empty = plateau.tables(plateau.Runs([]))
+    assert plateau.findings(empty)[0].startswith("No run")
+    plateau.plot(plt.subplots(1, 2)[1], empty)  # nothing stored: empty axes, no error
+    plateau.plot_depths(plt.subplots(1, 4)[1], empty)
+    plt.close("all")

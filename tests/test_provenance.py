@@ -1,13 +1,15 @@
 """A stored run names the code it was computed from: refused from uncommitted code under shared/,
-unless asked for, and then with the diff beside it (shared.results.code_version)."""
+unless asked for, and then with the diff beside it (shared.provenance.code_version)."""
 import math
 import subprocess
 from dataclasses import dataclass
 
 import pytest
 
-from shared import results
-from shared.results import ALLOW_DIRTY, DIFF_FILE, Store, UncommittedCodeError, code_version, git_commit
+from shared import provenance as results
+from shared.provenance import ALLOW_DIRTY, DIFF_FILE, UncommittedCodeError, code_version, git_commit
+from shared.results import Store
+from helpers import get_or_compute, put
 
 
 @dataclass(frozen=True)
@@ -55,19 +57,19 @@ def test_with_the_override_the_diff_is_stored_beside_the_run(repo, tmp_path_fact
     store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
     computed = []
     with pytest.raises(UncommittedCodeError):  # refused before computing: compute() never runs
-        store.get_or_compute("unit", CFG, 0, lambda: computed.append(1) or {"x": 1}, "cpu")
+        get_or_compute(store, "unit", CFG, 0, lambda: computed.append(1) or {"x": 1}, "cpu")
     assert not computed and store.get("unit", CFG, 0) is None
     monkeypatch.setenv(ALLOW_DIRTY, "1")
-    run = store.get_or_compute("unit", CFG, 0, lambda: {"x": 1}, "cpu")
-    assert run["provenance"]["git_commit"].endswith("+dirty") and run["provenance"]["code_diff"] == DIFF_FILE
+    run = get_or_compute(store, "unit", CFG, 0, lambda: {"x": 1}, "cpu")
+    assert run.provenance["git_commit"].endswith("+dirty") and run.provenance["code_diff"] == DIFF_FILE
     diff = (store.run_dir("unit", CFG, 0) / DIFF_FILE).read_text()
     assert "+x = 2" in diff and "-x = 1" in diff and "+y = 3" in diff
 
 
 def test_a_run_from_committed_code_has_no_diff(repo, tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
-    run = store.get_or_compute("unit", CFG, 0, lambda: {"x": 1}, "cpu")
-    assert "code_diff" not in run["provenance"] and not run["provenance"]["git_commit"].endswith("+dirty")
+    run = get_or_compute(store, "unit", CFG, 0, lambda: {"x": 1}, "cpu")
+    assert "code_diff" not in run.provenance and not run.provenance["git_commit"].endswith("+dirty")
     assert not (store.run_dir("unit", CFG, 0) / DIFF_FILE).exists()
 
 
@@ -196,9 +198,9 @@ def test_code_git_cannot_read_is_stored_with_its_hash_and_is_not_on_record(repo,
     assert (code.commit, code.diff, code.code_hash) == ("unknown", None, expected.hexdigest())
     store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
     cfg = train_config("smoke")
-    run = store.get_or_compute(TRAINING_EXPERIMENT, cfg, 0, lambda: {"x": 1}, "cpu")
-    assert run["provenance"]["git_commit"] == "unknown" and run["provenance"]["code_hash"] == expected.hexdigest()
-    assert not rerun.on_record(run["provenance"])
+    run = get_or_compute(store, TRAINING_EXPERIMENT, cfg, 0, lambda: {"x": 1}, "cpu")
+    assert run.provenance["git_commit"] == "unknown" and run.provenance["code_hash"] == expected.hexdigest()
+    assert not rerun.on_record(run.provenance)
     assert rerun.unrecorded(TRAINING_EXPERIMENT, store) == [(cfg, 0, {"x": 1})]
 
 
@@ -234,18 +236,18 @@ def test_a_run_resumed_on_clean_code_keeps_the_diff_its_first_epochs_were_comput
     monkeypatch.setattr("shared.train.runner.train", train)
     (repo / "shared" / "code.py").write_text("x = 1\n")  # the edit reverted
     run = run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
-    prov, folder = run["provenance"], store.run_dir("unit", cfg, 0)
+    prov, folder = run.provenance, store.run_dir("unit", cfg, 0)
     assert not prov["git_commit"].endswith("+dirty") and "code_diff" not in prov  # the fields as before
     first, last = prov["code_segments"]
     assert first["commit"] == prov["git_commit"] + "+dirty" and last == {"commit": prov["git_commit"]}
     diff = (folder / first["diff"]).read_text()
     assert "+x = 2" in diff and first["diff_sha256"] == hashlib_sha256(diff)
-    assert "code_segments" not in run["result"] and rerun.on_record(prov, run["result"])
+    assert "code_segments" not in run.result and rerun.on_record(prov, run.result)
     lost = {**prov, "code_segments": [{"commit": first["commit"]}, last]}  # its diff lost
-    assert not rerun.on_record(lost, run["result"])
+    assert not rerun.on_record(lost, run.result)
     old = {k: v for k, v in prov.items() if k != "code_segments"}  # a run stored before segments were
-    assert not rerun.on_record(old, {**run["result"], "code": [first["commit"], last["commit"]]})
-    assert rerun.on_record(old, {**run["result"], "code": [last["commit"]]})
+    assert not rerun.on_record(old, {**run.result, "code": [first["commit"], last["commit"]]})
+    assert rerun.on_record(old, {**run.result, "code": [last["commit"]]})
 
 
 def hashlib_sha256(text: str) -> str:

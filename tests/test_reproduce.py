@@ -14,10 +14,10 @@ def test_stored_result_is_reproduced(experiment, real_cifar10, tmp_path):
     cfg = experiment_config(experiment, "paper")
     stored = Store().get(experiment, cfg, 0)
     assert stored is not None, f"no committed {experiment} result for seed 0"
-    assert real_cifar10.name in stored["provenance"]["data"]
+    assert real_cifar10.name in stored.provenance["data"]
     fresh = run_experiment(experiment, cfg, 0, RunContext(Store(tmp_path, tmp_path / "ck"), real_cifar10, "cpu"))
-    assert fresh["provenance"]["data"] == stored["provenance"]["data"]  # the same pixels
-    compare(fresh["result"], stored["result"])
+    assert fresh.provenance["data"] == stored.provenance["data"]  # the same pixels
+    compare(fresh.result, stored.result)
 
 
 def compare(fresh, stored, path="result"):

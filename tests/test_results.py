@@ -7,6 +7,7 @@ import pytest
 from shared.config import train_config
 from shared.plotting import runs_summary, stored_runs, training_title
 from shared.results import Store, config_hash, write_json
+from helpers import get_or_compute, put
 
 
 def test_config_hash_is_stable_and_sensitive():
@@ -22,16 +23,16 @@ def test_cached_run_stores_provenance_and_does_not_recompute(tmp_path):
         calls.append(1)
         return {"value": 42}
 
-    first = Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 3, compute, "cpu", "test data")
-    again = Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 3, compute, "cpu")
-    assert calls == [1] and again == first and first["result"] == {"value": 42}
-    prov = first["provenance"]
+    first = get_or_compute(Store(tmp_path, tmp_path / "ck"), "exp", cfg, 3, compute, "cpu", "test data")
+    again = get_or_compute(Store(tmp_path, tmp_path / "ck"), "exp", cfg, 3, compute, "cpu")
+    assert calls == [1] and again == first and first.result == {"value": 42}
+    prov = first.provenance
     assert prov["seed"] == 3 and prov["config"]["arch"] == "resnet20" and prov["data"] == "test data"
     assert prov["config_hash"] == config_hash(cfg) and prov["precision"] == "fp32"
     for key in ("git_commit", "torch_version", "device", "date", "duration_s"):
         assert prov[key] not in (None, "")
     assert Store(tmp_path).run_dir("exp", cfg, 3) == tmp_path / "exp" / config_hash(cfg) / "seed3"
-    Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 3, compute, "cpu", recompute=True)
+    get_or_compute(Store(tmp_path, tmp_path / "ck"), "exp", cfg, 3, compute, "cpu", recompute=True)
     assert calls == [1, 1]
 
 
@@ -46,13 +47,13 @@ def test_run_stored_by_another_process_after_the_first_look_is_not_computed(tmp_
         found = original_get(self, *args)
         if not looks:  # right after the first look
             looks.append(found)
-            Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 0, lambda: {"by": "other"}, "cpu")
+            get_or_compute(Store(tmp_path, tmp_path / "ck"), "exp", cfg, 0, lambda: {"by": "other"}, "cpu")
         return found
 
     monkeypatch.setattr(Store, "get", get_then_other_process_stores)
-    run = store.get_or_compute("exp", cfg, 0, lambda: pytest.fail("computed twice"), "cpu", wait=wait)
-    assert looks == [None] and ((run["result"] == {"by": "other"}) if wait else run is None)
-    assert store.get("exp", cfg, 0)["result"] == {"by": "other"}
+    run = get_or_compute(store, "exp", cfg, 0, lambda: pytest.fail("computed twice"), "cpu", wait=wait)
+    assert looks == [None] and ((run.result == {"by": "other"}) if wait else run is None)
+    assert store.get("exp", cfg, 0).result == {"by": "other"}
 
 
 def test_incomplete_run_is_not_loaded(tmp_path):
@@ -64,7 +65,7 @@ def test_incomplete_run_is_not_loaded(tmp_path):
 def test_failed_compute_leaves_no_result(tmp_path):
     cfg = train_config("smoke")
     with pytest.raises(RuntimeError):
-        Store(tmp_path, tmp_path / "ck").get_or_compute(
+        get_or_compute(Store(tmp_path, tmp_path / "ck"), 
             "exp", cfg, 0, lambda: (_ for _ in ()).throw(RuntimeError("boom")), "cpu")
     assert Store(tmp_path).get("exp", cfg, 0) is None
 
@@ -72,18 +73,18 @@ def test_failed_compute_leaves_no_result(tmp_path):
 def test_stored_runs_filters_on_config(tmp_path):
     for lr in (0.1, 0.01):
         for seed in (0, 1):
-            Store(tmp_path, tmp_path / "ck").get_or_compute("exp", train_config("smoke", lr=lr), seed,
+            get_or_compute(Store(tmp_path, tmp_path / "ck"), "exp", train_config("smoke", lr=lr), seed,
                                                             lambda: {"ok": True}, "cpu")
     assert len(Store(tmp_path).runs("exp")) == 4
     runs = Store(tmp_path).runs("exp", lr=0.01)
-    assert sorted(r["provenance"]["seed"] for r in runs) == [0, 1]
+    assert sorted(r.provenance["seed"] for r in runs) == [0, 1]
 
 
 def _store_many(args):
     root, seed = args
     cfg = train_config("smoke")
     for i in range(20):
-        Store(root, root / "ck").get_or_compute(
+        get_or_compute(Store(root, root / "ck"), 
             "exp", cfg, seed, lambda: {"seed": seed, "payload": list(range(2000)), "i": i}, "cpu", recompute=True)
     return seed
 
@@ -93,8 +94,8 @@ def test_two_processes_with_different_seeds_do_not_corrupt_each_other(tmp_path):
         assert sorted(pool.map(_store_many, [(tmp_path, 0), (tmp_path, 1)])) == [0, 1]
     for seed in (0, 1):
         run = Store(tmp_path).get("exp", train_config("smoke"), seed)
-        assert run["result"]["seed"] == seed and run["result"]["i"] == 19
-        assert run["provenance"]["seed"] == seed
+        assert run.result["seed"] == seed and run.result["i"] == 19
+        assert run.provenance["seed"] == seed
     leftovers = [p for p in tmp_path.rglob(".*") if p.is_file()]
     assert leftovers == []  # no temporary files left behind
     json.loads((Store(tmp_path).run_dir("exp", train_config("smoke"), 0) / "result.json").read_text())
@@ -102,7 +103,7 @@ def test_two_processes_with_different_seeds_do_not_corrupt_each_other(tmp_path):
 
 def test_runs_summary_counts_runs_and_distinct_seeds(tmp_path):
     store = Store(tmp_path, tmp_path / "ck")
-    runs = [store.get_or_compute("exp", train_config("smoke", lr=lr), seed, lambda: {}, "cpu", "test data")
+    runs = [get_or_compute(store, "exp", train_config("smoke", lr=lr), seed, lambda: {}, "cpu", "test data")
             for lr, seed in ((0.1, 0), (0.01, 0), (0.1, 1))]
     assert "preset smoke; 2 seed(s) [0, 1];" in runs_summary(runs[::2], "smoke")
     assert "preset smoke; 3 runs, seed(s) [0, 1];" in runs_summary(runs, "smoke")
@@ -116,7 +117,7 @@ def test_runs_summary_counts_runs_and_distinct_seeds(tmp_path):
 
 def test_training_title_says_how_a_preset_is_reduced(tmp_path):
     cfg = train_config("preview")
-    run = Store(tmp_path, tmp_path / "ck").get_or_compute("exp", cfg, 0, lambda: {}, "cpu")
+    run = get_or_compute(Store(tmp_path, tmp_path / "ck"), "exp", cfg, 0, lambda: {}, "cpu")
     title = training_title(cfg, "preview", [run, run])
     assert title.startswith("resnet110, preview preset (reduced: 5,000-image training subset, "
                             "2,000-image test subset, 10 epochs); 1 seed(s); cpu")
@@ -151,11 +152,11 @@ def test_the_command_line_names_a_bad_seed_or_setting(capsys):
 
 
 def test_a_figure_refuses_runs_computed_on_different_images(tmp_path, monkeypatch, tiny_image_folder):
-    """The figures' read path (`config_runs`, `Store.runs`: every figure module's `load` reads through
-    them) serves the runs it returns only if they were computed on the same images as each other, and
+    """The figures' read path (`config_runs`: every figure module's `load` reads through it; the
+    store itself only keeps runs) serves the runs it returns only if they were computed on the same images as each other, and
     as the data dir holds where it holds a copy; a run that recorded no hash is served."""
     from shared.data import data_source
-    from shared.results import OtherDataError, config_runs
+    from shared.compute import OtherDataError, config_runs
 
     monkeypatch.setattr("shared.paths.RESULTS_ROOT", tmp_path / "results")
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
@@ -164,14 +165,13 @@ def test_a_figure_refuses_runs_computed_on_different_images(tmp_path, monkeypatc
     one = "image-folder tree one, pixels+labels sha256 aaaaaaaaaaaa"
     other = "image-folder tree two, pixels+labels sha256 bbbbbbbbbbbb"
     for seed, data in ((0, one), (1, other), (2, None)):
-        store.put("unit", cfg, seed, {"seed": seed}, "cpu", 1.0, data)
-    for read in (lambda: config_runs("unit", cfg), lambda: store.runs("unit", lr=cfg.lr)):
-        with pytest.raises(OtherDataError, match=r"different data.*seed0.*aaaaaaaaaaaa.*seed1.*bbbbbbbbbbbb"):
-            read()
-    assert [r["result"]["seed"] for r in config_runs("unit", cfg, seeds=[0, 2])] == [0, 2]  # one data, and none
+        put(store, "unit", cfg, seed, {"seed": seed}, "cpu", 1.0, data)
+    with pytest.raises(OtherDataError, match=r"different data.*seed0.*aaaaaaaaaaaa.*seed1.*bbbbbbbbbbbb"):
+        config_runs("unit", cfg)
+    assert [r.result["seed"] for r in config_runs("unit", cfg, seeds=[0, 2])] == [0, 2]  # one data, and none
     # the data dir holds a copy of other images than the runs were computed on
     monkeypatch.setenv("CIFAR10_DIR", str(tiny_image_folder))
     with pytest.raises(OtherDataError, match=r"seed0 was computed on other data .*aaaaaaaaaaaa"):
         config_runs("unit", cfg, seeds=[0, 2])
-    store.put("unit", cfg, 3, {"seed": 3}, "cpu", 1.0, data_source(tiny_image_folder))
-    assert [r["result"]["seed"] for r in config_runs("unit", cfg, seeds=[2, 3])] == [2, 3]
+    put(store, "unit", cfg, 3, {"seed": 3}, "cpu", 1.0, data_source(tiny_image_folder))
+    assert [r.result["seed"] for r in config_runs("unit", cfg, seeds=[2, 3])] == [2, 3]

@@ -11,8 +11,10 @@ from PIL import Image
 
 from shared.config import train_config
 from shared.report import load_runs
-from shared.results import OtherDataError, Store, config_runs, get_or_measure
+from shared.compute import OtherDataError, RunContext, config_runs, get_or_measure
+from shared.results import Store
 from shared.train import main, run_grid, run_together, run_training, train
+from helpers import get_or_compute, put
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -36,27 +38,27 @@ def test_a_run_stored_from_one_copy_of_the_data_is_not_served_for_other_images(t
     store = Store(tmp_path / "results", tmp_path / "ck")
     cfg = train_config("smoke", **TINY)
     one, other = image_folder(tmp_path / "one", 0), image_folder(tmp_path / "other", 1)
-    first = get_or_measure("unit", cfg, 0, mean_pixel, one, "cpu", store=store)
-    assert get_or_measure("unit", cfg, 0, mean_pixel, one, "cpu", store=store) == first  # same data: served
+    first = get_or_measure("unit", cfg, 0, mean_pixel, RunContext(store, one, "cpu"))
+    assert get_or_measure("unit", cfg, 0, mean_pixel, RunContext(store, one, "cpu")) == first  # same data: served
     with pytest.raises(OtherDataError, match=r"computed on other data \(image-folder tree one, pixels\+labels "
                                              r"sha256 [0-9a-f]+\) than the data dir holds now \(image-folder tree other"):
-        get_or_measure("unit", cfg, 0, mean_pixel, other, "cpu", store=store)
+        get_or_measure("unit", cfg, 0, mean_pixel, RunContext(store, other, "cpu"))
     # where the data dir holds no copy there is nothing to compare: the stored run is what there is
     (tmp_path / "empty").mkdir()
-    assert get_or_measure("unit", cfg, 0, lambda d: pytest.fail("computed"), tmp_path / "empty", "cpu",
-                          store=store) == first
+    assert get_or_measure("unit", cfg, 0, lambda d: pytest.fail("computed"),
+                          RunContext(store, tmp_path / "empty", "cpu")) == first
     # recomputing on purpose replaces it
-    again = get_or_measure("unit", cfg, 0, mean_pixel, other, "cpu", recompute=True, store=store)
-    assert again["result"] != first["result"] and "image-folder tree other" in again["provenance"]["data"]
+    again = get_or_measure("unit", cfg, 0, mean_pixel, RunContext(store, other, "cpu", recompute=True))
+    assert again.result != first.result and "image-folder tree other" in again.provenance["data"]
 
 
 def test_a_stored_run_is_replaced_only_on_purpose(tmp_path):
     store = Store(tmp_path / "results", tmp_path / "ck")
     cfg = train_config("smoke")
-    store.put("unit", cfg, 0, {"x": 1}, "cpu", 1.0)
+    put(store, "unit", cfg, 0, {"x": 1}, "cpu", 1.0)
     with pytest.raises(FileExistsError, match="is stored already; it is replaced only when recomputed on purpose"):
-        store.put("unit", cfg, 0, {"x": 2}, "cpu", 1.0)
-    assert store.put("unit", cfg, 0, {"x": 2}, "cpu", 1.0, overwrite=True)["result"] == {"x": 2}
+        put(store, "unit", cfg, 0, {"x": 2}, "cpu", 1.0)
+    assert put(store, "unit", cfg, 0, {"x": 2}, "cpu", 1.0, overwrite=True).result == {"x": 2}
 
 
 def test_runs_trained_together_skip_a_run_another_process_holds(tmp_path, monkeypatch, tiny_image_folder):
@@ -83,7 +85,7 @@ def test_an_unwritable_store_fails_before_anything_is_computed(tmp_path, tiny_im
     store = Store(tmp_path / "results", tmp_path / "ck")
     cfg = train_config("smoke", epochs=1, max_epochs=1, **TINY)
     with pytest.raises(ValueError, match=f"the results store cannot be written at {tmp_path / 'results'}/unit"):
-        store.get_or_compute("unit", cfg, 0, lambda: pytest.fail("computed"), "cpu")
+        get_or_compute(store, "unit", cfg, 0, lambda: pytest.fail("computed"), "cpu")
     with pytest.raises(ValueError, match="the results store cannot be written"):
         run_grid([cfg, cfg], 0, "unit", tiny_image_folder, device="cpu", progress=False, together=2, store=store)
     assert not list(tmp_path.rglob("*.pt"))
@@ -91,7 +93,7 @@ def test_an_unwritable_store_fails_before_anything_is_computed(tmp_path, tiny_im
 
 def test_the_report_names_a_damaged_result_or_provenance(tmp_path):
     store = Store(tmp_path / "results", tmp_path / "ck")
-    store.put("unit", train_config("smoke"), 0, {"x": 1}, "cpu", 1.0)
+    put(store, "unit", train_config("smoke"), 0, {"x": 1}, "cpu", 1.0)
     assert len(load_runs(tmp_path / "results")) == 1
     run = store.run_dir("unit", train_config("smoke"), 0)
     for name in ("result.json", "provenance.json"):
@@ -122,8 +124,8 @@ def test_a_resumed_runs_duration_covers_every_segment(tmp_path, monkeypatch, tin
     monkeypatch.undo()
     first_segment = torch.load(store.checkpoint("unit", cfg, 0), weights_only=True)["runs"][0]["elapsed_s"]
     run = run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
-    assert run["provenance"]["duration_s"] > first_segment > 0
-    assert "earlier_segments_s" not in run["result"]
+    assert run.provenance["duration_s"] > first_segment > 0
+    assert "earlier_segments_s" not in run.result
 
 
 def test_seeds_given_as_a_number_are_a_clear_error():

@@ -14,6 +14,7 @@ from shared.plotting import seed_count
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from shared.results import StoredRun
 
 BATCH = 64  # √B = 8
 
@@ -24,9 +25,8 @@ def run(seed: int, layers: dict[int, tuple[float, float]], entry: float | None =
     def stats(value):
         out = {"sum_abs": value, "abs_sum": 1.0, "ratio": value}
         return out if entry is None else {**out, "entry_ratio_median": entry}
-    return {"provenance": {"seed": seed},
-            "result": {net: {str(k): stats(v[i]) for k, v in layers.items()}
-                       for i, net in enumerate(("bn", "no_bn"))}}
+    return StoredRun({net: {str(k): stats(v[i]) for k, v in layers.items()}
+                       for i, net in enumerate(("bn", "no_bn"))}, {"seed": seed})
 
 
 def means_of(bn, no_bn, bn_entry=None, no_bn_entry=None) -> pd.DataFrame:
@@ -133,7 +133,7 @@ def test_missing_ratios_are_no_not_an_error():
 
 def full_run(seed: int, bn: dict, no_bn: dict) -> dict:
     """A stored run with every statistic: per network, per layer a dict of the stored values."""
-    return {"provenance": {"seed": seed}, "result": {"bn": bn, "no_bn": no_bn}}
+    return StoredRun({"bn": bn, "no_bn": no_bn}, {"seed": seed})
 
 
 def stats(sum_abs, abs_sum, entries, median=1.0, mean=1.0, norm=1.0):

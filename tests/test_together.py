@@ -129,8 +129,8 @@ def test_grid_trained_together_stores_each_run(tmp_path, monkeypatch, tiny_image
     kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
                   store=Store(tmp_path / "results", tmp_path / "ck"))
     runs = run_grid(grid, 4, "grid", together=2, **kwargs)
-    assert [r["result"]["engine"]["runs_together"] for r in runs] == [2, 2, 1]
-    assert all(r["provenance"]["seed"] == 4 and r["provenance"]["config"]["lr"] == c.lr
+    assert [r.result["engine"]["runs_together"] for r in runs] == [2, 2, 1]
+    assert all(r.provenance["seed"] == 4 and r.provenance["config"]["lr"] == c.lr
                for r, c in zip(runs, grid))
     assert not list((tmp_path / "ck").rglob("*.pt"))  # finished batches leave no checkpoint
     monkeypatch.setattr("shared.train.runner.train_together", lambda *a, **k: pytest.fail("retrained"))
@@ -180,4 +180,4 @@ def test_interrupted_batch_trained_together_resumes(tmp_path, monkeypatch, tiny_
     monkeypatch.setattr(T, "run_epoch", counting)
     runs = run_grid(grid, 0, "grid", together=2, **kwargs)
     assert epochs_trained == [(2, 1)]  # only the batch's second epoch is trained again
-    assert [len(r["result"]["metrics"]) for r in runs] == [2, 2]
+    assert [len(r.result["metrics"]) for r in runs] == [2, 2]

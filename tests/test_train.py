@@ -6,6 +6,7 @@ from shared.config import divergence_grid, fig1_grid, sweep_grid, train_config, 
 from shared.plotting import runs_summary
 from shared.results import Store
 from shared.data import load_cifar10
+from shared.results import StoredRun
 from shared.train import (divergence_thresholds, divergent,
                           first_step, learning_failure, lr_at, next_total_epochs, plateaued,
                           main, run_grid, run_training, train)
@@ -97,8 +98,8 @@ def test_a_run_resumed_under_another_commit_records_both(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "git_commit", lambda: "b" * 40 + "+dirty")
     result = train(cfg, data, 5, tmp_path / "run.pt", progress=False)
     assert result["code"] == ["a" * 40, "b" * 40 + "+dirty"]
-    found = [{"provenance": {"seed": 5, "device": "cpu", "data": None, "git_commit": "b" * 40 + "+dirty",
-                             "date": "2026-12-06T00:00:00"}, "result": result}]
+    found = [StoredRun(result, {"seed": 5, "device": "cpu", "data": None, "git_commit": "b" * 40 + "+dirty",
+                             "date": "2026-12-06T00:00:00"})]
     assert "code aaaaaaa, bbbbbbb+dirty;" in runs_summary(found, "smoke")
 
 
@@ -205,9 +206,9 @@ def test_run_training_stores_and_then_loads(tmp_path, monkeypatch, tiny_image_fo
     kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
                   store=Store(tmp_path / "results", tmp_path / "ck"))
     first = run_training(cfg, 2, "unit", **kwargs)
-    assert first["result"]["status"] == "completed"
-    assert first["provenance"]["seed"] == 2 and "cpu" in first["provenance"]["device"]
-    assert first["provenance"]["data"].startswith(f"image-folder tree {tiny_image_folder.name}")
+    assert first.result["status"] == "completed"
+    assert first.provenance["seed"] == 2 and "cpu" in first.provenance["device"]
+    assert first.provenance["data"].startswith(f"image-folder tree {tiny_image_folder.name}")
     monkeypatch.setattr("shared.train.runner.train", lambda *a, **k: pytest.fail("retrained"))
     assert run_training(cfg, 2, "unit", **kwargs) == first
     assert Store(tmp_path / "results").get("unit", cfg, 2) == first
@@ -255,7 +256,7 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_i
     monkeypatch.setattr(T, "run_epoch", counting)
     runs = run_grid(grid, 0, "grid", **kwargs)
     assert calls == [grid[1]]  # only the interrupted run's last epoch is trained again
-    assert [len(r["result"]["metrics"]) for r in runs] == [2, 2]
+    assert [len(r.result["metrics"]) for r in runs] == [2, 2]
 
 
 def test_the_training_command_runs_grids_into_the_store_and_resumes(tmp_path, monkeypatch, capsys,
@@ -270,7 +271,7 @@ def test_the_training_command_runs_grids_into_the_store_and_resumes(tmp_path, mo
     stored = list((tmp_path / "results" / "training").glob("*/seed0/result.json"))
     assert len(stored) == 10 and not list((tmp_path / "ck").rglob("*.pt"))  # no checkpoint left
     divergence = [Store(tmp_path / "results").get("training", c, 0) for c in divergence_grid("smoke")]
-    assert all(len(r["result"]["metrics"][0]["step_losses"]) == r["result"]["metrics"][0]["steps"]
+    assert all(len(r.result["metrics"][0]["step_losses"]) == r.result["metrics"][0]["steps"]
                for r in divergence)
     monkeypatch.setattr("shared.train.runner.train", lambda *a, **k: pytest.fail("retrained"))
     main(argv)  # everything is stored: nothing is trained again
@@ -299,9 +300,9 @@ def test_the_training_command_takes_a_precision_auto_resolved_by_the_cpu(tmp_pat
           "--device", "cpu", "--precision", "auto"])
     store = Store(tmp_path / "results")
     runs = [store.get("training", c, 0) for c in divergence_grid("smoke", precision="bf16")]
-    assert all(r is not None and r["provenance"]["precision"] == "bf16" for r in runs)
-    assert all(r["result"]["engine"]["precision"] == "bf16" for r in runs)
-    assert runs[0]["provenance"]["cpu"]["bf16_units"] is not None
+    assert all(r is not None and r.provenance["precision"] == "bf16" for r in runs)
+    assert all(r.result["engine"]["precision"] == "bf16" for r in runs)
+    assert runs[0].provenance["cpu"]["bf16_units"] is not None
     with pytest.raises(SystemExit):
         main(["divergence", "--preset", "smoke", "--precision", "fp16"])
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
@@ -321,7 +322,7 @@ def test_the_training_command_trains_only_the_settings_named(tmp_path, monkeypat
     assert "unknown setting 'BN, lr 1'; valid: BN, lr 0.0001, BN, lr 0.003" in capsys.readouterr().err
     main(["sweep", "--preset", "smoke", "--epochs", "1", "--settings", "no BN, lr 1", "--seeds", "0",
           "--data-dir", str(tiny_image_folder), "--device", "cpu"])
-    assert store.get("training", sweep_grid("smoke", 1, epochs=1)[-1], 0)["result"]["epochs"] == 1
+    assert store.get("training", sweep_grid("smoke", 1, epochs=1)[-1], 0).result["epochs"] == 1
 
 
 def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path, tiny_image_folder):
@@ -350,10 +351,10 @@ def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path,
     assert epochs_trained == [1, 2]  # the first epoch was the stored run's
     scratch = run_training(cfgs[3], 0, "start", store=Store(tmp_path / "b" / "results", tmp_path / "b" / "ck"),
                            **kwargs)
-    strip = lambda r: [{k: v for k, v in m.items() if k != "wall_s"} for m in r["result"]["metrics"]]
+    strip = lambda r: [{k: v for k, v in m.items() if k != "wall_s"} for m in r.result["metrics"]]
     assert strip(extended) == strip(scratch)
-    assert extended["result"]["metrics"][0] == short_store.get("start", cfgs[1], 0)["result"]["metrics"][0]
-    health = extended["result"]["metrics"][-1]["health"]
+    assert extended.result["metrics"][0] == short_store.get("start", cfgs[1], 0).result["metrics"][0]
+    health = extended.result["metrics"][-1]["health"]
     assert health["grad_norm"] > 0 and 0 <= health["features"]["input_share"] <= 1
     assert health["features"]["norm"] > 0
 

@@ -16,7 +16,7 @@ import pandas as pd
 from .. import paper
 from ..config import NETWORK_CANDIDATES, NETWORK_EPOCHS, NETWORK_LR, TRAINING_EXPERIMENT, network_config
 from ..compute import RunContext, measured
-from ..results import config_runs
+from ..compute import config_runs
 from . import candidate_networks as networks, fig2, fig3, fig4, fig5, fig6, table1
 from .candidate_networks import (CONV_INITS, DEFAULT_SEEDS, FC_CHOICES, MEASURES, SEEDS,  # noqa: F401 (re-exported)
                                  SHORTCUT_CHOICES, Candidate, candidate_seeds, candidates)
@@ -64,7 +64,7 @@ def distance_table(preset: str = "paper", compute: bool = False, data_dir=None) 
             if compute:
                 candidate_runs(experiment, candidate, preset, ctx=RunContext(data_dir=data_dir))
             runs = config_runs(experiment, candidate_config(experiment, candidate, preset))
-            row[column] = distance([r["result"] for r in runs]) if runs else float("nan")
+            row[column] = distance([r.result for r in runs]) if runs else float("nan")
         rows.append(row)
     table = pd.DataFrame(rows).set_index("candidate")
     scored = table.drop(columns=["Fig 5 (ln)", "Fig 5 (log10)"])
@@ -86,10 +86,10 @@ def training_table(preset: str = "paper") -> pd.DataFrame:
         for bn in (False, True):
             cfg = network_config(fields, bn, preset)
             for run in config_runs(TRAINING_EXPERIMENT, cfg):
-                result, last = run["result"], run["result"]["metrics"][-1]
+                result, last = run.result, run.result["metrics"][-1]
                 health = last.get("health", {})
                 rows.append({"candidate": Candidate(cfg.shortcut, cfg.init, cfg.fc_init).name,
-                             "BN": bn, "seed": run["provenance"]["seed"], "initial loss": result["initial_loss"],
+                             "BN": bn, "seed": run.provenance["seed"], "initial loss": result["initial_loss"],
                              "train loss": last["train_loss"], "test acc": last["test_acc"],
                              "logit spread": health.get("logit_spread", {}).get("across_images", np.nan),
                              "dead ReLUs, stage 3": health.get("dead_relu", {}).get("stage3", np.nan),
@@ -168,7 +168,7 @@ def fig5_breakdown(candidate: Candidate, preset: str = "paper") -> pd.DataFrame:
     runs = config_runs("fig5_depth_profile", candidate_config("fig5_depth_profile", candidate, preset))
     if not runs:
         return pd.DataFrame(columns=list(paper.LOG_READINGS))
-    per_curve = paper.fig5_curve_distances([r["result"] for r in runs])
+    per_curve = paper.fig5_curve_distances([r.result for r in runs])
     names = {"bn": "with BN", "no_bn": "without BN", "abs_mean": "channel means", "std": "channel stds"}
     return pd.DataFrame({f"{names[stat]}, {names[net]}": d for (net, stat), d in per_curve.items()}).T
 
@@ -194,8 +194,8 @@ def plot_bn_std_by_shortcut(ax, preset: str = "paper") -> None:
         runs = config_runs("fig5_depth_profile", candidate_config("fig5_depth_profile", candidate, preset))
         if not runs:
             continue
-        layers = sorted(map(int, runs[0]["result"]["bn"]))
-        curve = [np.mean([np.log(r["result"]["bn"][str(k)]["std"]) for r in runs]) for k in layers]
+        layers = sorted(map(int, runs[0].result["bn"]))
+        curve = [np.mean([np.log(r.result["bn"][str(k)]["std"]) for r in runs]) for k in layers]
         ax.plot(layers, curve, "-o", label=f"option {shortcut or 'A'} ({len(runs)} networks)")
     for transition in (38, 74):  # ResNet-110's first layers of stages 2 and 3
         ax.axvline(transition, color="grey", lw=0.8, ls=":")

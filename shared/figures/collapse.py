@@ -37,7 +37,7 @@ from ..data import Cifar10, TrainLoader, eval_batches
 from ..health import health, input_share, logit_spread
 from ..models import build_model
 from ..compute import RunContext, measured
-from ..results import config_runs
+from ..compute import config_runs
 from .protocol import SMOKE_NETWORK, Measurement
 
 EXPERIMENT = "collapse"
@@ -163,7 +163,7 @@ def traces(preset: str = "paper", seeds=None, compute: bool = False, data_dir=No
 
 def frame(run_: dict) -> pd.DataFrame:
     """One stored trace as a table, one row per step."""
-    return pd.DataFrame(run_["result"]["rows"]).set_index("step")
+    return pd.DataFrame(run_.result["rows"]).set_index("step")
 
 
 # The steps at which the summary reads a trace (and its last)
@@ -179,7 +179,7 @@ def summary_table(found: dict[str, list[dict]]) -> pd.DataFrame:
         for r in runs:
             t = frame(r)
             last = t.index[-1]
-            row = {"variant": name, "seed": r["provenance"]["seed"]}
+            row = {"variant": name, "seed": r.provenance["seed"]}
             for s in (*SUMMARY_STEPS, last):
                 if s in t.index:
                     suffix = "end" if s == last else f"step {s}"
@@ -188,7 +188,7 @@ def summary_table(found: dict[str, list[dict]]) -> pd.DataFrame:
             row["logits' spread, end"] = t.loc[last, "logit_spread_across_images"]
             row["features' input share, end"] = t.loc[last, "feature_input_share"]
             row["gradient's norm, end"] = t["grad_norm"].dropna().iloc[-1]
-            end = r["result"]["health"].get(str(last))
+            end = r.result["health"].get(str(last))
             row["dead ReLUs in stage 3, end"] = end["dead_relu"]["stage3"] if end else np.nan
             row["updates"] = int(last)
             rows.append(row)
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         for name in args.variants:
             start = time.perf_counter()
-            rows = run(cfgs[name], seed, args.data_dir)["result"]["rows"]
+            rows = run(cfgs[name], seed, args.data_dir).result["rows"]
             print(f"{name} seed {seed}: loss {rows[0]['loss']:.3g} -> {rows[-1]['loss']:.3g} after "
                   f"{rows[-1]['step']} updates ({time.perf_counter() - start:.0f} s)", flush=True)
 

@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..claims import NOT_JUDGED, Claim, holds, judged, slug, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, check_choice, divergence_config, sweep_rates
-from ..results import Store, config_runs
+from ..compute import config_runs
+from ..results import Store
 from . import fig3, fig5 as fig5_module, signal_propagation
 from .fig3 import reduced_config
 from .protocol import Source, probe_runs, training_preset
@@ -54,8 +55,8 @@ def ladder_config(cfg, arch: str):
 def stable_steps(runs_by_arch: dict[str, list[dict]]) -> pd.DataFrame:
     """Rows (depth, network, seed): the first step size whose relative loss on mini-batch 1
     exceeds 10^3 (a non-finite loss counts; inf: never within the sweep)."""
-    rows = [{"depth": DEPTHS[arch], "network": name, "seed": r["provenance"]["seed"],
-             "stable step": first_above(r["result"], name, "1", 1e3)}
+    rows = [{"depth": DEPTHS[arch], "network": name, "seed": r.provenance["seed"],
+             "stable step": first_above(r.result, name, "1", 1e3)}
             for arch, runs in runs_by_arch.items() for r in runs for name in NETWORKS]
     return pd.DataFrame(rows).set_index(["depth", "network", "seed"]).sort_index()
 
@@ -177,7 +178,7 @@ def train_ladder(arch: str, bn: bool, seed: int, preset: str = "preview", data_d
             run = run_training(cfg, seed, TRAINING_EXPERIMENT, data_dir, store=store, progress=progress)
         else:
             run = store.get(TRAINING_EXPERIMENT, cfg, seed)
-        return None if run is None else run["result"]["status"] == "diverged"
+        return None if run is None else run.result["status"] == "diverged"
 
     return bisect_stable(LADDER_RATES, diverges)
 
@@ -195,7 +196,7 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
     `seeds`: None for every seed with a stored run of the ladder."""
     store = store or Store()
     if seeds is None:
-        seeds = sorted({r["provenance"]["seed"] for r in training_runs(preset, archs, store)})
+        seeds = sorted({r.provenance["seed"] for r in training_runs(preset, archs, store)})
     rows = []
     for arch in archs:
         for name in NETWORKS:
@@ -237,7 +238,7 @@ def load(source: Source, archs=None, train_preset: str | None = None, train_arch
         signal[arch] = probe_runs(signal_propagation.MEASUREMENT, signal_cfg, source)
         ladder[arch] = probe_runs(fig3.MEASUREMENT, ladder_cfg, source)
     fig5 = config_runs(fig5_module.EXPERIMENT, fig5_module.MEASUREMENT.config(source.preset),
-                       seeds=[r["provenance"]["seed"] for r in signal["resnet110"]]) if "resnet110" in archs else []
+                       seeds=[r.provenance["seed"] for r in signal["resnet110"]]) if "resnet110" in archs else []
     train_preset = train_preset or training_preset(source.preset)
     train_archs = list(train_archs or DEPTHS)
     if compute_training and source.compute is not None:
@@ -260,7 +261,7 @@ class Tables:
 def tables(found: Runs) -> Tables:
     relation = pd.concat({net: fig5_relation(found.signal["resnet110"], found.fig5, net) for net in ("no_bn", "bn")},
                          axis=1) if found.fig5 else None
-    largest = max(found.ladder[found.archs[0]][0]["result"]["sizes"])
+    largest = max(found.ladder[found.archs[0]][0].result["sizes"])
     return Tables(spp_summary(spp_frame(found.signal)), relation, ladder_table(stable_steps(found.ladder)), largest,
                   found.train_preset, ladder_table(found.training, "stable rate"))
 

@@ -37,9 +37,9 @@ def divergence_table(runs: list[tuple[TrainConfig, list[dict]]]) -> pd.DataFrame
     rows = []
     for cfg, found in runs:
         for r in found:
-            res = r["result"]
+            res = r.result
             losses = step_losses(res)
-            rows.append({"lr": cfg.lr, "seed": r["provenance"]["seed"], "initial loss": res["initial_loss"],
+            rows.append({"lr": cfg.lr, "seed": r.provenance["seed"], "initial loss": res["initial_loss"],
                          "first step > 1e3": res["first_above_step"], "diverged at step": res["diverged_step"],
                          "steps run": len(losses), "status": res["status"],
                          "failure": failure(res),
@@ -82,9 +82,9 @@ def plot_first_steps(axes, runs: list[tuple[TrainConfig, list[dict]]]) -> None:
     first, traces = axes
     for i, (cfg, found) in enumerate(runs):
         for j, r in enumerate(found):
-            losses = step_losses(r["result"])
-            if r["result"]["status"] == "diverged":  # the steps after it are not part of the story
-                losses = losses[:r["result"]["diverged_step"] + 1]
+            losses = step_losses(r.result)
+            if r.result["status"] == "diverged":  # the steps after it are not part of the story
+                losses = losses[:r.result["diverged_step"] + 1]
             shown = np.minimum(np.where(np.isfinite(losses), losses, top), top)
             label = f"lr {cfg.lr:g} ({len(found)} seed(s))" if j == 0 else None
             if len(losses) > 1:
@@ -93,8 +93,8 @@ def plot_first_steps(axes, runs: list[tuple[TrainConfig, list[dict]]]) -> None:
                            "^" if not np.isfinite(ratio) or ratio >= top else "o", color=f"C{i}", ms=7)
             steps = np.arange(1, len(shown) + 1)  # step k drawn at k + 1 on the log axis
             traces.loglog(steps, shown, color=f"C{i}", lw=1.2, alpha=0.8, label=label)
-            if r["result"]["status"] == "diverged":
-                step = r["result"]["diverged_step"]
+            if r.result["status"] == "diverged":
+                step = r.result["diverged_step"]
                 traces.plot(step + 1, shown[min(step, len(shown) - 1)], "x", color=f"C{i}", ms=9, mew=2)
     first.axhline(1, color="grey", ls=":", lw=1)
     first.set(xscale="log", yscale="log", xlabel="learning rate", ylim=(0.1, top * 10),

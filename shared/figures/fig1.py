@@ -14,7 +14,7 @@ import pandas as pd
 from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import (DIVERGENCE_STEPS, TRAINING_EXPERIMENT, TrainConfig, divergence_grid, fig1_grid, setting_name,
                       warmup_grid)
-from ..results import config_runs
+from ..compute import config_runs
 from ..train import run_grid
 from . import plateau
 from .divergence import CHANCE, divergence_summary, divergence_table, trained
@@ -38,7 +38,7 @@ def near_chance(*accuracies: float) -> bool:
 
 def completed(found: list[dict]) -> dict[int, list[dict]]:
     """Per seed, the per-epoch metrics of its completed run in `found`."""
-    return {r["provenance"]["seed"]: r["result"]["metrics"] for r in found if r["result"]["status"] == "completed"}
+    return {r.provenance["seed"]: r.result["metrics"] for r in found if r.result["status"] == "completed"}
 
 
 def first_drop(metrics: list[dict]) -> int | None:
@@ -50,7 +50,7 @@ def first_drop(metrics: list[dict]) -> int | None:
 
 def curves(found: list[dict], key: str) -> np.ndarray | None:
     """[seeds, epochs] of metric `key` over the completed runs (all of one config have one length)."""
-    done = [r["result"] for r in found if r["result"]["status"] == "completed"]
+    done = [r.result for r in found if r.result["status"] == "completed"]
     return np.array([[m[key] for m in r["metrics"]] for r in done]) if done else None
 
 
@@ -59,7 +59,7 @@ def final_table(runs: dict[str, list[dict]]) -> pd.DataFrame:
     (mean over the completed runs), beside the paper's final test accuracy."""
     rows = []
     for name, found in runs.items():
-        results = [r["result"] for r in found]
+        results = [r.result for r in found]
         done = [r for r in results if r["status"] == "completed"]
         last = [r["metrics"][-1] for r in done]
         mean = lambda key: np.mean([m[key] for m in last]) if last else np.nan
@@ -261,7 +261,7 @@ def findings(runs: dict[str, list[dict]], finals: pd.DataFrame, divergence: pd.D
     lines = []
     for lr, group in divergence.groupby(level="lr", sort=False):
         name = setting_name(TrainConfig(bn=False, lr=lr))
-        own = [r["result"] for r in runs.get(name, [])]
+        own = [r.result for r in runs.get(name, [])]
         statuses = list(group["status"]) + [r["status"] for r in own]
         steps = sorted(set(group["diverged at step"].dropna().astype(int))
                        | {r["diverged_step"] for r in own if r["status"] == "diverged"})

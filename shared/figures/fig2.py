@@ -60,9 +60,9 @@ MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_gradients)
 def gradient_table(runs: list[dict]) -> pd.DataFrame:
     """Per seed: each network's gradient std, largest magnitude and excess kurtosis, and the ratio
     of the no-BN to the BN standard deviation."""
-    rows = [{"seed": r["provenance"]["seed"],
-             **{f"{name} {stat}": r["result"][name][stat] for name in NETWORKS for stat in STATS},
-             "no_bn/bn std": r["result"]["scale_ratio"]} for r in runs]
+    rows = [{"seed": r.provenance["seed"],
+             **{f"{name} {stat}": r.result[name][stat] for name in NETWORKS for stat in STATS},
+             "no_bn/bn std": r.result["scale_ratio"]} for r in runs]
     return pd.DataFrame(rows).set_index("seed")
 
 

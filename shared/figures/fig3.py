@@ -240,7 +240,7 @@ def plot_ablation(axes, runs: dict[str, list[dict]]) -> None:
     for ax, batch in zip(axes, [str(b) for b in ABLATION_BATCHES]):
         for i, (name, variant_runs) in enumerate(runs.items()):
             for j, r in enumerate(variant_runs):
-                ax.plot(r["result"]["sizes"], curve(r["result"], "no_bn", batch), color=f"C{i}", lw=1,
+                ax.plot(r.result["sizes"], curve(r.result, "no_bn", batch), color=f"C{i}", lw=1,
                         alpha=0.7, label=name if j == 0 else None)
         ax.axhline(1e3, color="C3", ls="--", lw=0.8)
         ax.axvspan(2e-3, 3e-3, color="0.85", zorder=0)

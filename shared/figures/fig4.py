@@ -105,7 +105,7 @@ def layer_row(result: dict, k) -> dict:
 
 def layer_table(runs: list[dict], layers) -> pd.DataFrame:
     """`layer_row` for every run and layer, indexed by (seed, layer)."""
-    return pd.DataFrame([{"seed": r["provenance"]["seed"], "layer": k, **layer_row(r["result"], k)}
+    return pd.DataFrame([{"seed": r.provenance["seed"], "layer": k, **layer_row(r.result, k)}
                          for r in runs for k in layers]).set_index(["seed", "layer"])
 
 
@@ -143,7 +143,7 @@ def match_row(result: dict, layers, lr: float, paper: dict) -> dict:
 
 def match_table(runs: list[dict], layers, lr: float, paper: dict) -> pd.DataFrame:
     """`match_row` per seed, and their median as the last row ("median")."""
-    match = pd.DataFrame([{"seed": r["provenance"]["seed"], **match_row(r["result"], layers, lr, paper)}
+    match = pd.DataFrame([{"seed": r.provenance["seed"], **match_row(r.result, layers, lr, paper)}
                           for r in runs]).set_index("seed")
     match.loc["median"] = match.median()
     return match
@@ -196,7 +196,7 @@ def plot_growth(axes, runs: list[dict], layers, lr: float, seed: int, paper: dic
     equivalent rate t·lr on the top axis; a line ends where the forward pass overflows."""
     colors = dict(zip(layers, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for r in runs:
-        result, s = r["result"], r["provenance"]["seed"]
+        result, s = r.result, r.provenance["seed"]
         for k in layers:
             for ax, key in zip(axes, ("means", "variances")):
                 curve = high(np.abs(moments(result, k, key)), axis=1)

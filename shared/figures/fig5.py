@@ -82,9 +82,9 @@ def log_profile(runs: list[dict], reading: str = "log10") -> pd.DataFrame:
     """Rows (layer, seed), columns the four curves (CURVES' keys): the log of the stored magnitudes
     under `reading` (READINGS: log10 or the natural log)."""
     factor = READINGS[reading]
-    rows = [{"layer": int(k), "seed": r["provenance"]["seed"],
-             **{key: factor * np.log10(r["result"][name][k][stat]) for key, (name, stat) in CURVES.items()}}
-            for r in runs for k in r["result"]["bn"]]
+    rows = [{"layer": int(k), "seed": r.provenance["seed"],
+             **{key: factor * np.log10(r.result[name][k][stat]) for key, (name, stat) in CURVES.items()}}
+            for r in runs for k in r.result["bn"]]
     return pd.DataFrame(rows).set_index(["layer", "seed"]).sort_index()
 
 
@@ -258,7 +258,7 @@ def all_claims(logs: dict[str, pd.DataFrame], channel0_logs: dict[str, pd.DataFr
 def readings_table(runs: list[dict]) -> pd.DataFrame:
     """Per curve, the RMS gap between our curve (geometric mean over seeds) and the paper's
     values, in the paper's units under each reading of its log."""
-    gaps = fig5_curve_distances([r["result"] for r in runs])
+    gaps = fig5_curve_distances([r.result for r in runs])
     return pd.DataFrame({f"{net}_{stat}": values for (net, stat), values in gaps.items()}).T
 
 

@@ -128,8 +128,8 @@ def network_row(result: dict, name: str) -> dict:
 
 def column_table(runs: list[dict]) -> pd.DataFrame:
     """`network_row` of both networks (without BN first) for every run, indexed by seed."""
-    rows = [{"seed": r["provenance"]["seed"], **{k: v for name in NETWORKS
-                                                  for k, v in network_row(r["result"], name).items()}}
+    rows = [{"seed": r.provenance["seed"], **{k: v for name in NETWORKS
+                                                  for k, v in network_row(r.result, name).items()}}
             for r in runs]
     return pd.DataFrame(rows).set_index("seed")
 
@@ -165,9 +165,9 @@ def plot_column_shares(axes, runs: list[dict]) -> None:
     seed."""
     for ax, (name, title) in zip(axes, NETWORKS.items()):
         for r in runs:
-            counts = np.sort(r["result"][name]["epoch_column_counts"])[::-1]
+            counts = np.sort(r.result[name]["epoch_column_counts"])[::-1]
             ax.plot(range(1, len(counts) + 1), counts / counts.sum(), marker="o", ms=3,
-                    label=f"seed {r['provenance']['seed']}")
+                    label=f"seed {r.provenance['seed']}")
         ax.set(title=title, xlabel="column rank", ylabel="share of images", xticks=range(1, 11), ylim=(0, 1.02))
     axes[1].legend(fontsize=7)
 

@@ -71,7 +71,7 @@ def depth_name(m: int) -> str:
 
 def depths(runs: list[dict]) -> list[int]:
     """The product depths M a run holds, in its order."""
-    return [int(m) for m in runs[0]["result"]]
+    return [int(m) for m in runs[0].result]
 
 
 def law(m: int) -> dict:
@@ -85,10 +85,10 @@ def law(m: int) -> dict:
 def seed_table(runs: list[dict]) -> pd.DataFrame:
     """Per (M, seed): the largest singular value, its limit and their ratio, the median, the
     fraction below 0.1 and the spread (largest / median)."""
-    rows = [{"M": int(m), "seed": r["provenance"]["seed"], "max": v["max"], "limit": v["limit"],
+    rows = [{"M": int(m), "seed": r.provenance["seed"], "max": v["max"], "limit": v["limit"],
              "max / limit": v["max"] / v["limit"], "median": v["median"],
              "fraction < 0.1": v["fraction_below_0.1"], "max / median": v["max"] / v["median"]}
-            for r in runs for m, v in r["result"].items()]
+            for r in runs for m, v in r.result.items()]
     return pd.DataFrame(rows).set_index(["M", "seed"]).sort_index()
 
 

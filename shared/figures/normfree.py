@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, train_config
-from ..results import config_runs
+from ..compute import config_runs
 from . import fig3, fig5, fig6, signal_propagation
 from .fig3 import reduced_config
 from .fig6 import network_stats
@@ -84,19 +84,19 @@ def at_init_table(fig5: dict, fig6: dict, fig3: dict, signal: dict) -> pd.DataFr
     for key, scheme in SCHEMES.items():
         row, name = {}, scheme.network
         if fig5[key]:
-            layers = sorted(int(k) for k in fig5[key][0]["result"][name])[:-1]  # the last is the classifier
-            logs = np.array([[np.log10(r["result"][name][str(k)]["std"]) for k in (layers[0], layers[-1])]
+            layers = sorted(int(k) for k in fig5[key][0].result[name])[:-1]  # the last is the classifier
+            logs = np.array([[np.log10(r.result[name][str(k)]["std"]) for k in (layers[0], layers[-1])]
                              for r in fig5[key]]).mean(0)
             row.update({f"Fig 5: log10 std, layer {layers[0]}": logs[0],
                         f"Fig 5: log10 std, layer {layers[-1]}": logs[1], "Fig 5: growth (decades)": logs[1] - logs[0]})
         if fig6[key]:
-            stats = [network_stats(r["result"], name) for r in fig6[key]]
+            stats = [network_stats(r.result, name) for r in fig6[key]]
             row.update({"Fig 6: top-class share": np.mean([st.top_class_share for st in stats]),
                         "Fig 6: top p": np.mean([st.top_p for st in stats])})
         if fig3[key]:
-            row["Fig 3: stable step"] = float(np.median([first_above(r["result"], name, "1", 1e3) for r in fig3[key]]))
+            row["Fig 3: stable step"] = float(np.median([first_above(r.result, name, "1", 1e3) for r in fig3[key]]))
         if signal[key]:
-            variance = np.array([[r["result"][name][b]["variance"] for b in sorted(r["result"][name], key=int)]
+            variance = np.array([[r.result[name][b]["variance"] for b in sorted(r.result[name], key=int)]
                                  for r in signal[key]])
             curve = np.log10(variance).mean(0)
             row.update({"stream: log10 variance, last block": curve[-1],
@@ -161,8 +161,8 @@ def plot_steps(ax, fig3: dict[str, list[dict]]) -> None:
         if not runs:
             continue
         name = SCHEMES[key].network
-        sizes = np.array(runs[0]["result"]["sizes"])
-        curves = np.array([[np.nan if v is None else v for v in r["result"][name]["batches"]["1"]["relative_loss"]]
+        sizes = np.array(runs[0].result["sizes"])
+        curves = np.array([[np.nan if v is None else v for v in r.result[name]["batches"]["1"]["relative_loss"]]
                            for r in runs], dtype=float)
         ax.plot(sizes, pd.DataFrame(curves).median(), color=f"C{i}", label=LABELS[key])  # NaN-skipping, no warning
         ax.fill_between(sizes, np.fmin.reduce(curves, 0), np.fmax.reduce(curves, 0), color=f"C{i}", alpha=0.2, lw=0)
@@ -196,7 +196,7 @@ def training_table(runs: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
     rows = []
     for (key, lr), found in runs.items():
         row = outcomes(found)
-        steps = [r["result"]["diverged_step"] for r in found if r["result"]["status"] != "completed"]
+        steps = [r.result["diverged_step"] for r in found if r.result["status"] != "completed"]
         rows.append({"scheme": key, "lr": lr, "seeds": row["seeds"], "diverged": row["diverged"],
                      "diverged at step": steps[0] if steps else np.nan,
                      **{k: row[k] for k in ("failed to learn", "trained", "test acc")}})
@@ -268,7 +268,7 @@ class Tables:
 
 def tables(found: Runs) -> Tables:
     fig3 = found.at_init["fig3_relative_loss"]
-    largest = max(next(runs for runs in fig3.values() if runs)[0]["result"]["sizes"])
+    largest = max(next(runs for runs in fig3.values() if runs)[0].result["sizes"])
     return Tables(at_init_table(*(found.at_init[e] for e in AT_INIT)), largest, found.train_preset,
                   training_table(found.training))
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..claims import NO, NOT_JUDGED, PARTLY, YES, Claim, judged, unjudged_reason
 from ..config import START_LR, START_RUNS, TRAINING_EXPERIMENT, start_config
-from ..results import config_runs
+from ..compute import config_runs
 from .protocol import Source
 
 ESCAPE_ACC = 0.20          # a run has left the plateau at its first epoch with this test accuracy
@@ -39,7 +39,7 @@ def longest_runs(arch: str, bn: bool, source: Source) -> list[dict]:
     found: dict[int, dict] = {}
     for epochs in range(LONGEST, 0, -1):
         for run in config_runs(TRAINING_EXPERIMENT, start_config(arch, bn, epochs, source.preset), source.seeds):
-            found.setdefault(run["provenance"]["seed"], run)
+            found.setdefault(run.provenance["seed"], run)
     return [found[seed] for seed in sorted(found)]
 
 
@@ -52,8 +52,8 @@ def curves(runs: list[dict]) -> pd.DataFrame:
     """One row per (arch, BN, seed, epoch): losses, accuracies and the network's health."""
     rows = []
     for run in runs:
-        cfg, seed = run["provenance"]["config"], run["provenance"]["seed"]
-        for m in run["result"]["metrics"]:
+        cfg, seed = run.provenance["config"], run.provenance["seed"]
+        for m in run.result["metrics"]:
             health = m.get("health", {})
             rows.append({"arch": cfg["arch"], "bn": cfg["bn"], "seed": seed, "epoch": m["epoch"],
                          "train loss": m["train_loss"], "test loss": m["test_loss"], "test acc": m["test_acc"],
@@ -70,13 +70,13 @@ def summary(runs: list[dict]) -> pd.DataFrame:
     test loss and accuracy, and its lowest test loss."""
     rows = []
     for run in runs:
-        cfg, metrics = run["provenance"]["config"], run["result"]["metrics"]
-        rows.append({"arch": cfg["arch"], "bn": cfg["bn"], "seed": run["provenance"]["seed"],
+        cfg, metrics = run.provenance["config"], run.result["metrics"]
+        rows.append({"arch": cfg["arch"], "bn": cfg["bn"], "seed": run.provenance["seed"],
                      "epochs": len(metrics), "budget": BUDGET.get((cfg["arch"], cfg["bn"])),
                      "left the plateau at epoch": escape_epoch(metrics),
                      "test loss": metrics[-1]["test_loss"], "test acc": metrics[-1]["test_acc"],
                      "lowest test loss": min(m["test_loss"] for m in metrics),
-                     "hours": run["provenance"]["duration_s"] / 3600})
+                     "hours": run.provenance["duration_s"] / 3600})
     return pd.DataFrame(rows).set_index(["arch", "bn", "seed"]) if rows else pd.DataFrame()
 
 
@@ -216,7 +216,7 @@ def plot(axes, t: Tables) -> None:
     """Left: test accuracy per epoch of ResNet-110 at 1e-4 with and without BN (the escape marked);
     right: test loss, with the constant guess's ln 10."""
     acc, loss = axes
-    for (arch, bn, seed), run in t.curves.groupby(level=["arch", "bn", "seed"]):
+    for (arch, bn, seed), run in by_run(t.curves):
         if arch != "resnet110":
             continue
         run = run.droplevel(["arch", "bn", "seed"])
@@ -231,8 +231,13 @@ def plot(axes, t: Tables) -> None:
     acc.set(xlabel="epoch (constant lr 1e-4)", ylabel="test accuracy", ylim=(0, 1))
     loss.axhline(PLATEAU_LOSS, color="k", lw=0.8, ls="--", label="ln 10: a constant guess")
     loss.set(xlabel="epoch (constant lr 1e-4)", ylabel="test loss", yscale="log")
-    acc.legend(fontsize=8)
-    loss.legend(fontsize=8)
+    for ax in axes:
+        ax.legend(fontsize=8)
+
+
+def by_run(curve: pd.DataFrame):
+    """(arch, BN, seed), and that run's rows of `curves` (none where nothing is stored)."""
+    return curve.groupby(level=["arch", "bn", "seed"]) if len(curve) else []
 
 
 HEALTH = ("test loss", "features' input share", "logit spread", "gradient's norm")
@@ -241,7 +246,7 @@ HEALTH = ("test loss", "features' input share", "logit spread", "gradient's norm
 def plot_depths(axes, t: Tables) -> None:
     """Per network without BN, per epoch: its test loss and its health (one panel each of HEALTH)."""
     for ax, column in zip(axes, HEALTH):
-        for (arch, bn, seed), run in t.curves.groupby(level=["arch", "bn", "seed"]):
+        for (arch, bn, seed), run in by_run(t.curves):
             if bn:
                 continue
             run = run.droplevel(["arch", "bn", "seed"])
@@ -249,4 +254,5 @@ def plot_depths(axes, t: Tables) -> None:
         if column == "test loss":
             ax.axhline(PLATEAU_LOSS, color="k", lw=0.8, ls="--")
         ax.set(xlabel="epoch (constant lr 1e-4)", ylabel=column, yscale="log")
-    axes[0].legend(fontsize=8)
+    if axes[0].lines:
+        axes[0].legend(fontsize=8)

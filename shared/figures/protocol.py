@@ -13,10 +13,10 @@ registry (`shared.figures.recompute_claims`) without running its notebook.
 from dataclasses import dataclass, fields, replace
 from typing import Callable, get_args
 
-from ..compute import measured
 from ..config import DEFAULT_INIT, PROBE_PRESETS, check_choice, network_fields
 from ..models import build_model, weight_layers
-from ..results import check_seed, check_seeds, config_runs
+from ..compute import RunContext, config_runs, measured
+from ..results import check_seed, check_seeds
 
 # The smoke preset's network and mini-batches for every at-initialisation measurement: seconds on a CPU
 SMOKE_NETWORK = dict(arch="resnet20", batch_size=16, train_subset=200)
@@ -84,9 +84,9 @@ def probe_runs(measurement: Measurement, cfg, source: Source) -> list[dict]:
     """The stored runs of `measurement` at `cfg` that `source` shows, by seed, after computing
     `source.compute`'s run where it is missing."""
     if source.compute is not None:
-        measured(measurement.name, cfg, source.compute, measurement.measure, source.data_dir,
+        measured(measurement.name, cfg, source.compute, measurement.measure, RunContext(data_dir=source.data_dir),
                  needs_data=measurement.needs_data)
-    return config_runs(measurement.name, cfg, seeds=source.seeds)
+    return config_runs(measurement.name, cfg, source.seeds, source.data_dir)
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ def probe_row(result: dict, name: str, batch: str) -> dict:
 
 def probe_table(runs: list[dict], batches: list[str]) -> pd.DataFrame:
     """`probe_row` for every run, network and mini-batch, indexed by network, mini-batch, seed."""
-    table = pd.DataFrame([{"seed": r["provenance"]["seed"], "network": name, "mini-batch": int(batch),
-                           **probe_row(r["result"], name, batch)}
+    table = pd.DataFrame([{"seed": r.provenance["seed"], "network": name, "mini-batch": int(batch),
+                           **probe_row(r.result, name, batch)}
                           for r in runs for name in NETWORKS for batch in batches])
     return table.set_index(["network", "mini-batch", "seed"]).sort_index()
 

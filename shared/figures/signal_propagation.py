@@ -56,11 +56,11 @@ def spp_frame(runs_by_key: dict[str, list[dict]], network: str | None = None) ->
     rows = []
     for key, runs in runs_by_key.items():
         for r in runs:
-            for name, blocks in r["result"].items():
+            for name, blocks in r.result.items():
                 if network is not None and name != network:
                     continue
-                full = key if len(r["result"]) == 1 or network else f"{key}_{name}"
-                rows += [{"network": full, "block": int(b), "seed": r["provenance"]["seed"], **stats}
+                full = key if len(r.result) == 1 or network else f"{key}_{name}"
+                rows += [{"network": full, "block": int(b), "seed": r.provenance["seed"], **stats}
                          for b, stats in blocks.items()]
     return pd.DataFrame(rows).set_index(["network", "block", "seed"])  # networks in the order given
 
@@ -114,13 +114,13 @@ def fig5_relation(spp_runs: list[dict], fig5_runs: list[dict], network: str = "n
     that stream, sqrt(mean_sq + variance). Per Fig 5 convolution layer (mean over seeds of log10):
     the stream's RMS, the convolution output's std (Fig 5) and their difference."""
     rows = []
-    for k in sorted(int(k) for k in fig5_runs[0]["result"][network])[:-1]:  # the last is the classifier
+    for k in sorted(int(k) for k in fig5_runs[0].result[network])[:-1]:  # the last is the classifier
         if k % 2 or k < 4:
             continue
         block = str(k // 2 - 1)
-        stream = np.mean([0.5 * np.log10(r["result"][network][block]["mean_sq"] + r["result"][network][block]["variance"])
+        stream = np.mean([0.5 * np.log10(r.result[network][block]["mean_sq"] + r.result[network][block]["variance"])
                           for r in spp_runs])
-        conv = np.mean([np.log10(r["result"][network][str(k)]["std"]) for r in fig5_runs])
+        conv = np.mean([np.log10(r.result[network][str(k)]["std"]) for r in fig5_runs])
         rows.append({"layer": k, "reads block": int(block), "log10 RMS of the stream": stream,
                      "log10 std of the conv output (Fig 5)": conv, "difference": conv - stream})
     return pd.DataFrame(rows).set_index("layer")

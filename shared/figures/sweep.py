@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..claims import NO, PARTLY, Claim, at_least, judged, unjudged_reason, within_range
 from ..config import TRAINING_EXPERIMENT, TrainConfig, sweep_grid
-from ..results import config_runs
+from ..compute import config_runs
 from .divergence import CHANCE, trained
 from .protocol import Source
 
@@ -19,7 +19,7 @@ from .protocol import Source
 def outcomes(found: list[dict]) -> dict:
     """The stored runs of one setting: how many seeds, diverged, failed to learn and trained, and
     the final test accuracy of the completed ones (mean and std; NaN if none completed)."""
-    results = [r["result"] for r in found]
+    results = [r.result for r in found]
     done = [r["metrics"][-1]["test_acc"] for r in results if r["status"] == "completed"]
     return {"seeds": len(results), "diverged": len(results) - len(done),
             "failed to learn": sum(r["status"] == "completed" and not trained(r) for r in results),

@@ -65,10 +65,10 @@ MEASUREMENT = Measurement(EXPERIMENT, PRESETS, measure_contributions)
 def contribution_table(runs: list[dict]) -> pd.DataFrame:
     """Rows (layer, seed), columns (network, statistic), the keys of NETS and STATS: every run's
     numbers (NaN where a run lacks a statistic)."""
-    long = pd.DataFrame([{"layer": int(k), "seed": r["provenance"]["seed"],
-                          **{(name, stat): r["result"][name][k].get(stat, float("nan"))
+    long = pd.DataFrame([{"layer": int(k), "seed": r.provenance["seed"],
+                          **{(name, stat): r.result[name][k].get(stat, float("nan"))
                              for name in NETS for stat in STATS}}
-                         for r in runs for k in r["result"]["bn"]]).set_index(["layer", "seed"]).sort_index()
+                         for r in runs for k in r.result["bn"]]).set_index(["layer", "seed"]).sort_index()
     long.columns = pd.MultiIndex.from_tuples(long.columns)
     return long
 

@@ -43,7 +43,8 @@ from ..config import TrainConfig, check_choice
 from ..data import Cifar10, TrainLoader
 from ..fileio import save_torch_atomic
 from ..precision import tf32_setting
-from ..results import SEGMENTS, code_of, config_hash, git_commit
+from ..provenance import SEGMENTS, code_of, git_commit
+from ..results import config_hash
 from .engine import MEMORY_FORMATS, Runs, evaluate, network_health, train_epoch
 
 

@@ -18,7 +18,9 @@ from ..config import TrainConfig, is_truncated, setting_name
 from ..fileio import remove_stale_temps, save_torch_atomic
 from ..models import CIFAR_DEPTHS
 from ..precision import AUTO, BF16_MIN_SPEEDUP, resolve_precision
-from ..results import Store, code_version, config_hash, default_device, get_or_measure, load_data
+from ..compute import RunContext, default_device, get_or_measure, load_data, stored_run
+from ..provenance import code_version, provenance
+from ..results import Store, config_hash
 from .engine import shared_fields
 from .loop import train, train_together
 from .pace import SlowPrecisionError, check_pace
@@ -43,7 +45,7 @@ def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", dat
             check_progress_elsewhere(store, experiment, [cfg], seed, checkpoint)
         return train(cfg, data, seed, checkpoint, progress, compile=compile, memory_format=memory_format)
 
-    run = get_or_measure(experiment, cfg, seed, compute, data_dir, device, recompute, store, wait)
+    run = get_or_measure(experiment, cfg, seed, compute, RunContext(store, data_dir, device, recompute, wait=wait))
     if run is not None:  # a stored run's checkpoint is never resumed again, nor written
         if is_truncated(cfg) and checkpoint.exists():
             checkpoint.replace(final_state(checkpoint))  # kept, so that a longer run continues it
@@ -110,7 +112,8 @@ def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=N
         results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
         for (cfg, lock), result in zip(taken, results):
             duration = time.perf_counter() - start + result.pop("earlier_segments_s")
-            store.put(experiment, cfg, seed, result, device, duration, data.source, code)
+            record = provenance(cfg, seed, device, duration, data.source, code)
+            store.put(experiment, cfg, seed, stored_run(result, record, code))
             lock.unlink(missing_ok=True)
         checkpoint.unlink(missing_ok=True)
         remove_stale_temps(checkpoint, older_than_s=0)
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
                             together=args.together, compile=args.compile, slow_ok=slow_ok)
         except SlowPrecisionError as error:
             parser.exit(2, f"{parser.prog}: {error}\n")
-        statuses = ", ".join(f"{c.lr:g}{'' if c.bn else ' no BN'}: {r['result']['status']}"
+        statuses = ", ".join(f"{c.lr:g}{'' if c.bn else ' no BN'}: {r.result['status']}"
                              for c, r in zip(grid, runs))
         print(f"{name} preset {args.preset} seed {seed}: {len(runs)} runs in "
               f"{time.perf_counter() - start:.0f} s ({statuses})", flush=True)
