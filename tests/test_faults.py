@@ -160,7 +160,8 @@ def test_a_grid_resumed_with_another_together_says_how_to_resume(tmp_path, monke
     import shared.train.loop as T
     from helpers import TINY
 
-    from shared.train import main, run_grid
+    from shared.train import run_grid
+    from shared.train.__main__ import main
 
     grid = [train_config("smoke", lr=lr, epochs=2, max_epochs=2, **TINY) for lr in (0.1, 0.01)]
     kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
@@ -195,7 +196,7 @@ def test_the_other_data_message_names_only_options_the_commands_take(tmp_path, t
     import re
 
     from shared.compute import OtherDataError, RunContext, get_or_measure
-    from shared.train.runner import command_line
+    from shared.train.__main__ import command_line
 
     store, cfg = Store(tmp_path / "results", tmp_path / "ck"), train_config("smoke")
     put(store, "unit", cfg, 0, {"x": 1}, "cpu", 1.0, "tree, pixels+labels sha256 000000000000")

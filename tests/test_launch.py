@@ -16,7 +16,8 @@ from shared import launch as launching
 from shared.config import train_config
 from shared.launch import LaunchOptions, Run, TrainJob, format_status, grid_runs, launch, status
 from shared.results import Store, StoredRun
-from shared.train import main, run_grid, run_training, train
+from shared.train import run_grid, run_training, train
+from shared.train.__main__ import main
 
 EXPERIMENT = "training"
 

@@ -4,7 +4,8 @@
 import pytest
 
 from shared.config import TRAINING_EXPERIMENT, fig1_grid, train_config
-from shared.train import main, run_grid
+from shared.train import run_grid
+from shared.train.__main__ import main
 from shared.train import pace
 
 STEP_S = {"fp32": 0.1, "bf16": 1.2}  # a bf16 step 12x slower, as on an AVX2-only CPU

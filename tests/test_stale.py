@@ -13,7 +13,8 @@ from shared.config import train_config
 from shared.report import load_runs
 from shared.compute import OtherDataError, RunContext, config_runs, get_or_measure
 from shared.results import Store
-from shared.train import main, run_grid, run_together, run_training, train
+from shared.train import run_grid, run_together, run_training, train
+from shared.train.__main__ import main
 from helpers import get_or_compute, put
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -9,7 +9,8 @@ from shared.data import load_cifar10
 from shared.results import StoredRun
 from shared.train import (divergence_thresholds, divergent,
                           first_step, learning_failure, lr_at, next_total_epochs, plateaued,
-                          main, run_grid, run_training, train)
+                          run_grid, run_training, train)
+from shared.train.__main__ import main
 
 
 def test_schedule_divides_the_rate_at_50_and_75_percent():

@@ -230,7 +230,7 @@ def plot(axes, t: Tables) -> None:
     acc.axhline(ESCAPE_ACC, color="grey", lw=0.8, ls=":", label=f"left the plateau ({ESCAPE_ACC:.0%})")
     acc.set(xlabel="epoch (constant lr 1e-4)", ylabel="test accuracy", ylim=(0, 1))
     loss.axhline(PLATEAU_LOSS, color="k", lw=0.8, ls="--", label="ln 10: a constant guess")
-    loss.set(xlabel="epoch (constant lr 1e-4)", ylabel="test loss", yscale="log")
+    loss.set(xlabel="epoch (constant lr 1e-4)", ylabel="test loss")
     for ax in axes:
         ax.legend(fontsize=8)
 
@@ -253,6 +253,6 @@ def plot_depths(axes, t: Tables) -> None:
             ax.plot(run.index, run[column], label=f"{arch}, seed {seed}")
         if column == "test loss":
             ax.axhline(PLATEAU_LOSS, color="k", lw=0.8, ls="--")
-        ax.set(xlabel="epoch (constant lr 1e-4)", ylabel=column, yscale="log")
+        ax.set(xlabel="epoch (constant lr 1e-4)", ylabel=column, yscale="linear" if column == "test loss" else "log")
     if axes[0].lines:
         axes[0].legend(fontsize=8)

@@ -1,0 +1,96 @@
+"""The package's structure: data flows one way down. Its imports (read from the source, every
+import wherever it stands) form no circle, the store imports nothing it stores results of, and
+every run in the committed store reads back through today's code under the key it was stored at."""
+
+import ast
+from pathlib import Path
+
+from shared.compute import config_runs
+from shared.paths import RESULTS_ROOT
+from shared.results import Store, StoredRun
+
+PACKAGE = Path(__file__).resolve().parent.parent / "shared"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, set[str]]:
+    """Each module of `shared` -> the modules of `shared` it imports (relative or absolute, at any
+    depth of its code: an import inside a function is an import)."""
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    found = {}
+    for name, path in paths.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = (package[:len(package) - node.level + 1] if node.level else [])
+                base = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    whole = f"{base}.{alias.name}"
+                    targets.add(whole if whole in paths else base)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        found[name] = {t for t in targets if t in paths and t != name}
+    return found
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph`: its strongly connected components of more than one module."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles():
+    assert cycles(imports()) == []
+
+
+def test_the_store_imports_neither_data_models_training_nor_figures():
+    below = imports()["shared.results"]
+    assert not {m for m in below if m.split(".")[1] in ("data", "models", "train", "figures", "compute")}
+
+
+def test_every_committed_run_reads_back_under_its_key():
+    """Every stored run of the committed store, read through today's code: a StoredRun whose
+    provenance's config hash is its folder's name, served to the figures (`config_runs`)."""
+    store, count = Store(), 0
+    for experiment in sorted(p.name for p in Path(RESULTS_ROOT).iterdir() if p.is_dir()):
+        for run in store.runs(experiment):
+            assert isinstance(run, StoredRun) and run.folder.parent.name == run.provenance["config_hash"]
+            assert run.folder.name == f"seed{run.seed}"
+            count += 1
+        config_runs(experiment, None)  # one copy of the data across the experiment
+    assert count >= 626
