@@ -55,7 +55,7 @@ def get_or_compute(experiment: str, config, seed: int, compute: Callable[[], dic
     it: None (so None means exactly "not computed here")."""
     store = ctx.store
     if not ctx.recompute and (stored := store.get(experiment, config, seed)):
-        return stored
+        return stored if ctx.wait else None  # stored since the caller's first look: not computed here
     store.check_writable(experiment, config, seed)
     code = code_version()  # refused here, before computing, if the code is not committed
     with store.lock(experiment, config, seed, ctx.wait) as lock:
