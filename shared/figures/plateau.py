@@ -45,7 +45,12 @@ def longest_runs(arch: str, bn: bool, source: Source) -> list[dict]:
 
 def escape_epoch(metrics: list[dict]) -> int | None:
     """The first epoch (1-based) whose test accuracy reaches ESCAPE_ACC, or None."""
-    return next((m["epoch"] for m in metrics if (m["test_acc"] or 0) >= ESCAPE_ACC), None)
+    return left_at({m["epoch"]: m["test_acc"] or 0 for m in metrics})
+
+
+def left_at(test_acc) -> int | None:
+    """The first epoch of `test_acc` ({epoch: accuracy}, or a Series by epoch) at ESCAPE_ACC, or None."""
+    return next((int(e) for e, a in test_acc.items() if a >= ESCAPE_ACC), None)
 
 
 def curves(runs: list[dict]) -> pd.DataFrame:
@@ -111,7 +116,7 @@ def track_gap(curve: pd.DataFrame, seed: int) -> tuple[float, int] | None:
         plain = curve.loc[("resnet110", False, seed), "test acc"]
     except KeyError:
         return None
-    left = [e for e in (escape_epoch([{"epoch": i, "test_acc": a} for i, a in s.items()]) for s in (bn, plain))]
+    left = [left_at(bn), left_at(plain)]
     if None in left:
         return None
     common = [e for e in bn.index.intersection(plain.index) if e >= max(left)]
@@ -224,7 +229,7 @@ def plot(axes, t: Tables) -> None:
                      label=f"{'with' if bn else 'without'} BN, seed {seed}")
         acc.plot(run.index, run["test acc"], **style)
         loss.plot(run.index, run["test loss"], **style)
-        left = escape_epoch([{"epoch": e, "test_acc": a} for e, a in run["test acc"].items()])
+        left = left_at(run["test acc"])
         if left is not None:
             acc.axvline(left, color=style["color"], lw=0.8, ls=":")
     acc.axhline(ESCAPE_ACC, color="grey", lw=0.8, ls=":", label=f"left the plateau ({ESCAPE_ACC:.0%})")
