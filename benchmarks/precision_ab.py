@@ -27,9 +27,10 @@ run and seed.
 """
 
 import argparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from shared.compute import RunContext
 from shared.config import (FIG1_SETTINGS, TRAINING_EXPERIMENT, divergence_grid,
                            setting_name, train_config)
 from shared.results import Store, write_json
@@ -167,10 +168,10 @@ def report(seeds: dict[str, list[int]], store: Store) -> dict:
             "learning_epochs": LEARNING_EPOCHS, "checks": checks}
 
 
-def train_missing(checks: list[str], seeds: list[int], store: Store, data_dir=None, device=None,
-                  on_run=None, settings: list[str] | None = None) -> None:
-    """Train the checks' missing runs, both arms of one config and seed after another (only the
-    `settings` named, e.g. "BN, lr 0.1", if given)."""
+def train_missing(checks: list[str], seeds: list[int], ctx: RunContext, on_run=None,
+                  settings: list[str] | None = None) -> None:
+    """Train the checks' missing runs into `ctx.store`, both arms of one config and seed after
+    another (only the `settings` named, e.g. "BN, lr 0.1", if given)."""
     for check in checks:
         arms = ARMS[check]
         for seed in seeds:
@@ -178,9 +179,8 @@ def train_missing(checks: list[str], seeds: list[int], store: Store, data_dir=No
                 if settings and setting_name(cfgs[0]) not in settings:
                     continue
                 for arm, cfg in zip(arms, cfgs):
-                    if store.get(arm.experiment, cfg, seed) is None:
-                        run_training(cfg, seed, arm.experiment, data_dir, device=device, progress=False,
-                                     store=store, memory_format=arm.memory_format)
+                    if ctx.store.get(arm.experiment, cfg, seed) is None:
+                        run_training(cfg, seed, arm.experiment, replace(ctx, memory_format=arm.memory_format))
                         if on_run is not None:
                             on_run(cfg, seed)
 
@@ -199,7 +199,8 @@ def main(argv=None):
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    store = Store()
+    ctx = RunContext(data_dir=args.data_dir, device=args.device, progress=False)
+    store = ctx.store
     seeds = {"divergence": args.divergence_seeds, "learning": args.seeds,
              "rounding": args.seeds if args.rounding_seeds is None else args.rounding_seeds}
 
@@ -210,8 +211,7 @@ def main(argv=None):
 
     if args.train is not None:
         for check in args.train or CHECKS:
-            train_missing([check], seeds[check], store, args.data_dir, args.device, on_run=write,
-                          settings=args.settings)
+            train_missing([check], seeds[check], ctx, on_run=write, settings=args.settings)
     result = write()["checks"]
     for check, c in result.items():
         print(f"{check}: agree {c['agree']}" + (f" ({len(c['missing'])} runs missing)" if c["missing"] else "")

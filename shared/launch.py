@@ -22,11 +22,13 @@ damaged (a stored run whose files cannot be read).
 
 import os
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import submitit
+import torch
 
+from .compute import RunContext
 from .config import TrainConfig, check_choice
 from .fileio import read_json
 from .paths import DATA_DIR
@@ -78,21 +80,17 @@ class TrainJob(submitit.helpers.Checkpointable):
     Requeued after preemption or a time-out with the same arguments (submitit's default
     `checkpoint`), it resumes its run from the store's checkpoint."""
 
-    def __call__(self, runs: list[Run], experiment: str, data_dir, device, compile: bool,
-                 results_dir: str, checkpoint_dir: str, threads: int | None = None) -> dict:
+    def __call__(self, runs: list[Run], experiment: str, ctx: RunContext, threads: int | None = None) -> dict:
         if threads is not None:
-            import torch
-
             torch.set_num_threads(threads)
-        store = Store(Path(results_dir), Path(checkpoint_dir))
+        store = ctx.store
         trained, skipped = [], []
         for run in runs:
             if store.get(experiment, run.cfg, run.seed) is not None:
                 skipped.append(run.name())
                 continue
             try:
-                got = run_training(run.cfg, run.seed, experiment, data_dir, device=device, progress=False,
-                                   compile=compile, store=store, wait=False)
+                got = run_training(run.cfg, run.seed, experiment, replace(ctx, progress=False, wait=False))
             except Exception as error:
                 job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID") or str(os.getpid())
                 write_failure(failure_path(store, experiment, run), job, error)
@@ -145,26 +143,25 @@ def executor(options: LaunchOptions) -> submitit.AutoExecutor:
     return ex
 
 
-def launch(runs: list[Run], experiment: str, options: LaunchOptions, data_dir=None, device=None,
-           compile: bool = False, store: Store | None = None) -> list:
-    """Submit the runs of `runs` that are not stored yet as jobs (see the module docstring); wait
-    for local and debug jobs, and return the submitit jobs."""
-    store = store or Store()
-    missing = [r for r in runs if store.get(experiment, r.cfg, r.seed) is None]
+def launch(runs: list[Run], experiment: str, options: LaunchOptions, ctx: RunContext | None = None) -> list:
+    """Submit the runs of `runs` that are not stored yet in `ctx.store` as jobs (see the module
+    docstring), each computing them under `ctx`; wait for local and debug jobs, and return the
+    submitit jobs."""
+    ctx = ctx or RunContext()
+    missing = [r for r in runs if ctx.store.get(experiment, r.cfg, r.seed) is None]
     if not missing:
         return []
-    store.check_writable(experiment)
-    common = (experiment, None if data_dir is None else str(data_dir), device, compile,
-              str(store.root), str(store.checkpoints))
+    ctx.store.check_writable(experiment)
     ex = executor(options)
     if options.launcher == "local":  # workers that spread over every missing run
         workers = min(options.max_parallel, len(missing))
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ex.batch():
-            jobs = [ex.submit(TrainJob(), missing[i:] + missing[:i], *common, threads) for i in range(workers)]
+            jobs = [ex.submit(TrainJob(), missing[i:] + missing[:i], experiment, ctx, threads)
+                    for i in range(workers)]
     else:  # a job per run
         with ex.batch():
-            jobs = [ex.submit(TrainJob(), [run], *common) for run in missing]
+            jobs = [ex.submit(TrainJob(), [run], experiment, ctx) for run in missing]
     if options.launcher in ("local", "debug"):
         try:
             for job in jobs:

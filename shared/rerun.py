@@ -27,6 +27,7 @@ from .config import TRAINING_EXPERIMENT, TrainConfig, stored_config
 from .experiments import EXPERIMENTS, run_experiment
 from .provenance import DIRTY, SEGMENTS, UNKNOWN
 from .results import Store, config_hash
+from .train import run_training
 CONFIGS = {TRAINING_EXPERIMENT: TrainConfig, **{name: type(m.presets["paper"]) for name, m in EXPERIMENTS.items()}}
 
 
@@ -109,8 +110,7 @@ def change(old: dict, new: dict) -> Change:
 def recompute(experiment: str, cfg, seed: int, data_dir=None, store: Store | None = None) -> dict:
     """The run of (cfg, seed) computed again and stored in place of the old one."""
     if experiment == TRAINING_EXPERIMENT:
-        from .train import run_training  # the training loop is needed only here
-        return run_training(cfg, seed, experiment, data_dir, recompute=True, progress=False, store=store)
+        return run_training(cfg, seed, experiment, RunContext(store or Store(), data_dir, recompute=True, progress=False))
     return run_experiment(experiment, cfg, seed, RunContext(store or Store(), data_dir, recompute=True))
 
 

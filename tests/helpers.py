@@ -18,6 +18,17 @@ def random_cifar(n_train=128, n_test=40, seed=0) -> Cifar10:
     return Cifar10(x[:n_train], y[:n_train], x[n_train:], y[n_train:], mean, std, "random")
 
 
+# the training loop's context in tests: no progress bars (the loop reads only the progress bar,
+# `torch.compile` and the memory layout of a context, never its store)
+QUIET = RunContext(progress=False)
+
+
+def context(store, data_dir=None, **fields) -> RunContext:
+    """A run context for tests: runs in `store`, from the CIFAR-10 copy `data_dir`, on the CPU,
+    without progress bars."""
+    return RunContext(store, data_dir, "cpu", progress=False, **fields)
+
+
 TINY = dict(arch="resnet20", batch_size=32, eval_batch_size=40, train_subset=None,
             test_subset=None, steps_per_epoch=None)
 

@@ -12,6 +12,7 @@ from shared.claims import NO, NOT_JUDGED, PARTLY, YES
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from shared.results import StoredRun
+from helpers import context
 
 SIZES = [1e-4, 1e-3, 1e-2, 0.1, 1.0]
 
@@ -133,11 +134,11 @@ def test_the_training_ladder_stores_its_runs_and_reads_them_back(tmp_path, monke
 
     monkeypatch.setattr("shared.paths.CHECKPOINT_ROOT", tmp_path / "ck")
     store = Store(tmp_path / "results")
-    trained = depth.train_ladder("resnet20", False, 0, "smoke", tiny_image_folder, store=store)
+    trained = depth.train_ladder("resnet20", False, 0, "smoke", context(store, tiny_image_folder))
     assert trained.complete and 1 <= len(trained.tried) <= 4
     stored = list((tmp_path / "results" / "training").glob("*/seed0/result.json"))
     assert len(stored) == len(trained.tried)
-    read = depth.train_ladder("resnet20", False, 0, "smoke", compute=False, store=store)
+    read = depth.train_ladder("resnet20", False, 0, "smoke", context(store), compute=False)
     assert read == trained
     table = depth.training_ladder("smoke", [0], ["resnet20"], store=store)
     assert table.loc[(20, "no_bn", 0), "stable rate"] == (trained.rate or 0.0)

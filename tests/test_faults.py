@@ -14,7 +14,7 @@ import pytest
 from shared.config import train_config
 from shared.fileio import remove_stale_temps, write_atomic
 from shared.results import Store
-from helpers import get_or_compute, put
+from helpers import context, get_or_compute, put
 
 # Run in a subprocess: one smoke training run into the store at argv[1]; it SIGKILLs itself just
 # before the argv[3]-th atomic rename onto a file named argv[2] ("-": never).
@@ -23,6 +23,7 @@ import os, signal, sys
 from pathlib import Path
 from shared.config import train_config
 from shared.results import Store
+from shared.compute import RunContext
 from shared.train import run_training
 
 root, target, nth = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -37,8 +38,8 @@ def replace(src, dst):
 
 os.replace = replace
 cfg = train_config("smoke", epochs=3, max_epochs=3, steps_per_epoch=4)
-run_training(cfg, 1, "fault", sys.argv[4], device="cpu", progress=False,
-             store=Store(root / "results", root / "checkpoints"))
+run_training(cfg, 1, "fault", RunContext(Store(root / "results", root / "checkpoints"), sys.argv[4], "cpu",
+                                         progress=False))
 """
 
 
@@ -97,7 +98,7 @@ def test_a_damaged_checkpoint_names_its_file_and_the_way_out(tmp_path, tiny_imag
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
     with pytest.raises(ValueError, match=r"seed0.pt .*delete it to start these runs afresh") as error:
-        run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
+        run_training(cfg, 0, "unit", context(store, tiny_image_folder))
     assert "weights_only" not in str(error.value)
 
 
@@ -164,8 +165,7 @@ def test_a_grid_resumed_with_another_together_says_how_to_resume(tmp_path, monke
     from shared.train.__main__ import main
 
     grid = [train_config("smoke", lr=lr, epochs=2, max_epochs=2, **TINY) for lr in (0.1, 0.01)]
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
-                  store=Store(tmp_path / "results", tmp_path / "ck"))
+    ctx = context(Store(tmp_path / "results", tmp_path / "ck"), tiny_image_folder)
     real_run_epoch, calls = T.run_epoch, []
 
     def killed_in_second_epoch(cfgs, runs, loaders, data, states, steps):
@@ -175,7 +175,7 @@ def test_a_grid_resumed_with_another_together_says_how_to_resume(tmp_path, monke
 
     monkeypatch.setattr(T, "run_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        run_grid(grid, 0, "grid", together=2, **kwargs)
+        run_grid(grid, 0, "grid", ctx, together=2)
     group = next((tmp_path / "ck").rglob("together-*/seed0.pt"))
 
     def counting(cfgs, *args):
@@ -185,9 +185,9 @@ def test_a_grid_resumed_with_another_together_says_how_to_resume(tmp_path, monke
     monkeypatch.setattr(T, "run_epoch", counting)
     with pytest.raises(ValueError, match=rf"'BN, lr 0.1' .*trained together with 1 other run.*--together 2 or more"
                                          rf".*epoch 1 of 2 in {group}.*delete {group.parent} to train"):
-        run_grid(grid, 0, "grid", together=1, **kwargs)
+        run_grid(grid, 0, "grid", ctx, together=1)
     assert calls == []  # nothing trained afresh
-    runs = run_grid(grid, 0, "grid", together=2, **kwargs)
+    runs = run_grid(grid, 0, "grid", ctx, together=2)
     assert calls == [[0.1, 0.01]] and [len(r.result["metrics"]) for r in runs] == [2, 2]
     assert not group.exists()
 
@@ -260,8 +260,8 @@ def test_a_local_launch_leaves_no_empty_job_folder(tmp_path, tiny_image_folder):
 
     cfg = train_config("smoke", epochs=1, max_epochs=1, **TINY)
     options = LaunchOptions("local", max_parallel=1, time_min=10, folder=tmp_path / "jobs")
-    jobs = launch([Run(cfg, 0)], "training", options, tiny_image_folder, "cpu",
-                  store=Store(tmp_path / "results", tmp_path / "ck"))
+    jobs = launch([Run(cfg, 0)], "training", options, context(Store(tmp_path / "results", tmp_path / "ck"),
+                                                              tiny_image_folder))
     assert len(jobs) == 1 and Store(tmp_path / "results").get("training", cfg, 0) is not None
     folders = sorted(p.name for p in (tmp_path / "jobs").iterdir() if p.is_dir())
     assert folders == [jobs[0].job_id], folders

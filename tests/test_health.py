@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from helpers import random_cifar
+from helpers import QUIET, random_cifar
 
 from shared.config import NETWORK_CANDIDATES, network_grid, train_config
 from shared.health import STAGES, dead_fraction, health, logit_spread
@@ -58,9 +58,9 @@ def test_health_of_stacked_runs_equals_each_alone():
 def test_training_records_health_per_epoch_only_when_asked():
     data = random_cifar()
     cfg = train_config("smoke", record_health=20)
-    result = train(cfg, data, seed=0, progress=False)
+    result = train(cfg, data, seed=0, ctx=QUIET)
     assert [sorted(m["health"]) for m in result["metrics"]] == [["dead_relu", "features", "grad_norm", "logit_spread"]] * cfg.epochs
-    plain = train(train_config("smoke"), data, seed=0, progress=False)
+    plain = train(train_config("smoke"), data, seed=0, ctx=QUIET)
     assert all("health" not in m for m in plain["metrics"])
     # recording health changes no trained number
     assert [m["train_loss"] for m in plain["metrics"]] == [m["train_loss"] for m in result["metrics"]]

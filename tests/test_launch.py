@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from helpers import TINY
+from helpers import TINY, context
 
 from shared import launch as launching
 from shared.config import train_config
@@ -41,18 +41,18 @@ def test_jobs_store_what_training_in_process_stores(launcher, tmp_path, tiny_ima
     if launcher == "local":  # as each of the 2 local workers has (summation order follows the threads)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
     try:
-        expected = [without_times(r) for r in run_grid(grid, 0, EXPERIMENT, tiny_image_folder, device="cpu",
-                                                      progress=False, store=here)]
+        expected = [without_times(r) for r in run_grid(grid, 0, EXPERIMENT,
+                                                                context(here, tiny_image_folder))]
     finally:
         torch.set_num_threads(threads)
     store = Store(tmp_path / "jobs-store", tmp_path / "ck-jobs")
     options = LaunchOptions(launcher, max_parallel=2, time_min=10, folder=tmp_path / "jobs")
-    jobs = launch(grid_runs(grid, [0]), EXPERIMENT, options, tiny_image_folder, "cpu", store=store)
+    jobs = launch(grid_runs(grid, [0]), EXPERIMENT, options, context(store, tiny_image_folder))
     assert len(jobs) == 2
     assert sorted(sum((j.result()["trained"] for j in jobs), [])) == sorted(r.name() for r in grid_runs(grid, [0]))
     assert [without_times(store.get(EXPERIMENT, c, 0)) for c in grid] == expected
     assert status(grid_runs(grid, [0]), EXPERIMENT, store)["stored"] == [r.name() for r in grid_runs(grid, [0])]
-    assert launch(grid_runs(grid, [0]), EXPERIMENT, options, tiny_image_folder, "cpu", store=store) == []
+    assert launch(grid_runs(grid, [0]), EXPERIMENT, options, context(store, tiny_image_folder)) == []
 
 
 def test_two_workers_on_one_grid_train_different_runs(tmp_path, monkeypatch, tiny_image_folder):
@@ -70,7 +70,7 @@ def test_two_workers_on_one_grid_train_different_runs(tmp_path, monkeypatch, tin
 
     def worker():
         start.wait()
-        run_grid(grid, 0, EXPERIMENT, tiny_image_folder, device="cpu", progress=False, store=store)
+        run_grid(grid, 0, EXPERIMENT, context(store, tiny_image_folder))
 
     threads = [threading.Thread(target=worker, name=name) for name in trained]
     for t in threads:
@@ -103,12 +103,11 @@ def test_the_lock_of_a_killed_job_is_taken_over(tmp_path, tiny_image_folder):
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     assert status([Run(cfg, 0)], EXPERIMENT, store)["running"] == [Run(cfg, 0).name()]
-    assert run_training(cfg, 0, EXPERIMENT, tiny_image_folder, device="cpu", progress=False, store=store,
-                        wait=False) is None  # held: left to its holder
+    assert run_training(cfg, 0, EXPERIMENT, context(store, tiny_image_folder, wait=False)) is None  # held: left to it
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     assert status([Run(cfg, 0)], EXPERIMENT, store)["missing"] == [Run(cfg, 0).name()]
-    run = run_training(cfg, 0, EXPERIMENT, tiny_image_folder, device="cpu", progress=False, store=store, wait=False)
+    run = run_training(cfg, 0, EXPERIMENT, context(store, tiny_image_folder, wait=False))
     assert run is not None and run.result["status"] == "completed"
     assert not list((tmp_path / "ck").rglob("*.lock"))  # the taker removed the lock once stored
 
@@ -122,8 +121,7 @@ def test_a_failed_job_names_its_run_and_the_status_lists_it(tmp_path, monkeypatc
 
     monkeypatch.setattr("shared.train.runner.train", broken)
     with pytest.raises(RuntimeError):
-        TrainJob()([Run(grid[0], 0)], EXPERIMENT, tiny_image_folder, "cpu", False, str(store.root),
-                   str(store.checkpoints))
+        TrainJob()([Run(grid[0], 0)], EXPERIMENT, context(store, tiny_image_folder))
     assert f"run {Run(grid[0], 0).name()} failed in job" in capsys.readouterr().out
     found = status(grid_runs(grid, [0]), EXPERIMENT, store)
     assert found["failed"] == [f"{Run(grid[0], 0).name()}: RuntimeError: out of memory"]
@@ -132,7 +130,7 @@ def test_a_failed_job_names_its_run_and_the_status_lists_it(tmp_path, monkeypatc
 
 def test_a_job_is_requeued_with_its_own_arguments(tmp_path):
     job = TrainJob()
-    args = ([Run(smoke_grid(1)[0], 0)], EXPERIMENT, None, "cpu", False, "r", "c")
+    args = ([Run(smoke_grid(1)[0], 0)], EXPERIMENT, context(Store(tmp_path / "r", tmp_path / "c")))
     resubmission = job.checkpoint(*args)
     assert resubmission.function is job and resubmission.args == args
 

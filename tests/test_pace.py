@@ -4,6 +4,7 @@
 import pytest
 
 from shared.config import TRAINING_EXPERIMENT, fig1_grid, train_config
+from shared.compute import RunContext
 from shared.train import run_grid
 from shared.train.__main__ import main
 from shared.train import pace
@@ -35,7 +36,7 @@ def test_the_estimate_scales_one_timed_step_by_the_runs_flops_and_images(monkeyp
 def test_a_grid_in_a_crawling_precision_is_refused_before_any_work(crawling_bf16):
     grid = fig1_grid("cpu")
     with pytest.raises(pace.SlowPrecisionError, match=r"0\.01x fp32.*in bf16 against .* h in fp32.*--precision bf16"):
-        run_grid(grid, 0, TRAINING_EXPERIMENT, device="cpu", progress=False)
+        run_grid(grid, 0, TRAINING_EXPERIMENT, RunContext(device="cpu", progress=False))
 
 
 def test_the_command_says_why_and_exits_unless_bf16_was_asked_for(crawling_bf16, capsys, tiny_image_folder):

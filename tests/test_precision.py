@@ -3,7 +3,7 @@ and the CPU's bf16 units."""
 
 import pytest
 import torch
-from helpers import TINY, random_cifar
+from helpers import QUIET, TINY, random_cifar
 
 from shared import precision
 from shared.config import train_config
@@ -20,7 +20,7 @@ def one_step_epochs(prec: str, steps: int = STEPS, **overrides):
               "lr": 1e-3, "epochs": steps, "max_epochs": steps,
               "lr_drops": (), "record_step_losses": steps, "precision": prec, **overrides}
     cfg = train_config("smoke", **fields)
-    return cfg, train(cfg, random_cifar(n_train=64, n_test=40), seed=0, progress=False)
+    return cfg, train(cfg, random_cifar(n_train=64, n_test=40), seed=0, ctx=QUIET)
 
 
 def step_losses(result) -> list[float]:

@@ -9,7 +9,7 @@ import pytest
 from shared import provenance as results
 from shared.provenance import ALLOW_DIRTY, DIFF_FILE, UncommittedCodeError, code_version, git_commit
 from shared.results import Store
-from helpers import get_or_compute, put
+from helpers import context, get_or_compute, put
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def test_a_training_run_with_its_code_not_on_record_is_retrained(repo, tmp_path_
 
     store = Store(tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("ck"))
     cfg = train_config("smoke")
-    run_training(cfg, 0, TRAINING_EXPERIMENT, tiny_image_folder, progress=False, store=store)
+    run_training(cfg, 0, TRAINING_EXPERIMENT, context(store, tiny_image_folder))
     path = store.run_dir(TRAINING_EXPERIMENT, cfg, 0) / "provenance.json"
     write_json(path, {**read_json(path), "git_commit": "0123abc+dirty"})
     assert rerun.unrecorded(TRAINING_EXPERIMENT, store, under_s=0.0) == []  # it took longer than that
@@ -232,10 +232,10 @@ def test_a_run_resumed_on_clean_code_keeps_the_diff_its_first_epochs_were_comput
     (repo / "shared" / "code.py").write_text("x = 2\n")
     monkeypatch.setattr("shared.train.runner.train", killed_after_first_epoch)
     with pytest.raises(Killed):
-        run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
+        run_training(cfg, 0, "unit", context(store, tiny_image_folder))
     monkeypatch.setattr("shared.train.runner.train", train)
     (repo / "shared" / "code.py").write_text("x = 1\n")  # the edit reverted
-    run = run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
+    run = run_training(cfg, 0, "unit", context(store, tiny_image_folder))
     prov, folder = run.provenance, store.run_dir("unit", cfg, 0)
     assert not prov["git_commit"].endswith("+dirty") and "code_diff" not in prov  # the fields as before
     first, last = prov["code_segments"]

@@ -6,7 +6,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import TINY
 from PIL import Image
 
 from shared.config import train_config
@@ -15,7 +14,7 @@ from shared.compute import OtherDataError, RunContext, config_runs, get_or_measu
 from shared.results import Store
 from shared.train import run_grid, run_together, run_training, train
 from shared.train.__main__ import main
-from helpers import get_or_compute, put
+from helpers import TINY, context, get_or_compute, put
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -70,14 +69,14 @@ def test_runs_trained_together_skip_a_run_another_process_holds(tmp_path, monkey
     monkeypatch.setattr("shared.train.runner.train_together",
                         lambda cfgs, *a, **k: trained.append([c.lr for c in cfgs]) or real(cfgs, *a, **k))
     with store.lock("grid", grid[1], 0):  # another process is training lr 0.01 (flock: per open file)
-        run_together(grid, 0, "grid", tiny_image_folder, device="cpu", progress=False, store=store)
+        run_together(grid, 0, "grid", context(store, tiny_image_folder))
         assert trained == [[0.1, 0.001]]
         assert store.get("grid", grid[1], 0) is None
         with store.lock("grid", grid[1], 0, wait=False) as taken:
             assert taken is None  # still held: a second taker does not wait for it
-    run_together(grid, 0, "grid", tiny_image_folder, device="cpu", progress=False, store=store)
+    run_together(grid, 0, "grid", context(store, tiny_image_folder))
     assert trained == [[0.1, 0.001], [0.01]]  # each run trained once
-    run_together(grid, 0, "grid", tiny_image_folder, device="cpu", progress=False, store=store)
+    run_together(grid, 0, "grid", context(store, tiny_image_folder))
     assert trained == [[0.1, 0.001], [0.01]] and not list((tmp_path / "ck").rglob("*.lock"))
 
 
@@ -88,7 +87,7 @@ def test_an_unwritable_store_fails_before_anything_is_computed(tmp_path, tiny_im
     with pytest.raises(ValueError, match=f"the results store cannot be written at {tmp_path / 'results'}/unit"):
         get_or_compute(store, "unit", cfg, 0, lambda: pytest.fail("computed"), "cpu")
     with pytest.raises(ValueError, match="the results store cannot be written"):
-        run_grid([cfg, cfg], 0, "unit", tiny_image_folder, device="cpu", progress=False, together=2, store=store)
+        run_grid([cfg, cfg], 0, "unit", context(store, tiny_image_folder), together=2)
     assert not list(tmp_path.rglob("*.pt"))
 
 
@@ -121,10 +120,10 @@ def test_a_resumed_runs_duration_covers_every_segment(tmp_path, monkeypatch, tin
 
     monkeypatch.setattr("shared.train.runner.train", slow_first_epoch)
     with pytest.raises(Killed):
-        run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
+        run_training(cfg, 0, "unit", context(store, tiny_image_folder))
     monkeypatch.undo()
     first_segment = torch.load(store.checkpoint("unit", cfg, 0), weights_only=True)["runs"][0]["elapsed_s"]
-    run = run_training(cfg, 0, "unit", tiny_image_folder, device="cpu", progress=False, store=store)
+    run = run_training(cfg, 0, "unit", context(store, tiny_image_folder))
     assert run.provenance["duration_s"] > first_segment > 0
     assert "earlier_segments_s" not in run.result
 

@@ -1,8 +1,9 @@
 """Several runs trained as one model (grouped convolutions) equal each run trained alone."""
+from dataclasses import replace
 
 import pytest
 import torch
-from helpers import TINY, random_cifar
+from helpers import QUIET, TINY, context, random_cifar
 
 from shared.config import network_fields, train_config
 from shared.models import build_model, count_parameters, stack_models, unstack_state
@@ -96,13 +97,13 @@ def test_runs_trained_together_equal_runs_trained_alone(tmp_path):
     cfgs = [train_config("smoke", lr=lr, epochs=e, max_epochs=e, **TINY)
             for lr, e in ((0.05, 2), (0.01, 3), (0.02, 2))]
     seeds = [0, 1, 0]
-    together = train_together(cfgs, data, seeds, tmp_path / "together.pt", progress=False)
+    together = train_together(cfgs, data, seeds, tmp_path / "together.pt", ctx=QUIET)
     stacked_state = torch.load(tmp_path / "together.pt", weights_only=True)["model"]
     stacked = stack_models(seeded_models(seeds))
     stacked.load_state_dict(stacked_state)
     assert [r["engine"]["runs_together"] for r in together] == [3, 3, 3]
     for k, (cfg, seed) in enumerate(zip(cfgs, seeds)):
-        alone = train(cfg, data, seed, tmp_path / f"alone{k}.pt", progress=False)
+        alone = train(cfg, data, seed, tmp_path / f"alone{k}.pt", ctx=QUIET)
         assert_same_run(together[k], alone, examples=40)
         if cfg.epochs == 3:  # the longest run's final weights (shorter runs went on at rate 0)
             weights = torch.load(tmp_path / f"alone{k}.pt", weights_only=True)["model"]
@@ -118,31 +119,30 @@ def test_runs_trained_together_equal_runs_trained_alone(tmp_path):
 def test_a_diverging_run_leaves_the_others_untouched(tmp_path):
     data = random_cifar(n_train=64, n_test=20)
     cfgs = [train_config("smoke", bn=False, lr=lr, epochs=2, max_epochs=2, **TINY) for lr in (1e4, 0.01)]
-    together = train_together(cfgs, data, [3, 3], progress=False)
+    together = train_together(cfgs, data, [3, 3], ctx=QUIET)
     assert together[0]["status"] == "diverged" and len(together[0]["metrics"]) == 1
     for cfg, result in zip(cfgs, together):
-        assert_same_run(result, train(cfg, data, 3, progress=False), examples=20)
+        assert_same_run(result, train(cfg, data, 3, ctx=QUIET), examples=20)
 
 
 def test_grid_trained_together_stores_each_run(tmp_path, monkeypatch, tiny_image_folder):
     grid = [train_config("smoke", lr=lr, epochs=1, max_epochs=1, **TINY) for lr in (0.1, 0.01, 0.001)]
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
-                  store=Store(tmp_path / "results", tmp_path / "ck"))
-    runs = run_grid(grid, 4, "grid", together=2, **kwargs)
+    ctx = context(Store(tmp_path / "results", tmp_path / "ck"), tiny_image_folder)
+    runs = run_grid(grid, 4, "grid", ctx, together=2)
     assert [r.result["engine"]["runs_together"] for r in runs] == [2, 2, 1]
     assert all(r.provenance["seed"] == 4 and r.provenance["config"]["lr"] == c.lr
                for r, c in zip(runs, grid))
     assert not list((tmp_path / "ck").rglob("*.pt"))  # finished batches leave no checkpoint
     monkeypatch.setattr("shared.train.runner.train_together", lambda *a, **k: pytest.fail("retrained"))
-    assert run_grid(grid, 4, "grid", together=2, **kwargs) == runs
+    assert run_grid(grid, 4, "grid", ctx, together=2) == runs
     assert Store(tmp_path / "results").get("grid", grid[1], 4) == runs[1]
 
 
 def test_compiled_training_equals_eager(tmp_path):
     data = random_cifar(n_train=64, n_test=20)
     cfg = train_config("smoke", lr=0.02, epochs=2, max_epochs=2, **TINY)
-    eager = train(cfg, data, 0, progress=False)
-    compiled = train(cfg, data, 0, progress=False, compile=True)
+    eager = train(cfg, data, 0, ctx=QUIET)
+    compiled = train(cfg, data, 0, ctx=replace(QUIET, compile=True))
     assert compiled["engine"]["compiled"] and not eager["engine"]["compiled"]
     assert_same_run(compiled, eager, examples=20)
 
@@ -159,8 +159,7 @@ def test_together_groups_share_everything_but_rate_and_length():
 def test_interrupted_batch_trained_together_resumes(tmp_path, monkeypatch, tiny_image_folder):
     import shared.train.loop as T
     grid = [train_config("smoke", lr=lr, epochs=2, max_epochs=2, **TINY) for lr in (0.1, 0.01)]
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
-                  store=Store(tmp_path / "results", tmp_path / "ck"))
+    ctx = context(Store(tmp_path / "results", tmp_path / "ck"), tiny_image_folder)
     real_run_epoch, epochs_trained = T.run_epoch, []
 
     def killed_in_second_epoch(cfgs, runs, loaders, data, states, steps):
@@ -170,7 +169,7 @@ def test_interrupted_batch_trained_together_resumes(tmp_path, monkeypatch, tiny_
 
     monkeypatch.setattr(T, "run_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        run_grid(grid, 0, "grid", together=2, **kwargs)
+        run_grid(grid, 0, "grid", ctx, together=2)
     assert len(list((tmp_path / "ck").rglob("together-*/seed0.pt"))) == 1
 
     def counting(cfgs, runs, loaders, data, states, steps):
@@ -178,6 +177,6 @@ def test_interrupted_batch_trained_together_resumes(tmp_path, monkeypatch, tiny_
         return real_run_epoch(cfgs, runs, loaders, data, states, steps)
 
     monkeypatch.setattr(T, "run_epoch", counting)
-    runs = run_grid(grid, 0, "grid", together=2, **kwargs)
+    runs = run_grid(grid, 0, "grid", ctx, together=2)
     assert epochs_trained == [(2, 1)]  # only the batch's second epoch is trained again
     assert [len(r.result["metrics"]) for r in runs] == [2, 2]

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import TINY, random_cifar
+from helpers import QUIET, TINY, context, random_cifar
 
 from shared.config import divergence_grid, fig1_grid, sweep_grid, train_config, warmup_grid
 from shared.plotting import runs_summary
@@ -50,7 +50,7 @@ def test_doubling_rule_doubles_at_the_first_drop_until_plateau_or_cap():
 
 
 def final_weights(cfg, data, seed, checkpoint=None, on_epoch_end=None):
-    result = train(cfg, data, seed, checkpoint, progress=False, on_epoch_end=on_epoch_end)
+    result = train(cfg, data, seed, checkpoint, QUIET, on_epoch_end=on_epoch_end)
     saved = torch.load(checkpoint, weights_only=True)["model"] if checkpoint else None
     return result, saved
 
@@ -68,7 +68,7 @@ def test_resumed_training_is_bit_identical(tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        train(cfg, data, 5, tmp_path / "resumed.pt", progress=False, on_epoch_end=kill_after_first_epoch)
+        train(cfg, data, 5, tmp_path / "resumed.pt", QUIET, on_epoch_end=kill_after_first_epoch)
     assert torch.load(tmp_path / "resumed.pt", weights_only=True)["runs"][0]["epoch"] == 1
     resumed, resumed_weights = final_weights(cfg, data, 5, tmp_path / "resumed.pt")
     assert set(weights) == set(resumed_weights)
@@ -95,9 +95,9 @@ def test_a_run_resumed_under_another_commit_records_both(tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, "git_commit", lambda: "a" * 40)
     with pytest.raises(Killed):
-        train(cfg, data, 5, tmp_path / "run.pt", progress=False, on_epoch_end=kill_after_first_epoch)
+        train(cfg, data, 5, tmp_path / "run.pt", QUIET, on_epoch_end=kill_after_first_epoch)
     monkeypatch.setattr(T, "git_commit", lambda: "b" * 40 + "+dirty")
-    result = train(cfg, data, 5, tmp_path / "run.pt", progress=False)
+    result = train(cfg, data, 5, tmp_path / "run.pt", ctx=QUIET)
     assert result["code"] == ["a" * 40, "b" * 40 + "+dirty"]
     found = [StoredRun(result, {"seed": 5, "device": "cpu", "data": None, "git_commit": "b" * 40 + "+dirty",
                              "date": "2026-12-06T00:00:00"})]
@@ -121,7 +121,7 @@ def test_a_warmup_epoch_is_an_epoch_at_a_tenth_of_the_rate(tmp_path):
     data = random_cifar(n_train=64, n_test=20)
     warm = train_config("smoke", epochs=2, max_epochs=2, lr_drops=(), warmup_epochs=1, **TINY)
     slow = train_config("smoke", epochs=2, max_epochs=2, lr_drops=(), lr=0.01, **TINY)
-    a, b = (train(cfg, data, 3, progress=False) for cfg in (warm, slow))
+    a, b = (train(cfg, data, 3, ctx=QUIET) for cfg in (warm, slow))
     assert [m["lr"] for m in a["metrics"]] == pytest.approx([0.01, 0.1])
     first = lambda r: {k: v for k, v in r["metrics"][0].items() if k not in ("wall_s", "lr")}
     assert first(a) == first(b)
@@ -131,7 +131,7 @@ def test_a_warmup_epoch_is_an_epoch_at_a_tenth_of_the_rate(tmp_path):
 def test_absurd_rate_diverges_as_a_result_not_a_crash():
     data = random_cifar()
     cfg = train_config("smoke", bn=False, lr=1e4, epochs=3, max_epochs=3, **TINY)
-    result = train(cfg, data, 0, progress=False)
+    result = train(cfg, data, 0, ctx=QUIET)
     assert result["status"] == "diverged" and result["failure"] == "diverged"
     assert result["diverged_epoch"] == 1 and 1 <= result["diverged_step"] < 4
     trace = torch.tensor(result["diverged_trace"])
@@ -155,7 +155,7 @@ def test_divergence_needs_an_update_and_a_loss_far_above_the_start():
 def test_a_run_that_has_diverged_stops_computing_within_the_epoch():
     data = random_cifar(n_train=32 * 25)
     cfg = train_config("smoke", bn=False, lr=1e4, epochs=2, max_epochs=2, **TINY)
-    result = train(cfg, data, 0, progress=False)
+    result = train(cfg, data, 0, ctx=QUIET)
     assert result["status"] == "diverged" and result["diverged_step"] < cfg.divergence_check_every
     assert result["metrics"][0]["steps"] == cfg.divergence_check_every  # of 25: stopped at the first check
 
@@ -163,7 +163,7 @@ def test_a_run_that_has_diverged_stops_computing_within_the_epoch():
 def test_step_losses_are_recorded_for_the_first_epochs_when_asked():
     data = random_cifar(n_train=96)
     cfg = train_config("smoke", lr=0.01, epochs=2, max_epochs=2, record_step_losses=1, **TINY)
-    result = train(cfg, data, 0, progress=False)
+    result = train(cfg, data, 0, ctx=QUIET)
     first, second = result["metrics"]
     assert len(first["step_losses"]) == 3 and "step_losses" not in second
     assert first["step_losses"][0] == pytest.approx(result["initial_loss"])
@@ -187,7 +187,7 @@ def test_resnet110_without_bn_is_not_diverged_on_its_initial_loss(real_cifar10):
     cfg = train_config("paper", bn=False, lr=1e-4, epochs=1, max_epochs=1, steps_per_epoch=3,
                        eval_batch_size=100, shortcut="A", fc_init="same")
     for seed in (1, 2):
-        result = train(cfg, data, seed, progress=False)
+        result = train(cfg, data, seed, ctx=QUIET)
         assert result["initial_loss"] > 1e3 and result["first_above_step"] == 0
         assert result["status"] == "completed" and result["diverged_step"] is None
 
@@ -195,7 +195,7 @@ def test_resnet110_without_bn_is_not_diverged_on_its_initial_loss(real_cifar10):
 def test_small_rate_does_not_diverge_and_learns():
     data = random_cifar(n_train=256)
     cfg = train_config("smoke", epochs=4, max_epochs=4, lr=0.05, **TINY)
-    result = train(cfg, data, 0, progress=False)
+    result = train(cfg, data, 0, ctx=QUIET)
     losses = [m["train_loss"] for m in result["metrics"]]
     assert result["status"] == "completed" and result["diverged_step"] is None
     assert losses[-1] < losses[0]
@@ -204,14 +204,13 @@ def test_small_rate_does_not_diverge_and_learns():
 
 def test_run_training_stores_and_then_loads(tmp_path, monkeypatch, tiny_image_folder):
     cfg = train_config("smoke", epochs=1, max_epochs=1, **TINY)
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
-                  store=Store(tmp_path / "results", tmp_path / "ck"))
-    first = run_training(cfg, 2, "unit", **kwargs)
+    ctx = context(Store(tmp_path / "results", tmp_path / "ck"), tiny_image_folder)
+    first = run_training(cfg, 2, "unit", ctx)
     assert first.result["status"] == "completed"
     assert first.provenance["seed"] == 2 and "cpu" in first.provenance["device"]
     assert first.provenance["data"].startswith(f"image-folder tree {tiny_image_folder.name}")
     monkeypatch.setattr("shared.train.runner.train", lambda *a, **k: pytest.fail("retrained"))
-    assert run_training(cfg, 2, "unit", **kwargs) == first
+    assert run_training(cfg, 2, "unit", ctx) == first
     assert Store(tmp_path / "results").get("unit", cfg, 2) == first
 
 
@@ -235,8 +234,7 @@ def test_fig1_grid_and_sweep_cover_the_papers_settings():
 def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_image_folder):
     import shared.train.loop as T
     grid = fig1_grid("smoke", epochs=2, max_epochs=2, **TINY)[:2]
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False,
-                  store=Store(tmp_path / "results", tmp_path / "ck"))
+    ctx = context(Store(tmp_path / "results", tmp_path / "ck"), tiny_image_folder)
     real_run_epoch, calls = T.run_epoch, []
 
     def killed_in_second_run(cfgs, runs, loaders, data, states, steps):
@@ -246,7 +244,7 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_i
 
     monkeypatch.setattr(T, "run_epoch", killed_in_second_run)
     with pytest.raises(KeyboardInterrupt):
-        run_grid(grid, 0, "grid", **kwargs)
+        run_grid(grid, 0, "grid", ctx)
     assert Store(tmp_path / "results").get("grid", grid[0], 0) is not None
     assert Store(tmp_path / "results").get("grid", grid[1], 0) is None
 
@@ -255,7 +253,7 @@ def test_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, tiny_i
         return real_run_epoch(cfgs, *args)
 
     monkeypatch.setattr(T, "run_epoch", counting)
-    runs = run_grid(grid, 0, "grid", **kwargs)
+    runs = run_grid(grid, 0, "grid", ctx)
     assert calls == [grid[1]]  # only the interrupted run's last epoch is trained again
     assert [len(r.result["metrics"]) for r in runs] == [2, 2]
 
@@ -334,9 +332,8 @@ def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path,
     from shared.config import start_config
     tiny = {k: v for k, v in TINY.items() if k != "arch"}
     cfgs = {e: start_config("resnet20", False, e, "smoke", lr=0.05, record_health=20, **tiny) for e in (1, 3)}
-    kwargs = dict(data_dir=tiny_image_folder, device="cpu", progress=False)
     short_store = Store(tmp_path / "a" / "results", tmp_path / "a" / "ck")
-    run_training(cfgs[1], 0, "start", store=short_store, **kwargs)
+    run_training(cfgs[1], 0, "start", context(short_store, tiny_image_folder))
     epochs_trained = []
     real = T.run_epoch
 
@@ -346,12 +343,12 @@ def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path,
 
     T.run_epoch, original = counting, T.run_epoch
     try:
-        extended = run_training(cfgs[3], 0, "start", store=short_store, **kwargs)
+        extended = run_training(cfgs[3], 0, "start", context(short_store, tiny_image_folder))
     finally:
         T.run_epoch = original
     assert epochs_trained == [1, 2]  # the first epoch was the stored run's
-    scratch = run_training(cfgs[3], 0, "start", store=Store(tmp_path / "b" / "results", tmp_path / "b" / "ck"),
-                           **kwargs)
+    scratch = run_training(cfgs[3], 0, "start",
+                           context(Store(tmp_path / "b" / "results", tmp_path / "b" / "ck"), tiny_image_folder))
     strip = lambda r: [{k: v for k, v in m.items() if k != "wall_s"} for m in r.result["metrics"]]
     assert strip(extended) == strip(scratch)
     assert extended.result["metrics"][0] == short_store.get("start", cfgs[1], 0).result["metrics"][0]

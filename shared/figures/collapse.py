@@ -25,6 +25,8 @@ a smaller rate, the gradient's norm clipped, a linear warm-up of the rate. None 
 test which part of the first updates does the damage.
 """
 
+import argparse
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,12 +34,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..cli import seed_arg
 from ..config import ProbeConfig, network_fields
 from ..data import Cifar10, TrainLoader, eval_batches
 from ..health import health, input_share, logit_spread
 from ..models import build_model
-from ..compute import RunContext, measured
-from ..compute import config_runs
+from ..compute import RunContext, config_runs, measured
 from .protocol import SMOKE_NETWORK, Measurement
 
 EXPERIMENT = "collapse"
@@ -253,11 +255,6 @@ def plot(found: dict[str, list[dict]], axes) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Trace every variant (VARIANTS) for the seeds given, storing what is missing, e.g.
     `python -m shared.figures.collapse --seeds 0 1`."""
-    import argparse
-    import time
-
-    from ..cli import seed_arg
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--preset", default="paper", choices=["paper", "smoke"])
     parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])

@@ -26,9 +26,11 @@ import numpy as np
 import pandas as pd
 
 from ..claims import NOT_JUDGED, Claim, holds, judged, slug, unjudged_reason
+from ..cli import seed_arg
 from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, check_choice, divergence_config, sweep_rates
-from ..compute import config_runs
+from ..compute import RunContext, config_runs
 from ..results import Store
+from ..train import run_training
 from . import fig3, fig5 as fig5_module, signal_propagation
 from .fig3 import reduced_config
 from .protocol import Source, probe_runs, training_preset
@@ -165,19 +167,19 @@ def ladder_training_config(preset: str, arch: str, bn: bool, lr: float):
     return divergence_config(preset, arch=arch, bn=bn, lr=lr)
 
 
-def train_ladder(arch: str, bn: bool, seed: int, preset: str = "preview", data_dir=None, compute: bool = True,
-                 store: Store | None = None, progress: bool = False) -> Bisection:
+def train_ladder(arch: str, bn: bool, seed: int, preset: str = "preview", ctx: RunContext | None = None,
+                 compute: bool = True) -> Bisection:
     """`bisect_stable` over LADDER_RATES for one network and seed, each rate a stored training run
-    (`shared.train.run_training`, resumable); with compute=False only what the store holds."""
-    from ..train import run_training  # the training loop is needed only to compute
-    store = store or Store()
+    (`shared.train.run_training` under `ctx`, resumable); with compute=False only what `ctx.store`
+    holds."""
+    ctx = ctx or RunContext(progress=False)
 
     def diverges(lr: float) -> bool | None:
         cfg = ladder_training_config(preset, arch, bn, lr)
         if compute:
-            run = run_training(cfg, seed, TRAINING_EXPERIMENT, data_dir, store=store, progress=progress)
+            run = run_training(cfg, seed, TRAINING_EXPERIMENT, ctx)
         else:
-            run = store.get(TRAINING_EXPERIMENT, cfg, seed)
+            run = ctx.store.get(TRAINING_EXPERIMENT, cfg, seed)
         return None if run is None else run.result["status"] == "diverged"
 
     return bisect_stable(LADDER_RATES, diverges)
@@ -201,7 +203,7 @@ def training_ladder(preset: str, seeds=None, archs=tuple(DEPTHS), store: Store |
     for arch in archs:
         for name in NETWORKS:
             for seed in seeds:
-                b = train_ladder(arch, name == "bn", seed, preset, compute=False, store=store)
+                b = train_ladder(arch, name == "bn", seed, preset, RunContext(store), compute=False)
                 if not b.tried:  # nothing stored for this network and seed
                     continue
                 rows.append({"depth": DEPTHS[arch], "network": name, "seed": seed,
@@ -244,7 +246,7 @@ def load(source: Source, archs=None, train_preset: str | None = None, train_arch
     if compute_training and source.compute is not None:
         for arch in train_archs:
             for bn in (False, True):
-                train_ladder(arch, bn, source.compute, train_preset, source.data_dir)
+                train_ladder(arch, bn, source.compute, train_preset, source.context)
     return Runs(archs, signal, ladder, fig5, train_preset, training_ladder(train_preset, source.seeds, train_archs))
 
 
@@ -276,8 +278,6 @@ def main(argv: list[str] | None = None) -> None:
     """Train the ladder's bisections into the results store, shallowest network first, e.g.
     `python -m shared.figures.depth --seeds 0 --archs resnet20 resnet32 resnet56 resnet110` (the
     `preview` preset, on which the stored ladder was trained)."""
-    from ..cli import seed_arg
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--preset", default="preview", choices=list(TRAIN_PRESETS))
     parser.add_argument("--seeds", type=seed_arg, nargs="+", default=[0])
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         for arch in args.archs:
             for bn in (False, True):
                 start = time.perf_counter()
-                b = train_ladder(arch, bn, seed, args.preset, args.data_dir, progress=True)
+                b = train_ladder(arch, bn, seed, args.preset, RunContext(data_dir=args.data_dir))
                 print(f"{arch} {'BN' if bn else 'no BN'} seed {seed}: largest stable rate {b.rate} "
                       f"(tried {b.tried}) in {time.perf_counter() - start:.0f} s", flush=True)
 

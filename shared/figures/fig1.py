@@ -320,8 +320,7 @@ def load(source: Source, together: int = 1) -> Runs:
     `source.compute`'s missing ones, `together` at a time (`shared.train.run_grid`)."""
     grid, probes, warm = fig1_grid(source.preset), divergence_grid(source.preset), warmup_grid(source.preset)
     if source.compute is not None:
-        run_grid(grid + probes + warm, source.compute, TRAINING_EXPERIMENT, source.data_dir, progress=False,
-                 together=together)
+        run_grid(grid + probes + warm, source.compute, TRAINING_EXPERIMENT, source.context, together)
     stored = lambda cfg: config_runs(TRAINING_EXPERIMENT, cfg, seeds=source.seeds)
     return Runs({setting_name(cfg): stored(cfg) for cfg in grid}, [(cfg, stored(cfg)) for cfg in probes],
                 [r for cfg in warm for r in stored(cfg)], plateau.load(source.read_only))

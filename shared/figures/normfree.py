@@ -21,12 +21,15 @@ import pandas as pd
 from ..claims import Claim, holds, judged, slug, unjudged_reason
 from ..config import TRAINING_EXPERIMENT, train_config
 from ..compute import config_runs
+from ..train import run_training
 from . import fig3, fig5, fig6, signal_propagation
 from .fig3 import reduced_config
 from .fig6 import network_stats
 from .protocol import Source, probe_runs, training_preset
+from .fig1 import plot_accuracy
 from .relative_loss import first_above
 from .signal_propagation import spp_frame
+from .sweep import outcomes
 
 @dataclass(frozen=True)
 class Scheme:
@@ -192,7 +195,6 @@ def training_table(runs: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
     """Rows (scheme, rate): how many seeds, how many diverged (and at which step, the first seed's),
     failed to learn or trained (`shared.figures.fig1`'s definitions), and the final test accuracy of the
     completed runs (mean; NaN where none completed)."""
-    from .sweep import outcomes
     rows = []
     for (key, lr), found in runs.items():
         row = outcomes(found)
@@ -205,7 +207,6 @@ def training_table(runs: dict[tuple[str, float], list[dict]]) -> pd.DataFrame:
 
 def plot_training(axes, runs: dict[tuple[str, float], list[dict]]) -> None:
     """`shared.figures.fig1.plot_accuracy` of every scheme and rate with runs ("SkipInit, lr 0.1", ...)."""
-    from .fig1 import plot_accuracy
     plot_accuracy(axes, {f"{LABELS[key]}, lr {lr:g}": found for (key, lr), found in runs.items() if found})
 
 
@@ -250,11 +251,10 @@ def load(source: Source, train_preset: str | None = None, compute_training: bool
     at_init = {experiment: scheme_runs(experiment, source) for experiment in AT_INIT}
     train_preset = train_preset or training_preset(source.preset)
     if compute_training and source.compute is not None:
-        from ..train import run_training
         for key in NORM_FREE:
             for lr in TRAINING_RATES:
                 run_training(training_config(key, train_preset, lr), source.compute, TRAINING_EXPERIMENT,
-                             source.data_dir, progress=False)
+                             source.context)
     return Runs(at_init, train_preset, load_training(train_preset, source.seeds))
 
 

@@ -39,6 +39,11 @@ class Source:
             check_seed(self.compute)
 
     @property
+    def context(self) -> RunContext:
+        """How its missing runs are computed: from its CIFAR-10 copy, without progress bars."""
+        return RunContext(data_dir=self.data_dir, progress=False)
+
+    @property
     def read_only(self) -> "Source":
         """The same runs, computing none (for a figure's comparisons beside its own network)."""
         return replace(self, compute=None)
@@ -84,7 +89,7 @@ def probe_runs(measurement: Measurement, cfg, source: Source) -> list[dict]:
     """The stored runs of `measurement` at `cfg` that `source` shows, by seed, after computing
     `source.compute`'s run where it is missing."""
     if source.compute is not None:
-        measured(measurement.name, cfg, source.compute, measurement.measure, RunContext(data_dir=source.data_dir),
+        measured(measurement.name, cfg, source.compute, measurement.measure, source.context,
                  needs_data=measurement.needs_data)
     return config_runs(measurement.name, cfg, source.seeds, source.data_dir)
 

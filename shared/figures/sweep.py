@@ -12,6 +12,7 @@ import pandas as pd
 from ..claims import NO, PARTLY, Claim, at_least, judged, unjudged_reason, within_range
 from ..config import TRAINING_EXPERIMENT, TrainConfig, sweep_grid
 from ..compute import config_runs
+from ..train import run_grid
 from .divergence import CHANCE, trained
 from .protocol import Source
 
@@ -130,8 +131,7 @@ def load(source: Source, rates_per_decade: int = 2, epochs: int | None = None, t
     `together` at a time."""
     grid = sweep_grid(source.preset, rates_per_decade, epochs)
     if source.compute is not None:
-        from ..train import run_grid
-        run_grid(grid, source.compute, TRAINING_EXPERIMENT, source.data_dir, progress=False, together=together)
+        run_grid(grid, source.compute, TRAINING_EXPERIMENT, source.context, together)
     return Runs([(cfg, config_runs(TRAINING_EXPERIMENT, cfg, seeds=source.seeds)) for cfg in grid])
 
 

@@ -7,11 +7,10 @@ import argparse
 import time
 
 from ..cli import device_arg, positive_int_arg, seed_arg
-from ..compute import default_device
+from ..compute import RunContext, default_device
 from ..config import ARCHS, GRIDS, PRECISIONS, TRAIN_PRESETS, TRAINING_EXPERIMENT, setting_name
 from ..launch import LAUNCHERS, LaunchOptions, Run, format_status, launch, status
 from ..precision import AUTO, BF16_MIN_SPEEDUP, resolve_precision
-from ..results import Store
 from .pace import SlowPrecisionError, check_pace
 from .runner import run_grid
 
@@ -78,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"unknown setting {wanted!r}; valid: {', '.join(sorted(names))}")
         grids = [(name, seed, [c for c in grid if setting_name(c) in args.settings]) for name, seed, grid in grids]
     slow_ok = args.precision == "bf16"  # asked for explicitly: started even where it crawls
+    ctx = RunContext(data_dir=args.data_dir, device=args.device, compile=args.compile)
     if args.launcher:  # before any job starts: no silent slow path (`shared.train.pace`)
         missing = [cfg for _, seed, grid in grids for cfg in grid
-                   if Store().get(TRAINING_EXPERIMENT, cfg, seed) is None]
+                   if ctx.store.get(TRAINING_EXPERIMENT, cfg, seed) is None]
         try:
             check_pace(missing, args.device or default_device(), slow_ok)
         except SlowPrecisionError as error:
@@ -90,15 +90,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.launcher:
             options = LaunchOptions(args.launcher, args.max_parallel, args.time_min, args.partition,
                                     args.gpus_per_job, args.cpus_per_job)
-            jobs = launch(runs, TRAINING_EXPERIMENT, options, args.data_dir, args.device, args.compile)
+            jobs = launch(runs, TRAINING_EXPERIMENT, options, ctx)
             print(f"{len(jobs)} {args.launcher} jobs" + (f": {', '.join(j.job_id for j in jobs)}" if jobs else ""))
-        print(format_status(status(runs, TRAINING_EXPERIMENT, Store())), flush=True)
+        print(format_status(status(runs, TRAINING_EXPERIMENT, ctx.store)), flush=True)
         return
     for name, seed, grid in grids:
         start = time.perf_counter()
         try:
-            runs = run_grid(grid, seed, TRAINING_EXPERIMENT, args.data_dir, device=args.device,
-                            together=args.together, compile=args.compile, slow_ok=slow_ok)
+            runs = run_grid(grid, seed, TRAINING_EXPERIMENT, ctx, args.together, slow_ok)
         except SlowPrecisionError as error:
             parser.exit(2, f"{parser.prog}: {error}\n")
         statuses = ", ".join(f"{c.lr:g}{'' if c.bn else ' no BN'}: {r.result['status']}"

@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..compute import RunContext
 from ..config import TrainConfig, check_choice
 from ..data import Cifar10, TrainLoader
 from ..fileio import save_torch_atomic
@@ -235,9 +236,9 @@ def learning_failure(initial_loss: float, metrics: list[dict],
 
 
 def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | None = None,
-          progress: bool = True, on_epoch_end: Callable[[int], None] | None = None,
-          compile: bool = False, memory_format: str = "channels_last") -> dict:
+          ctx: RunContext | None = None, on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train one network on `data` (already on its device); resume from `checkpoint` if present.
+    `ctx` (`shared.compute.RunContext`) gives the progress bar, `torch.compile` and the memory layout.
 
     Returns {"status": "completed" | "diverged", "epochs": the final schedule length,
     "diverged_step": global 0-based step or None, "diverged_trace": the losses of the diverging
@@ -246,25 +247,26 @@ def train(cfg: TrainConfig, data: Cifar10, seed: int = 0, checkpoint: Path | Non
     segment's code with its diff (`RunState.segments`; the store moves them to the provenance),
     "earlier_segments_s": the wall seconds spent before this call resumed it (0 if it did not)}.
     """
-    return train_together([cfg], data, [seed], checkpoint, progress, on_epoch_end, compile, memory_format)[0]
+    return train_together([cfg], data, [seed], checkpoint, ctx, on_epoch_end)[0]
 
 
-def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
-                   checkpoint: Path | None = None, progress: bool = True,
-                   on_epoch_end: Callable[[int], None] | None = None, compile: bool = False,
-                   memory_format: str = "channels_last") -> list[dict]:
+def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int], checkpoint: Path | None = None,
+                   ctx: RunContext | None = None,
+                   on_epoch_end: Callable[[int], None] | None = None) -> list[dict]:
     """Train K runs at once (`Runs`), each with its own config and seed; returns each run's result
     as `train` does, equal (to float rounding) to training it alone. A run that diverges or ends
     its schedule stops learning (rate 0) while the others go on; the rest of its epochs is not
-    recorded. `on_epoch_end(epochs done)` is called after each epoch's checkpoint. `memory_format`
-    (MEMORY_FORMATS) is the layout of the network and its batches: the same arithmetic summed in
-    another order, so a run in the other layout is a rounding-level twin of the default one."""
+    recorded. `on_epoch_end(epochs done)` is called after each epoch's checkpoint. The memory
+    layout (`ctx.memory_format`, MEMORY_FORMATS) is the network's and its batches': the same
+    arithmetic summed in another order, so a run in the other layout is a rounding-level twin of
+    the default one."""
+    ctx = ctx or RunContext()
     if len(cfgs) != len(seeds) or not cfgs:
         raise ValueError(f"one seed per config: got {len(cfgs)} configs and {len(seeds)} seeds")
     device = data.train_x.device
-    check_choice("memory_format", memory_format, MEMORY_FORMATS)
-    runs = Runs(cfgs, seeds, device, MEMORY_FORMATS[memory_format])
-    if compile:
+    check_choice("memory_format", ctx.memory_format, MEMORY_FORMATS)
+    runs = Runs(cfgs, seeds, device, MEMORY_FORMATS[ctx.memory_format])
+    if ctx.compile:
         runs.forward = torch.compile(runs.model)
     loaders = [TrainLoader(data.train_x, data.train_y, data.mean, data.std, cfgs[0].batch_size, seed)
                for seed in seeds]
@@ -282,7 +284,7 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
             state.segments.append(segment)
     names = ", ".join(f"lr={c.lr:g} seed={s}" for c, s in zip(cfgs, seeds))
     bar = tqdm(total=max(s.total_epochs for s in states), initial=states[0].epoch,
-               disable=not progress, desc=f"{cfgs[0].arch} bn={cfgs[0].bn} {names}", leave=False)
+               disable=not ctx.progress, desc=f"{cfgs[0].arch} bn={cfgs[0].bn} {names}", leave=False)
     with tf32_setting(cfgs[0].precision):
         while any(s.active for s in states):
             run_epoch(cfgs, runs, loaders, data, states, steps)
@@ -299,7 +301,7 @@ def train_together(cfgs: list[TrainConfig], data: Cifar10, seeds: list[int],
             if on_epoch_end is not None:
                 on_epoch_end(states[0].epoch)
     bar.close()
-    engine = {"runs_together": len(cfgs), "compiled": compile, "precision": cfgs[0].precision,
+    engine = {"runs_together": len(cfgs), "compiled": ctx.compile, "precision": cfgs[0].precision,
               "memory_format": "channels_last" if runs.memory_format == torch.channels_last else "nchw"}
     return [{**s.result.stored(), "epochs": s.total_epochs, "initial_loss": s.initial_loss,
              "first_above_step": s.first_above_step, "metrics": s.metrics, "engine": engine,

@@ -19,32 +19,32 @@ from ..fileio import remove_stale_temps, save_torch_atomic
 from ..models import CIFAR_DEPTHS
 from ..compute import RunContext, default_device, get_or_measure, load_data, stored_run
 from ..provenance import code_version, provenance
-from ..results import Store, config_hash
+from ..results import Store, StoredRun, config_hash
 from .engine import shared_fields
 from .loop import train, train_together
 from .pace import check_pace
 
 
-def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train", data_dir=None, *,
-                 device=None, recompute: bool = False, progress: bool = True, compile: bool = False,
-                 store: Store | None = None, wait: bool = True, memory_format: str = "channels_last") -> dict | None:
-    """One stored training run: loaded from the store if complete, else trained (resuming from its
-    checkpoint if a previous attempt was interrupted) and stored. With `wait=False`, a run that
-    another process is training is left to it: None. The memory layout is not part of a run's
-    identity: a run in another layout than the default belongs in an experiment of its own."""
-    store = store or Store()
+def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train",
+                 ctx: RunContext | None = None) -> StoredRun | None:
+    """One stored training run: loaded from `ctx.store` if complete, else trained (resuming from
+    its checkpoint if a previous attempt was interrupted) and stored. Without `ctx.wait`, a run
+    that another process is training is left to it: None. The memory layout is not part of a
+    run's identity: a run in another layout than the default belongs in an experiment of its own."""
+    ctx = ctx or RunContext()
+    store = ctx.store
     checkpoint = store.checkpoint(experiment, cfg, seed)
-    if recompute:
+    if ctx.recompute:
         checkpoint.unlink(missing_ok=True)
     elif is_truncated(cfg) and not checkpoint.exists() and store.get(experiment, cfg, seed) is None:
         continue_shorter(store, experiment, cfg, seed)
 
     def compute(data):  # under the run's lock
-        if not recompute:
+        if not ctx.recompute:
             check_progress_elsewhere(store, experiment, [cfg], seed, checkpoint)
-        return train(cfg, data, seed, checkpoint, progress, compile=compile, memory_format=memory_format)
+        return train(cfg, data, seed, checkpoint, ctx)
 
-    run = get_or_measure(experiment, cfg, seed, compute, RunContext(store, data_dir, device, recompute, wait=wait))
+    run = get_or_measure(experiment, cfg, seed, compute, ctx)
     if run is not None:  # a stored run's checkpoint is never resumed again, nor written
         if is_truncated(cfg) and checkpoint.exists():
             checkpoint.replace(final_state(checkpoint))  # kept, so that a longer run continues it
@@ -81,13 +81,13 @@ def continue_shorter(store: Store, experiment: str, cfg: TrainConfig, seed: int)
     return epochs
 
 
-def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=None, *, device=None,
-                 progress: bool = True, compile: bool = False, store: Store | None = None) -> None:
-    """Train the runs of `cfgs` (one seed) missing from the store together (`train_together`), with
-    one checkpoint for the batch, and store each run with the batch's provenance. Each run is taken
-    under its lock without waiting: a run another process holds is left to it (`run_grid` then
-    waits for it and loads it), so two processes never train, or store, one run twice."""
-    store = store or Store()
+def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, ctx: RunContext | None = None) -> None:
+    """Train the runs of `cfgs` (one seed) missing from `ctx.store` together (`train_together`),
+    with one checkpoint for the batch, and store each run with the batch's provenance. Each run is
+    taken under its lock without waiting: a run another process holds is left to it (`run_grid`
+    then waits for it and loads it), so two processes never train, or store, one run twice."""
+    ctx = ctx or RunContext()
+    store = ctx.store
     with contextlib.ExitStack() as locks:
         taken = []
         for cfg in cfgs:
@@ -105,10 +105,10 @@ def run_together(cfgs: list[TrainConfig], seed: int, experiment: str, data_dir=N
         checkpoint = store.checkpoint(experiment, missing[0], seed).parent.with_name(f"together-{key}")
         checkpoint = checkpoint / f"seed{seed}.pt"
         check_progress_elsewhere(store, experiment, missing, seed, checkpoint)
-        device = torch.device(device or default_device())
-        data = load_data(missing[0], data_dir, device)
+        device = torch.device(ctx.device or default_device())
+        data = load_data(missing[0], ctx.data_dir, device)
         start = time.perf_counter()
-        results = train_together(missing, data, [seed] * len(missing), checkpoint, progress, compile=compile)
+        results = train_together(missing, data, [seed] * len(missing), checkpoint, ctx)
         for (cfg, lock), result in zip(taken, results):
             duration = time.perf_counter() - start + result.pop("earlier_segments_s")
             record = provenance(cfg, seed, device, duration, data.source, code)
@@ -174,20 +174,20 @@ def together_groups(cfgs: list[TrainConfig], size: int) -> list[list[TrainConfig
     return batches
 
 
-def run_grid(configs: list[TrainConfig], seed: int, experiment: str, data_dir=None, *, device=None,
-             progress: bool = True, together: int = 1, compile: bool = False,
-             store: Store | None = None, slow_ok: bool = False) -> list[dict]:
+def run_grid(configs: list[TrainConfig], seed: int, experiment: str, ctx: RunContext | None = None,
+             together: int = 1, slow_ok: bool = False) -> list[StoredRun]:
     """Every config's stored run for `seed`, training what is missing, `together` runs at a time
     where they can share one model (`train_together`); an interrupted grid resumes where it stopped
     (stored runs are loaded, interrupted ones continue from their checkpoint). Runs that another
     process is training are skipped at first and waited for at the end, so that N processes given
     one grid train N different runs at a time. Before any is computed on a CPU, `check_pace`
     refuses runs whose precision crawls there, unless `slow_ok`."""
-    kwargs = dict(device=device, progress=progress, compile=compile, store=store or Store())
-    check_pace([c for c in configs if kwargs["store"].get(experiment, c, seed) is None],
-               device or default_device(), slow_ok)
+    ctx = ctx or RunContext()
+    check_pace([c for c in configs if ctx.store.get(experiment, c, seed) is None],
+               ctx.device or default_device(), slow_ok)
     if together > 1:
         for group in together_groups(configs, together):
-            run_together(group, seed, experiment, data_dir, **kwargs)
-    runs = [run_training(cfg, seed, experiment, data_dir, wait=False, **kwargs) for cfg in configs]
-    return [run or run_training(cfg, seed, experiment, data_dir, **kwargs) for cfg, run in zip(configs, runs)]
+            run_together(group, seed, experiment, ctx)
+    runs = [run_training(cfg, seed, experiment, replace(ctx, wait=False)) for cfg in configs]
+    return [run or run_training(cfg, seed, experiment, replace(ctx, wait=True))
+            for cfg, run in zip(configs, runs)]
