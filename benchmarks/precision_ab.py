@@ -4,7 +4,7 @@ Two checks, each a set of stored training runs (experiment "training", resumable
 precisions, compared run by run (same config but the precision, same seed):
 
   divergence  ResNet-110 without BN at Fig 1's divergence rates (0.1, 0.01, 0.003, 1e-3), the first
-              200 steps on the full training set (`shared.config.divergence_grid`): both precisions
+              200 steps on the full training set (`shared.grids.divergence_grid`): both precisions
               must give the same verdict (diverged or not), the same step of divergence and the same
               first step above the paper's 1e3 (each within `STEP_TOLERANCE`);
   learning    Fig 1's four learning settings (BN at 0.1, 0.003, 1e-4; no BN at 1e-4), the first
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from shared.compute import RunContext
-from shared.config import (FIG1_SETTINGS, TRAINING_EXPERIMENT, divergence_grid,
-                           setting_name, train_config)
+from shared.config import TRAINING_EXPERIMENT, setting_name, train_config
+from shared.grids import FIG1_SETTINGS, divergence_grid
 from shared.results import Store, write_json
 from shared.train import run_training
 

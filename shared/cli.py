@@ -5,6 +5,8 @@ line naming it and what is valid, not a traceback."""
 import argparse
 import ast
 
+from .compute import check_device
+
 
 def seed_arg(text: str) -> int:
     """An argparse type: a non-negative int."""
@@ -22,8 +24,6 @@ def positive_int_arg(text: str) -> int:
 
 def device_arg(text: str):
     """An argparse type: a device this machine has (`shared.compute.check_device`)."""
-    from .compute import check_device  # imports torch: only when a device is named
-
     try:
         return str(check_device(text))
     except ValueError as error:

@@ -188,7 +188,7 @@ def test_smoke_is_small_for_every_grid_experiment_and_notebook():
     every grid (the figures' and the depth ladder's and the normalisation-free networks' included)
     takes at most 6 steps on at most 200 training and 100 test images, and every at-initialisation
     experiment measures ResNet-20 (or small matrices) on at most 200 images."""
-    from shared.config import GRIDS
+    from shared.grids import GRIDS
     from shared.experiments import PRESETS
     from shared.figures import depth, normfree
     runs = [cfg for grid in GRIDS.values() for cfg in grid("smoke")]

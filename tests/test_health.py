@@ -5,7 +5,8 @@ import pytest
 import torch
 from helpers import QUIET, random_cifar
 
-from shared.config import NETWORK_CANDIDATES, network_grid, train_config
+from shared.config import train_config
+from shared.grids import NETWORK_CANDIDATES, network_grid
 from shared.health import STAGES, dead_fraction, health, logit_spread
 from shared.models import build_model, stack_models
 from shared.results import config_hash

@@ -3,7 +3,8 @@
 
 import pytest
 
-from shared.config import TRAINING_EXPERIMENT, fig1_grid, train_config
+from shared.config import TRAINING_EXPERIMENT, train_config
+from shared.grids import fig1_grid
 from shared.compute import RunContext
 from shared.train import run_grid
 from shared.train.__main__ import main

@@ -1,6 +1,7 @@
 """The package's structure: data flows one way down. Its imports (read from the source, every
 import wherever it stands) form no circle, the store imports nothing it stores results of, and
-every run in the committed store reads back through today's code under the key it was stored at."""
+every run in the committed store reads back through today's code under the key it was stored at;
+no function takes more than six parameters and no module more than 350 lines."""
 
 import ast
 from pathlib import Path
@@ -94,3 +95,31 @@ def test_every_committed_run_reads_back_under_its_key():
             count += 1
         config_runs(experiment, None)  # one copy of the data across the experiment
     assert count >= 626
+
+
+MAX_PARAMETERS = 6  # a function needing more takes a record (a RunContext, a Source, a dataclass)
+MAX_LINES = 350     # a module reads in one sitting
+
+
+def parameters(function: ast.FunctionDef) -> list[str]:
+    """A function's parameters, `self` and `cls` aside, *args and **kwargs included."""
+    a = function.args
+    names = [p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs) if p.arg not in ("self", "cls")]
+    return names + [p.arg for p in (a.vararg, a.kwarg) if p is not None]
+
+
+def test_parameters_counts_every_kind_but_self():
+    tree = ast.parse("class A:\n    def f(self, a, /, b, *c, d, **e): pass")
+    assert parameters(tree.body[0].body[0]) == ["a", "b", "d", "c", "e"]
+
+
+def test_no_function_takes_more_than_six_parameters_and_no_module_is_long():
+    long_functions, long_modules = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_LINES:
+            long_modules.append(f"{module_name(path)}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and len(parameters(node)) > MAX_PARAMETERS:
+                long_functions.append(f"{module_name(path)}.{node.name}({', '.join(parameters(node))})")
+    assert long_functions == [] and long_modules == []

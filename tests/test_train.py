@@ -2,7 +2,8 @@ import pytest
 import torch
 from helpers import QUIET, TINY, context, random_cifar
 
-from shared.config import divergence_grid, fig1_grid, sweep_grid, train_config, warmup_grid
+from shared.config import train_config
+from shared.grids import divergence_grid, fig1_grid, sweep_grid, warmup_grid
 from shared.plotting import runs_summary
 from shared.results import Store
 from shared.data import load_cifar10
@@ -329,7 +330,7 @@ def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path,
     final state of the stored shorter one, trains only the epochs it lacks, and ends exactly where
     training it from scratch ends."""
     import shared.train.loop as T
-    from shared.config import start_config
+    from shared.grids import start_config
     tiny = {k: v for k, v in TINY.items() if k != "arch"}
     cfgs = {e: start_config("resnet20", False, e, "smoke", lr=0.05, record_health=20, **tiny) for e in (1, 3)}
     short_store = Store(tmp_path / "a" / "results", tmp_path / "a" / "ck")
@@ -358,7 +359,7 @@ def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path,
 
 
 def test_the_start_grid_is_the_papers_protocol_at_a_constant_rate():
-    from shared.config import START_LR, is_truncated, start_grid
+    from shared.grids import START_LR, is_truncated, start_grid
     grid = start_grid("cpu")
     assert all(c.lr == START_LR and c.lr_drops == () and c.precision == "bf16" and c.train_subset is None
                and c.record_health > 0 and is_truncated(c) for c in grid)

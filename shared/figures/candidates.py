@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .. import paper
-from ..config import NETWORK_CANDIDATES, NETWORK_EPOCHS, NETWORK_LR, TRAINING_EXPERIMENT, network_config
+from ..config import TRAINING_EXPERIMENT
+from ..grids import NETWORK_CANDIDATES, NETWORK_EPOCHS, NETWORK_LR, network_config
 from ..compute import RunContext, measured
 from ..compute import config_runs
 from . import candidate_networks as networks, fig2, fig3, fig4, fig5, fig6, table1
@@ -74,7 +75,7 @@ def distance_table(preset: str = "paper", compute: bool = False, data_dir=None) 
 
 
 def training_table(preset: str = "paper") -> pd.DataFrame:
-    """The network question in training (`shared.config.network_grid`): per candidate of
+    """The network question in training (`shared.grids.network_grid`): per candidate of
     NETWORK_CANDIDATES, with and without BN at NETWORK_LR for the first NETWORK_EPOCHS epochs on the
     full training set (seed 0), the last epoch's train loss and test accuracy, the logits' spread
     across images and the dead ReLUs of stage 3 (`shared.health`), and whether it trains

@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..claims import NOT_JUDGED, Claim, holds, judged, slug, unjudged_reason
 from ..cli import seed_arg
-from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, check_choice, divergence_config, sweep_rates
+from ..config import TRAINING_EXPERIMENT, TRAIN_PRESETS, check_choice
+from ..grids import divergence_config, sweep_rates
 from ..compute import RunContext, config_runs
 from ..results import Store
 from ..train import run_training
@@ -163,7 +164,7 @@ def bisect_stable(rates: tuple[float, ...], diverges: Callable[[float], bool | N
 
 def ladder_training_config(preset: str, arch: str, bn: bool, lr: float):
     """The training probe of the ladder: `arch` at rate `lr` for its first 200 steps on the full
-    training set at a constant rate (`shared.config.divergence_config`)."""
+    training set at a constant rate (`shared.grids.divergence_config`)."""
     return divergence_config(preset, arch=arch, bn=bn, lr=lr)
 
 

@@ -9,7 +9,8 @@ set) as a table, a summary per rate and a plot of their first steps. The noteboo
 import numpy as np
 import pandas as pd
 
-from ..config import DIVERGENCE_STEPS, TrainConfig
+from ..config import TrainConfig
+from ..grids import DIVERGENCE_STEPS
 from ..train import CHANCE_ACCURACY, learning_failure
 
 CHANCE = 0.1  # the test accuracy of a constant guess on CIFAR-10's balanced classes

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..claims import Claim, holds, judged, slug, unjudged_reason
-from ..config import (DIVERGENCE_STEPS, TRAINING_EXPERIMENT, TrainConfig, divergence_grid, fig1_grid, setting_name,
-                      warmup_grid)
+from ..config import TRAINING_EXPERIMENT, TrainConfig, setting_name
+from ..grids import DIVERGENCE_STEPS, divergence_grid, fig1_grid, warmup_grid
 from ..compute import config_runs
 from ..train import run_grid
 from . import plateau

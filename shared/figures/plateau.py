@@ -6,7 +6,7 @@ The paper's Fig 1 trains ResNet-110 without BN at lr 1e-4 to 82.0 % test accurac
 half at 1e-4: under its doubling rule about 1,200 epochs before its first drop; ours had 7.
 
 So this module reads the start of the paper's own protocol, truncated instead of compressed
-(`shared.config.start_grid`, notebook 01): a constant 1e-4 on the full data, the network's health
+(`shared.grids.start_grid`, notebook 01): a constant 1e-4 on the full data, the network's health
 after every epoch, each run extended by continuing its stored shorter self. A run *leaves the
 plateau* at the first epoch whose test accuracy reaches ESCAPE_ACC. The depth series (ResNet-20,
 32, 56 without BN) asks which depths collapse at all and when each leaves; where ResNet-110 has not
@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..claims import NO, NOT_JUDGED, PARTLY, YES, Claim, judged, unjudged_reason
-from ..config import START_LR, START_RUNS, TRAINING_EXPERIMENT, start_config
+from ..config import TRAINING_EXPERIMENT
+from ..grids import START_LR, START_RUNS, start_config
 from ..compute import config_runs
 from .protocol import Source
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ..claims import NO, PARTLY, Claim, at_least, judged, unjudged_reason, within_range
-from ..config import TRAINING_EXPERIMENT, TrainConfig, sweep_grid
+from ..config import TRAINING_EXPERIMENT, TrainConfig
+from ..grids import sweep_grid
 from ..compute import config_runs
 from ..train import run_grid
 from .divergence import CHANCE, trained

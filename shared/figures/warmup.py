@@ -3,7 +3,7 @@
 With BN at 0.1, ResNet-110's first epoch can stay at chance (Fig 1 on the cpu preset, seed 0). He
 et al. (2016, Sec. 4.2) found 0.1 "slightly too large to start converging" for ResNet-110 and
 trained it at 0.01 until the training error fell below 80 % (about 400 steps), then at 0.1. The
-`warmup` grid (`shared.config.warmup_grid`, loaded with Fig 1's runs by `fig1.load`) trains Fig 1's
+`warmup` grid (`shared.grids.warmup_grid`, loaded with Fig 1's runs by `fig1.load`) trains Fig 1's
 BN run at 0.1 with one such epoch first and the same schedule after it; this module sets it beside
 the run without, seed by seed. It is
 not the paper's protocol: it asks how much of the short schedule's gap to the paper the slow start

@@ -8,7 +8,8 @@ import time
 
 from ..cli import device_arg, positive_int_arg, seed_arg
 from ..compute import RunContext, default_device
-from ..config import ARCHS, GRIDS, PRECISIONS, TRAIN_PRESETS, TRAINING_EXPERIMENT, setting_name
+from ..config import ARCHS, PRECISIONS, TRAIN_PRESETS, TRAINING_EXPERIMENT, setting_name
+from ..grids import GRIDS
 from ..launch import LAUNCHERS, LaunchOptions, Run, format_status, launch, status
 from ..precision import AUTO, BF16_MIN_SPEEDUP, resolve_precision
 from .pace import SlowPrecisionError, check_pace
@@ -25,8 +26,8 @@ def command_line():
                         help="sweep only: 2, 1 and 3 times each power of ten; 1, the powers of ten")
     parser.add_argument("--epochs", type=positive_int_arg, default=None,
                         help="sweep: the preset's schedule cut to this many epochs (default: the "
-                             "preset's sweep budget, config.SWEEP_EPOCHS: cpu 5; else its own); start: "
-                             "the runs' length (default: config.START_RUNS'; a longer run continues a "
+                             "preset's sweep budget, grids.SWEEP_EPOCHS: cpu 5; else its own); start: "
+                             "the runs' length (default: grids.START_RUNS'; a longer run continues a "
                              "stored shorter one)")
     parser.add_argument("--archs", nargs="+", default=None, choices=ARCHS, metavar="ARCH",
                         help="only the grids' runs of these networks")

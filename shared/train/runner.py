@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig, is_truncated, setting_name
+from ..config import TrainConfig, setting_name
+from ..grids import is_truncated
 from ..fileio import remove_stale_temps, save_torch_atomic
 from ..models import CIFAR_DEPTHS
 from ..compute import RunContext, default_device, get_or_measure, load_data, stored_run
@@ -59,7 +60,7 @@ def final_state(checkpoint):
 
 
 def continue_shorter(store: Store, experiment: str, cfg: TrainConfig, seed: int) -> int | None:
-    """Start `cfg`'s run (truncated: `config.is_truncated`) from the kept final state of the longest
+    """Start `cfg`'s run (truncated: `grids.is_truncated`) from the kept final state of the longest
     stored shorter run of it, which its first epochs are to the bit: its checkpoint becomes the
     run's, its schedule lengthened to `cfg.epochs`. Returns the epochs continued from, or None."""
     for epochs in range(cfg.epochs - 1, 0, -1):
