@@ -23,7 +23,7 @@ diverged, the epoch stops.
 How the steps run (K runs stacked as one network, the precision, the memory layout, compilation)
 is the engine's (`shared.train.engine`), recorded in each result's "engine"; the precision is a
 config field, the rest are not. This module reads top to bottom: a run's state, the schedule and
-its doubling rule, divergence, one epoch of every run, a run, its checkpoint.
+its doubling rule, divergence, one run's epoch, one epoch of every run, a run, its checkpoint.
 
 Within an epoch there is no host synchronisation: losses and correct counts accumulate on the
 device and are read once at the end of the epoch. A checkpoint is written atomically after every
@@ -162,18 +162,52 @@ def first_step(mask: torch.Tensor) -> int | None:
     return int(mask.nonzero()[0]) if mask.any() else None
 
 
+@dataclass
+class EpochOutcome:
+    """One run's numbers of one epoch of the stacked runs (its column of their tensors)."""
+    row: dict                       # the metrics row: epoch, lr, steps, losses, accuracies, wall_s
+    step_losses: list[float]        # every step's mini-batch loss
+    start_step: int                 # the global index of the epoch's first step
+    bad_step: int | None            # the epoch's first divergent step (`divergent`), or None
+    above_step: int | None          # its first step above the paper's 1e3 or non-finite, or None
+    health: dict | None             # `network_health`, where the config records it
+
+
+def record_epoch(cfg: TrainConfig, state: RunState, outcome: EpochOutcome) -> None:
+    """Add one epoch to a run still going: its metrics row, then divergence (which ends the run
+    there) or the doubling rule and the end of the schedule."""
+    if state.first_above_step is None and outcome.above_step is not None:
+        state.first_above_step = outcome.start_step + outcome.above_step
+    ok = outcome.bad_step is None
+    row = dict(outcome.row)
+    if not ok:
+        row.update(train_loss=None, test_loss=None, test_acc=None)
+    if outcome.row["epoch"] <= cfg.record_step_losses:
+        row["step_losses"] = outcome.step_losses
+    if outcome.health is not None:
+        row["health"] = outcome.health
+    state.metrics.append(row)
+    if not ok:
+        state.result = RunEnd("diverged", "diverged", outcome.start_step + outcome.bad_step, row["epoch"],
+                              outcome.step_losses[:outcome.bad_step + 1])
+        return
+    losses = [m["train_loss"] for m in state.metrics]
+    state.total_epochs = next_total_epochs(cfg, state.epoch, state.total_epochs, losses)
+    if state.epoch >= state.total_epochs:
+        state.result = RunEnd("completed", learning_failure(state.initial_loss, state.metrics, cfg.chance_accuracy))
+
+
 def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], data: Cifar10,
               states: list[RunState], steps: int) -> None:
     """Train and evaluate one epoch of every run still going; update their states in place:
     the paper's loop of rates, SGD steps, evaluation, divergence and the doubling rule."""
     epoch = states[0].epoch
-    active = [s.active for s in states]
     lrs = [lr_at(c, epoch, s.total_epochs) for c, s in zip(cfgs, states)]
-    runs.set_lrs([lr if a else 0.0 for lr, a in zip(lrs, active)])
+    runs.set_lrs([lr if s.active else 0.0 for lr, s in zip(lrs, states)])
     first_update_step = 1 if epoch == 0 else 0  # step 0 of epoch 0 is measured before any update
     device = loaders[0].x.device
     initial = None if epoch == 0 else torch.tensor([s.initial_loss for s in states], device=device)
-    active_mask = torch.tensor(active, device=device)
+    active_mask = torch.tensor([s.active for s in states], device=device)
 
     def all_active_diverged(losses: torch.Tensor) -> bool:
         thresholds = divergence_thresholds(cfgs, losses[0] if initial is None else initial)
@@ -197,32 +231,16 @@ def run_epoch(cfgs: list[TrainConfig], runs: Runs, loaders: list[TrainLoader], d
     test_losses, test_accs = evaluate(runs, data, cfgs[0].eval_batch_size)
     wall_s = time.perf_counter() - start
     healths = network_health(runs, data, cfgs[0].record_health, done) if cfgs[0].record_health else None
-    for k, (cfg, state) in enumerate(zip(cfgs, states)):
+    columns = zip(lrs, train_losses, train_accs, test_losses, test_accs, step_losses.T.tolist(), bad.T, above.T,
+                  healths or [None] * len(states))
+    outcomes = [EpochOutcome({"epoch": epoch + 1, "lr": lr, "steps": done, "train_loss": train_loss,
+                              "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc, "wall_s": wall_s},
+                             losses, epoch * steps, first_step(bad_k), first_step(above_k), health)
+                for lr, train_loss, train_acc, test_loss, test_acc, losses, bad_k, above_k, health in columns]
+    for cfg, state, outcome in zip(cfgs, states, outcomes):
         state.epoch = epoch + 1
-        if not active[k]:
-            continue
-        if state.first_above_step is None and (first := first_step(above[:, k])) is not None:
-            state.first_above_step = epoch * steps + first
-        bad_step = first_step(bad[:, k])
-        ok = bad_step is None
-        state.metrics.append({
-            "epoch": epoch + 1, "lr": lrs[k], "steps": done,
-            "train_loss": train_losses[k] if ok else None, "train_acc": train_accs[k],
-            "test_loss": test_losses[k] if ok else None, "test_acc": test_accs[k] if ok else None,
-            "wall_s": wall_s})
-        if epoch < cfg.record_step_losses:
-            state.metrics[-1]["step_losses"] = step_losses[:, k].tolist()
-        if healths is not None:
-            state.metrics[-1]["health"] = healths[k]
-        if not ok:
-            state.result = RunEnd("diverged", "diverged", epoch * steps + bad_step, epoch + 1,
-                                  step_losses[:bad_step + 1, k].tolist())
-            continue
-        losses = [m["train_loss"] for m in state.metrics]
-        state.total_epochs = next_total_epochs(cfg, state.epoch, state.total_epochs, losses)
-        if state.epoch >= state.total_epochs:
-            state.result = RunEnd("completed", learning_failure(state.initial_loss, state.metrics,
-                                                                cfg.chance_accuracy))
+        if state.active:
+            record_epoch(cfg, state, outcome)
 
 
 def learning_failure(initial_loss: float, metrics: list[dict],
