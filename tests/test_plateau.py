@@ -68,3 +68,14 @@ def test_findings_and_plots_read_every_run():
     plateau.plot(plt.subplots(1, 2)[1], empty)  # nothing stored: empty axes, no error
     plateau.plot_depths(plt.subplots(1, 4)[1], empty)
     plt.close("all")
+
+
+def test_a_run_on_the_plateau_says_how_its_loss_fell_lately():
+    speeding = run("resnet110", False, 0, [0.10, 0.101, 0.103, 0.106, 0.110, 0.115, 0.121])  # drops 1, 2, ... 6e-3
+    line, = plateau.findings(plateau.tables(plateau.Runs([speeding])))
+    assert "fell by 0.0020, 0.0030, 0.0040, 0.0050, 0.0060 in its last 5 epochs: faster each epoch" in line
+    uneven = run("resnet110", False, 0, [0.10, 0.104, 0.105, 0.109, 0.110, 0.115, 0.116])
+    line, = plateau.findings(plateau.tables(plateau.Runs([uneven])))
+    assert "in its last 5 epochs)" in line and "faster" not in line
+    short, = plateau.findings(plateau.tables(plateau.Runs([run("resnet110", False, 0, [0.1, 0.1])])))
+    assert "has not left the plateau." in short and "fell by" not in short

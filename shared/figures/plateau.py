@@ -30,6 +30,7 @@ PLATEAU_LOSS = math.log(10)  # the loss of a uniform guess over 10 classes
 LONGEST = 400              # the longest run looked for in the store, in epochs
 TRACK_GAP, TRACK_GAP_PARTLY = 0.05, 0.10  # "track each other": mean |test acc gap| at equal epochs
 TRACK_EPOCHS = 5           # ... over at least this many epochs after both have left the plateau
+TREND_EPOCHS = 5           # a run still on the plateau: how its test loss fell over its last epochs
 BUDGET = {(arch, bn): epochs for arch, bn, epochs in START_RUNS}  # each run's planned length
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 
@@ -204,7 +205,11 @@ def findings(t: Tables) -> list[str]:
         run = t.curves.loc[(arch, bn, seed)]
         first, last = run.iloc[0], run.iloc[-1]
         left = r["left the plateau at epoch"]
-        escaped = f"left the plateau at epoch {int(left)}." if pd.notna(left) else "has not left the plateau."
+        drops = -run["test loss"].diff().iloc[-TREND_EPOCHS:]
+        trend = (f" (the test loss fell by {', '.join(f'{d:.4f}' for d in drops)} in its last {len(drops)} epochs"
+                 f"{': faster each epoch' if drops.is_monotonic_increasing else ''})" if len(run) > TREND_EPOCHS else "")
+        escaped = (f"left the plateau at epoch {int(left)}." if pd.notna(left)
+                   else f"has not left the plateau{trend}.")
         lines.append(
             f"{arch} {'with' if bn else 'without'} BN, seed {seed}, {int(r.epochs)} of {int(r.budget)} epochs "
             f"({r.hours:.1f} h): test loss {first['test loss']:.4f} after epoch 1, {last['test loss']:.4f} after "
@@ -260,5 +265,5 @@ def plot_depths(axes, t: Tables) -> None:
         if column == "test loss":
             ax.axhline(PLATEAU_LOSS, color="k", lw=0.8, ls="--")
         ax.set(xlabel="epoch (constant lr 1e-4)", ylabel=column, yscale="linear" if column == "test loss" else "log")
-    if axes[0].lines:
+    if axes[0].get_legend_handles_labels()[0]:  # a run to name (the ln 10 line has no label)
         axes[0].legend(fontsize=8)
