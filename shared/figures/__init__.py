@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass
 from types import ModuleType
 
-from .protocol import Source
-
 
 @dataclass(frozen=True)
 class Figure:
@@ -75,5 +73,7 @@ def follows_protocol(id: str) -> bool:
 def recompute_claims(id: str, preset: str, seeds=None) -> list:
     """The claims of figure `id` under `preset`, recomputed from the store through its module's
     protocol, for its notebook's default network, computing nothing: what its notebook saves."""
+    from .protocol import Source  # imports torch: the report, which reads claims only, does not
+
     fig = module(id)
     return fig.claims(fig.tables(fig.load(Source(preset, seeds))), preset)
