@@ -2,6 +2,7 @@
 plateau, the depth fit, and the claims' rules, on made-up runs."""
 
 import math
+import warnings
 
 import pytest
 
@@ -79,3 +80,27 @@ def test_a_run_on_the_plateau_says_how_its_loss_fell_lately():
     assert "in its last 5 epochs)" in line and "faster" not in line
     short, = plateau.findings(plateau.tables(plateau.Runs([run("resnet110", False, 0, [0.1, 0.1])])))
     assert "has not left the plateau." in short and "fell by" not in short
+
+
+def test_two_depths_give_a_line_without_a_range_and_a_longer_resnet110_refutes_it():
+    runs = [run("resnet32", False, 0, [0.1, 0.3]), run("resnet56", False, 0, [0.1, 0.1, 0.3]),
+            run("resnet110", False, 0, [0.1] * 15)]
+    t = plateau.tables(plateau.Runs(runs))
+    assert t.fit["depths"] == [32, 56] and t.fit["low"] is None and t.fit["high"] is None
+    assert t.fit["resnet110"] == pytest.approx(2 * (110 / 32) ** (math.log(1.5) / math.log(56 / 32)))
+    lines = plateau.findings(t)
+    assert "no range: two depths" in lines[-2]
+    assert lines[-1].startswith("ResNet-110 without BN has run 15 epochs without leaving (seed(s) 0)")
+    early = plateau.tables(plateau.Runs(runs[:2] + [run("resnet110", False, 0, [0.1] * 4)]))
+    assert not plateau.findings(early)[-1].startswith("ResNet-110 without BN has run")  # not past the prediction
+
+
+def test_runs_in_any_store_order_are_read_without_warnings():
+    learns = [0.1, 0.15, 0.25, 0.4, 0.5, 0.55, 0.6, 0.62]
+    runs = [run("resnet110", False, 0, learns), run("resnet56", False, 0, learns), run("resnet32", False, 0, learns),
+            run("resnet110", True, 0, learns)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = plateau.tables(plateau.Runs(runs))
+        plateau.findings(t)
+        assert plateau.judge(t, "cpu")[1].verdict == YES

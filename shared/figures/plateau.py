@@ -90,8 +90,8 @@ def summary(runs: list[dict]) -> pd.DataFrame:
 def escape_fit(table: pd.DataFrame) -> dict | None:
     """The escape epoch of the networks without BN against depth, fitted as a power law
     (log epoch = a + b log depth) over every seed that left the plateau, and ResNet-110's epoch
-    predicted from it; the range is the predictions of the fits leaving out one depth at a time.
-    None with fewer than two depths that left."""
+    predicted from it; the range is the predictions of the fits leaving out one depth at a time
+    (None with two depths: no such fit). None with fewer than two depths that left."""
     rows = table.xs(False, level="bn").dropna(subset=["left the plateau at epoch"])
     rows = rows[rows.index.get_level_values("arch") != "resnet110"]
     depths = np.array([DEPTHS[a] for a in rows.index.get_level_values("arch")], dtype=float)
@@ -106,13 +106,14 @@ def escape_fit(table: pd.DataFrame) -> dict | None:
     at_110, exponent = predict(depths, epochs)
     others = [predict(depths[depths != d], epochs[depths != d]) for d in set(depths)
               if len(set(depths[depths != d])) >= 2]
-    low, high = (min(p for p, _ in others), max(p for p, _ in others)) if others else (at_110, at_110)
+    low, high = (min(p for p, _ in others), max(p for p, _ in others)) if others else (None, None)
     return {"exponent": exponent, "resnet110": at_110, "low": low, "high": high, "depths": sorted(set(depths))}
 
 
 def track_gap(curve: pd.DataFrame, seed: int) -> tuple[float, int] | None:
     """ResNet-110 at 1e-4 with and without BN: the mean |test accuracy gap| over the epochs that
     both ran after both left the plateau (seed `seed`), and how many; None if there are none."""
+    curve = curve.sort_index()  # sorted: a run looked up by its key
     try:
         bn = curve.loc[("resnet110", True, seed), "test acc"]
         plain = curve.loc[("resnet110", False, seed), "test acc"]
@@ -199,10 +200,10 @@ def findings(t: Tables) -> list[str]:
     """What the runs show, in sentences with their numbers (the notebook's "What we found")."""
     if not len(t.summary):
         return ["No run of the truncated schedule is stored yet (`python -m shared.train start`)."]
-    lines = []
+    lines, curves = [], t.curves.sort_index()  # sorted: a run looked up by its key
     share = "features' input share"
     for (arch, bn, seed), r in t.summary.iterrows():
-        run = t.curves.loc[(arch, bn, seed)]
+        run = curves.loc[(arch, bn, seed)]
         first, last = run.iloc[0], run.iloc[-1]
         left = r["left the plateau at epoch"]
         drops = -run["test loss"].diff().iloc[-TREND_EPOCHS:]
@@ -217,9 +218,19 @@ def findings(t: Tables) -> list[str]:
             f"Features' input share {first[share]:.3f} -> {last[share]:.3f}, logits' spread "
             f"{first['logit spread']:.3f} -> {last['logit spread']:.3f}.")
     if t.fit:
+        spread = (f"leave-one-out range {t.fit['low']:.0f}-{t.fit['high']:.0f}" if t.fit["low"] is not None
+                  else "no range: two depths, one line through them")
         lines.append(f"Escape epoch against depth without BN (fit over depths {', '.join(f'{d:g}' for d in t.fit['depths'])}): "
                      f"epoch ~ depth^{t.fit['exponent']:.2f}, so ResNet-110 would leave at about epoch "
-                     f"{t.fit['resnet110']:.0f} (leave-one-out range {t.fit['low']:.0f}-{t.fit['high']:.0f}).")
+                     f"{t.fit['resnet110']:.0f} ({spread}).")
+        latest = t.fit["resnet110"] if t.fit["high"] is None else t.fit["high"]
+        runs = t.summary.reset_index()
+        past = runs[(runs["arch"] == "resnet110") & ~runs["bn"] & runs["left the plateau at epoch"].isna()
+                    & (runs["epochs"] > latest)]
+        if len(past):
+            lines.append(f"ResNet-110 without BN has run {int(past['epochs'].max())} epochs without leaving (seed(s) "
+                         f"{', '.join(str(s) for s in past['seed'])}): its escape epoch grows faster with depth than "
+                         "this power law says.")
     return lines
 
 
