@@ -66,8 +66,10 @@ def test_findings_and_plots_read_every_run():
     plt.close("all")
     empty = plateau.tables(plateau.Runs([]))
     assert plateau.findings(empty)[0].startswith("No run")
-    plateau.plot(plt.subplots(1, 2)[1], empty)  # nothing stored: empty axes, no error
-    plateau.plot_depths(plt.subplots(1, 4)[1], empty)
+    with warnings.catch_warnings():  # nothing stored: empty axes, no error, no legend warning
+        warnings.simplefilter("error")
+        plateau.plot(plt.subplots(1, 2)[1], empty)
+        plateau.plot_depths(plt.subplots(1, 4)[1], empty)
     plt.close("all")
 
 
