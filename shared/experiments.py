@@ -13,7 +13,6 @@ from .cli import literal_value, seed_arg
 from .config import PROBE_PRESETS, check_choice
 from .figures import collapse, fig2, fig3, fig4, fig5, fig6, fig7, signal_propagation, table1
 from .figures.protocol import SMOKE_NETWORK  # noqa: F401 (re-exported)
-from .results import Store
 
 # name -> its measurement (`shared.figures.protocol.Measurement`: config presets, measure function),
 # each owned by its figure's module
