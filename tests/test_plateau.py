@@ -11,13 +11,14 @@ from shared.figures import plateau
 from shared.results import StoredRun
 
 
-def run(arch: str, bn: bool, seed: int, accs: list[float]) -> dict:
+def run(arch: str, bn: bool, seed: int, accs: list[float], precision: str = "bf16") -> dict:
     """A stored run's record as the store returns it, with these test accuracies per epoch."""
     metrics = [{"epoch": e + 1, "train_loss": 2.3, "test_loss": 2.3 - a, "test_acc": a,
                 "health": {"features": {"norm": 1.0, "input_share": 0.1 + a}, "grad_norm": 2.0,
                            "logit_spread": {"across_images": a}, "dead_relu": {"stage3": 0.0}}}
                for e, a in enumerate(accs)]
-    return StoredRun({"metrics": metrics}, {"config": {"arch": arch, "bn": bn}, "seed": seed, "duration_s": 3600.0})
+    return StoredRun({"metrics": metrics}, {"config": {"arch": arch, "bn": bn, "precision": precision}, "seed": seed,
+                                         "duration_s": 3600.0})
 
 
 def test_a_run_leaves_the_plateau_at_its_first_epoch_at_20_percent():
@@ -106,3 +107,25 @@ def test_runs_in_any_store_order_are_read_without_warnings():
         t = plateau.tables(plateau.Runs(runs))
         plateau.findings(t)
         assert plateau.judge(t, "cpu")[1].verdict == YES
+
+
+def test_each_seeds_longest_run_is_read_whatever_its_precision(monkeypatch, tmp_path):
+    """A machine starts a run in its faster precision and a run keeps its own: seed 0 in bf16 (the
+    cpu preset's) and seed 1 in fp32 are both read, each seed's longest run only."""
+    from shared.config import TRAINING_EXPERIMENT
+    from shared.figures.protocol import Source
+    from shared.grids import start_config
+    from shared.results import Store
+    monkeypatch.setattr("shared.paths.RESULTS_ROOT", tmp_path)
+    store = Store(tmp_path, tmp_path / "ck")
+    for seed, precision, epochs in ((0, "bf16", 2), (0, "bf16", 3), (1, "fp32", 2), (1, "bf16", 1)):
+        cfg = start_config("resnet110", False, epochs, "cpu", precision=precision)
+        stored = run("resnet110", False, seed, [0.1] * epochs, precision)
+        record = {**stored.provenance, "config": {**stored.config, "epochs": epochs}, "config_hash": "-",
+                  "git_commit": "-", "date": "-", "device": "cpu", "precision": precision, "data": {}}
+        store.put(TRAINING_EXPERIMENT, cfg, seed, StoredRun(stored.result, record))
+    found = plateau.longest_runs("resnet110", False, Source("cpu"))
+    assert [(r.seed, r.config["precision"], len(r.result["metrics"])) for r in found] == [(0, "bf16", 3), (1, "fp32", 2)]
+    t = plateau.tables(plateau.Runs(found))
+    assert list(t.summary["precision"]) == ["bf16", "fp32"]
+    assert "seed 1 (fp32), 2 of 60 epochs" in " ".join(plateau.findings(t))

@@ -326,9 +326,10 @@ def test_the_training_command_trains_only_the_settings_named(tmp_path, monkeypat
 
 
 def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path, tiny_image_folder):
-    """The first E epochs of the paper's protocol (`start_config`): a longer run starts from the kept
-    final state of the stored shorter one, trains only the epochs it lacks, and ends exactly where
-    training it from scratch ends."""
+    """The first E epochs of the paper's protocol (`start_config`): a longer run starts from the
+    final state kept in the stored shorter run's folder, on another machine too (a store with
+    other checkpoints), trains only the epochs it lacks, and ends exactly where training it from
+    scratch ends; only the longest run keeps its state."""
     import shared.train.loop as T
     from shared.grids import start_config
     tiny = {k: v for k, v in TINY.items() if k != "arch"}
@@ -343,11 +344,14 @@ def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path,
         return real(cfgs_, runs, loaders, data, states, steps)
 
     T.run_epoch, original = counting, T.run_epoch
+    assert short_store.state("start", cfgs[1], 0).exists()
+    elsewhere = Store(short_store.root, tmp_path / "other-machine" / "ck")  # the committed store, cloned
     try:
-        extended = run_training(cfgs[3], 0, "start", context(short_store, tiny_image_folder))
+        extended = run_training(cfgs[3], 0, "start", context(elsewhere, tiny_image_folder))
     finally:
         T.run_epoch = original
     assert epochs_trained == [1, 2]  # the first epoch was the stored run's
+    assert elsewhere.state("start", cfgs[3], 0).exists() and not elsewhere.state("start", cfgs[1], 0).exists()
     scratch = run_training(cfgs[3], 0, "start",
                            context(Store(tmp_path / "b" / "results", tmp_path / "b" / "ck"), tiny_image_folder))
     strip = lambda r: [{k: v for k, v in m.items() if k != "wall_s"} for m in r.result["metrics"]]

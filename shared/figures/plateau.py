@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..claims import NO, NOT_JUDGED, PARTLY, YES, Claim, judged, unjudged_reason
-from ..config import TRAINING_EXPERIMENT
+from ..config import PRECISIONS, TRAINING_EXPERIMENT
 from ..grids import START_LR, START_RUNS, start_config
 from ..compute import config_runs
 from .protocol import Source
@@ -36,12 +36,16 @@ DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 
 
 def longest_runs(arch: str, bn: bool, source: Source) -> list[dict]:
-    """Per seed of `source`, its longest stored run of the start grid (`start_config`) of `arch`:
-    a longer run holds every epoch of the shorter ones."""
+    """Per seed of `source`, its longest stored run of the start grid (`start_config`) of `arch`
+    (a longer run holds every epoch of the shorter ones), in whichever precision it was trained:
+    each machine starts a run in its faster one (bf16 pays on some CPUs, costs on others), and a
+    run keeps its precision when extended; on equal lengths, the first of PRECISIONS."""
     found: dict[int, dict] = {}
     for epochs in range(LONGEST, 0, -1):
-        for run in config_runs(TRAINING_EXPERIMENT, start_config(arch, bn, epochs, source.preset), source.seeds):
-            found.setdefault(run.provenance["seed"], run)
+        for precision in PRECISIONS:
+            cfg = start_config(arch, bn, epochs, source.preset, precision=precision)
+            for run in config_runs(TRAINING_EXPERIMENT, cfg, source.seeds):
+                found.setdefault(run.provenance["seed"], run)
     return [found[seed] for seed in sorted(found)]
 
 
@@ -69,7 +73,7 @@ def curves(runs: list[dict]) -> pd.DataFrame:
                          "features' input share": health.get("features", {}).get("input_share", np.nan),
                          "gradient's norm": health.get("grad_norm", np.nan),
                          "dead ReLUs, stage 3": health.get("dead_relu", {}).get("stage3", np.nan)})
-    return pd.DataFrame(rows).set_index(["arch", "bn", "seed", "epoch"]) if rows else pd.DataFrame()
+    return pd.DataFrame(rows).set_index(["arch", "bn", "seed", "epoch"]).sort_index() if rows else pd.DataFrame()
 
 
 def summary(runs: list[dict]) -> pd.DataFrame:
@@ -79,7 +83,7 @@ def summary(runs: list[dict]) -> pd.DataFrame:
     for run in runs:
         cfg, metrics = run.provenance["config"], run.result["metrics"]
         rows.append({"arch": cfg["arch"], "bn": cfg["bn"], "seed": run.provenance["seed"],
-                     "epochs": len(metrics), "budget": BUDGET.get((cfg["arch"], cfg["bn"])),
+                     "precision": cfg["precision"], "epochs": len(metrics), "budget": BUDGET.get((cfg["arch"], cfg["bn"])),
                      "left the plateau at epoch": escape_epoch(metrics),
                      "test loss": metrics[-1]["test_loss"], "test acc": metrics[-1]["test_acc"],
                      "lowest test loss": min(m["test_loss"] for m in metrics),
@@ -113,7 +117,6 @@ def escape_fit(table: pd.DataFrame) -> dict | None:
 def track_gap(curve: pd.DataFrame, seed: int) -> tuple[float, int] | None:
     """ResNet-110 at 1e-4 with and without BN: the mean |test accuracy gap| over the epochs that
     both ran after both left the plateau (seed `seed`), and how many; None if there are none."""
-    curve = curve.sort_index()  # sorted: a run looked up by its key
     try:
         bn = curve.loc[("resnet110", True, seed), "test acc"]
         plain = curve.loc[("resnet110", False, seed), "test acc"]
@@ -200,7 +203,7 @@ def findings(t: Tables) -> list[str]:
     """What the runs show, in sentences with their numbers (the notebook's "What we found")."""
     if not len(t.summary):
         return ["No run of the truncated schedule is stored yet (`python -m shared.train start`)."]
-    lines, curves = [], t.curves.sort_index()  # sorted: a run looked up by its key
+    lines, curves = [], t.curves
     share = "features' input share"
     for (arch, bn, seed), r in t.summary.iterrows():
         run = curves.loc[(arch, bn, seed)]
@@ -212,7 +215,7 @@ def findings(t: Tables) -> list[str]:
         escaped = (f"left the plateau at epoch {int(left)}." if pd.notna(left)
                    else f"has not left the plateau{trend}.")
         lines.append(
-            f"{arch} {'with' if bn else 'without'} BN, seed {seed}, {int(r.epochs)} of {int(r.budget)} epochs "
+            f"{arch} {'with' if bn else 'without'} BN, seed {seed} ({r.precision}), {int(r.epochs)} of {int(r.budget)} epochs "
             f"({r.hours:.1f} h): test loss {first['test loss']:.4f} after epoch 1, {last['test loss']:.4f} after "
             f"epoch {int(r.epochs)} (ln 10 = {PLATEAU_LOSS:.4f}); test accuracy {last['test acc']:.1%}; {escaped} "
             f"Features' input share {first[share]:.3f} -> {last[share]:.3f}, logits' spread "

@@ -16,7 +16,7 @@ import torch
 
 from ..config import TrainConfig, setting_name
 from ..grids import is_truncated
-from ..fileio import remove_stale_temps, save_torch_atomic
+from ..fileio import remove_stale_temps, save_torch_atomic, write_atomic
 from ..models import CIFAR_DEPTHS
 from ..compute import RunContext, default_device, get_or_measure, load_data, stored_run
 from ..provenance import code_version, provenance
@@ -48,15 +48,19 @@ def run_training(cfg: TrainConfig, seed: int = 0, experiment: str = "train",
     run = get_or_measure(experiment, cfg, seed, compute, ctx)
     if run is not None:  # a stored run's checkpoint is never resumed again, nor written
         if is_truncated(cfg) and checkpoint.exists():
-            checkpoint.replace(final_state(checkpoint))  # kept, so that a longer run continues it
+            keep_final_state(store, experiment, cfg, seed, checkpoint)
         checkpoint.unlink(missing_ok=True)
         remove_stale_temps(checkpoint, older_than_s=0)
     return run
 
 
-def final_state(checkpoint):
-    """Where a truncated run's last checkpoint is kept once the run is stored (`continue_shorter`)."""
-    return checkpoint.with_name(checkpoint.stem + ".final.pt")
+def keep_final_state(store: Store, experiment: str, cfg: TrainConfig, seed: int, checkpoint: Path) -> None:
+    """Keep the stored truncated run's last checkpoint in its folder (`Store.state`), so that a
+    longer run continues it, here or on another machine; the shorter runs' states it continued
+    from are dropped (their results stay: a longer run holds all their epochs)."""
+    write_atomic(store.state(experiment, cfg, seed), checkpoint.read_bytes())
+    for epochs in range(1, cfg.epochs):
+        store.state(experiment, replace(cfg, epochs=epochs, max_epochs=epochs), seed).unlink(missing_ok=True)
 
 
 def continue_shorter(store: Store, experiment: str, cfg: TrainConfig, seed: int) -> int | None:
@@ -65,12 +69,12 @@ def continue_shorter(store: Store, experiment: str, cfg: TrainConfig, seed: int)
     run's, its schedule lengthened to `cfg.epochs`. Returns the epochs continued from, or None."""
     for epochs in range(cfg.epochs - 1, 0, -1):
         shorter = replace(cfg, epochs=epochs, max_epochs=epochs)
-        kept = final_state(store.checkpoint(experiment, shorter, seed))
+        kept = store.state(experiment, shorter, seed)
         if kept.exists() and store.get(experiment, shorter, seed) is not None:
             break
     else:
         return None
-    saved = torch.load(kept, weights_only=True)
+    saved = torch.load(kept, map_location="cpu", weights_only=True)
     states = saved["runs"]
     if saved["config_hashes"] != [config_hash(shorter)] or states[0]["result"]["status"] != "completed":
         return None  # a diverged run ends there however long it is given
