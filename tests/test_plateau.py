@@ -118,9 +118,10 @@ def test_each_seeds_longest_run_is_read_whatever_its_precision(monkeypatch, tmp_
     from shared.results import Store
     monkeypatch.setattr("shared.paths.RESULTS_ROOT", tmp_path)
     store = Store(tmp_path, tmp_path / "ck")
-    for seed, precision, epochs in ((0, "bf16", 2), (0, "bf16", 3), (1, "fp32", 2), (1, "bf16", 1)):
-        cfg = start_config("resnet110", False, epochs, "cpu", precision=precision)
-        stored = run("resnet110", False, seed, [0.1] * epochs, precision)
+    runs = ((0, "bf16", 2), (0, "bf16", 3), (1, "fp32", 2), (1, "bf16", 1))
+    for arch, (seed, precision, epochs) in [("resnet110", r) for r in runs] + [("resnet20", (0, "fp32", 2))]:
+        cfg = start_config(arch, False, epochs, "cpu", precision=precision)
+        stored = run(arch, False, seed, [0.1] * (epochs - 1) + [0.1 if arch == "resnet110" else 0.3], precision)
         record = {**stored.provenance, "config": {**stored.config, "epochs": epochs}, "config_hash": "-",
                   "git_commit": "-", "date": "-", "device": "cpu", "precision": precision, "data": {}}
         store.put(TRAINING_EXPERIMENT, cfg, seed, StoredRun(stored.result, record))
@@ -129,3 +130,7 @@ def test_each_seeds_longest_run_is_read_whatever_its_precision(monkeypatch, tmp_
     t = plateau.tables(plateau.Runs(found))
     assert list(t.summary["precision"]) == ["bf16", "fp32"]
     assert "seed 1 (fp32), 2 of 60 epochs" in " ".join(plateau.findings(t))
+    brief = plateau.brief(Source("cpu"))  # by depth, each seed's longest run
+    assert brief.index("resnet20 without BN, seed 0: left the plateau at epoch 2, 30.0% after 2 epochs") < brief.index(
+        "resnet110 without BN, seed 0: not yet after 3 of 60 epochs (10.0%, test loss 2.2000)")
+    assert "resnet110 without BN, seed 1: not yet after 2 of 60 epochs" in brief

@@ -237,6 +237,24 @@ def findings(t: Tables) -> list[str]:
     return lines
 
 
+def brief(source: Source) -> str:
+    """The truncated schedule's state in one paragraph, for the notebooks that its answer bears on
+    (the sweep's and the network choice's runs end on the same plateau): per network and seed, by
+    depth, where it left the plateau, or how far it has come without."""
+    table = summary(load(source).runs)
+    if not len(table):
+        return "No run of the truncated schedule is stored yet (notebook 01, `python -m shared.train start`)."
+    rows = table.reset_index().assign(depth=lambda t: t["arch"].map(DEPTHS)).sort_values(["bn", "depth", "seed"])
+    parts = []
+    for _, r in rows.iterrows():
+        left, acc, epochs = r["left the plateau at epoch"], r["test acc"], int(r["epochs"])
+        where = (f"left the plateau at epoch {int(left)}, {acc:.1%} after {epochs} epochs" if pd.notna(left)
+                 else f"not yet after {epochs} of {int(r['budget'])} epochs ({acc:.1%}, test loss {r['test loss']:.4f})")
+        parts.append(f"{r['arch']} {'with' if r['bn'] else 'without'} BN, seed {r['seed']}: {where}")
+    return (f"The truncated schedule so far (a constant {START_LR:g} on the full data; a run leaves the "
+            f"plateau at test accuracy >= {ESCAPE_ACC:.0%}; ln 10 = {PLATEAU_LOSS:.4f}): " + "; ".join(parts) + ".")
+
+
 def plot(axes, t: Tables) -> None:
     """Left: test accuracy per epoch of ResNet-110 at 1e-4 with and without BN (the escape marked);
     right: test loss, with the constant guess's ln 10."""
