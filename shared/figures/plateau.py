@@ -14,7 +14,7 @@ left within its budget, the escape epoch is fitted against depth (log-log, `esca
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,18 +35,28 @@ BUDGET = {(arch, bn): epochs for arch, bn, epochs in START_RUNS}  # each run's p
 DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
 
 
-def longest_runs(arch: str, bn: bool, source: Source) -> list[dict]:
-    """Per seed of `source`, its longest stored run of the start grid (`start_config`) of `arch`
-    (a longer run holds every epoch of the shorter ones), in whichever precision it was trained:
-    each machine starts a run in its faster one (bf16 pays on some CPUs, costs on others), and a
-    run keeps its precision when extended; on equal lengths, the first of PRECISIONS."""
-    found: dict[int, dict] = {}
+def stored_runs(arch: str, bn: bool, source: Source) -> list[dict]:
+    """Per seed of `source` and precision, the longest stored run of the start grid
+    (`start_config`) of `arch`: a longer run holds every epoch of the shorter ones. Each machine
+    starts a run in its faster precision (bf16 pays on some CPUs, costs on others), and a run keeps
+    its precision when extended, so a network and seed may have runs in more than one."""
+    found: dict[tuple[int, str], dict] = {}
     for epochs in range(LONGEST, 0, -1):
         for precision in PRECISIONS:
             cfg = start_config(arch, bn, epochs, source.preset, precision=precision)
             for run in config_runs(TRAINING_EXPERIMENT, cfg, source.seeds):
-                found.setdefault(run.provenance["seed"], run)
-    return [found[seed] for seed in sorted(found)]
+                found.setdefault((run.seed, precision), run)
+    return [found[key] for key in sorted(found, key=lambda k: (k[0], PRECISIONS.index(k[1])))]
+
+
+def longest(runs: list[dict]) -> list[dict]:
+    """Of `stored_runs`, each seed's longest run, in whichever precision (on equal lengths, the
+    first of PRECISIONS)."""
+    best: dict[int, dict] = {}
+    for run in runs:
+        if run.seed not in best or len(run.result["metrics"]) > len(best[run.seed].result["metrics"]):
+            best[run.seed] = run
+    return [best[seed] for seed in sorted(best)]
 
 
 def escape_epoch(metrics: list[dict]) -> int | None:
@@ -66,7 +76,7 @@ def curves(runs: list[dict]) -> pd.DataFrame:
         cfg, seed = run.provenance["config"], run.provenance["seed"]
         for m in run.result["metrics"]:
             health = m.get("health", {})
-            rows.append({"arch": cfg["arch"], "bn": cfg["bn"], "seed": seed, "epoch": m["epoch"],
+            rows.append({"arch": cfg["arch"], "bn": cfg["bn"], "seed": seed, "epoch": m["epoch"], "precision": cfg["precision"],
                          "train loss": m["train_loss"], "test loss": m["test_loss"], "test acc": m["test_acc"],
                          "logit spread": health.get("logit_spread", {}).get("across_images", np.nan),
                          "features' norm": health.get("features", {}).get("norm", np.nan),
@@ -134,6 +144,7 @@ def track_gap(curve: pd.DataFrame, seed: int) -> tuple[float, int] | None:
 @dataclass(frozen=True)
 class Runs:
     runs: list[dict]  # the longest stored run of every START_RUNS network and seed
+    others: list[dict] = field(default_factory=list)  # shorter ones of the same, in another precision
 
 
 @dataclass(frozen=True)
@@ -141,17 +152,35 @@ class Tables:
     summary: pd.DataFrame  # per run: epochs, escape epoch, last test loss and accuracy
     curves: pd.DataFrame   # per run and epoch: losses, accuracies, health
     fit: dict | None       # the escape epoch against depth, without BN (`escape_fit`)
+    precisions: pd.DataFrame = field(default_factory=pd.DataFrame)  # `precision_table`
 
 
 def load(source: Source) -> Runs:
     """The longest stored start-grid run of every network of START_RUNS for `source`'s seeds
     (read only: `python -m shared.train start` computes them, resumable and extendable)."""
-    return Runs([r for arch, bn, _ in START_RUNS for r in longest_runs(arch, bn, source)])
+    runs, others = [], []
+    for arch, bn, _ in START_RUNS:
+        stored = stored_runs(arch, bn, source)
+        runs += longest(stored)
+        others += [r for r in stored if not any(r is kept for kept in runs)]
+    return Runs(runs, others)
+
+
+def precision_table(runs: list[dict]) -> pd.DataFrame:
+    """The precision A/B of the escape: per network and seed stored in more than one precision,
+    the epoch each precision's run left the plateau (NaN: not within its epochs) and its epochs."""
+    table = summary(runs)
+    if not len(table):
+        return table
+    table = table.set_index("precision", append=True)[["left the plateau at epoch", "epochs"]]
+    both = table.groupby(level=["arch", "bn", "seed"]).filter(lambda g: len(g) > 1)
+    return both.unstack("precision") if len(both) else pd.DataFrame()
 
 
 def tables(found: Runs) -> Tables:
     table = summary(found.runs)
-    return Tables(table, curves(found.runs), escape_fit(table) if len(table) else None)
+    return Tables(table, curves(found.runs), escape_fit(table) if len(table) else None,
+                  precision_table(found.runs + found.others))
 
 
 def judge(t: Tables, preset: str) -> list[Claim]:
@@ -220,6 +249,13 @@ def findings(t: Tables) -> list[str]:
             f"epoch {int(r.epochs)} (ln 10 = {PLATEAU_LOSS:.4f}); test accuracy {last['test acc']:.1%}; {escaped} "
             f"Features' input share {first[share]:.3f} -> {last[share]:.3f}, logits' spread "
             f"{first['logit spread']:.3f} -> {last['logit spread']:.3f}.")
+    for (arch, bn, seed), row in t.precisions.iterrows():
+        epochs = row["epochs"].dropna()
+        parts = [f"at epoch {int(row['left the plateau at epoch'][p])} in {p}"
+                 if pd.notna(row["left the plateau at epoch"][p]) else f"not within {int(n)} epoch{'s' * (n != 1)} in {p}"
+                 for p, n in epochs.items()]
+        lines.append(f"Precision and the escape, {arch} {'with' if bn else 'without'} BN, seed {seed}: it left the "
+                     f"plateau {' and '.join(parts)}.")
     if t.fit:
         spread = (f"leave-one-out range {t.fit['low']:.0f}-{t.fit['high']:.0f}" if t.fit["low"] is not None
                   else "no range: two depths, one line through them")
@@ -230,10 +266,12 @@ def findings(t: Tables) -> list[str]:
         runs = t.summary.reset_index()
         past = runs[(runs["arch"] == "resnet110") & ~runs["bn"] & runs["left the plateau at epoch"].isna()
                     & (runs["epochs"] > latest)]
+        shallow = runs.loc[(runs["arch"] != "resnet110") & ~runs["bn"], "left the plateau at epoch"].max()
         if len(past):
             lines.append(f"ResNet-110 without BN has run {int(past['epochs'].max())} epochs without leaving (seed(s) "
-                         f"{', '.join(str(s) for s in past['seed'])}): its escape epoch grows faster with depth than "
-                         "this power law says.")
+                         f"{', '.join(str(s) for s in past['seed'])}): later than this fit predicts"
+                         + (f", and than any shallower network left (the latest at epoch {int(shallow)})."
+                            if past["epochs"].max() > shallow else "."))
     return lines
 
 
@@ -264,7 +302,7 @@ def plot(axes, t: Tables) -> None:
             continue
         run = run.droplevel(["arch", "bn", "seed"])
         style = dict(color="C0" if bn else "C3", ls="-" if seed == 0 else "--",
-                     label=f"{'with' if bn else 'without'} BN, seed {seed}")
+                     label=f"{'with' if bn else 'without'} BN, seed {seed} ({run['precision'].iloc[0]})")
         acc.plot(run.index, run["test acc"], **style)
         loss.plot(run.index, run["test loss"], **style)
         left = left_at(run["test acc"])
@@ -287,13 +325,14 @@ HEALTH = ("test loss", "features' input share", "logit spread", "gradient's norm
 
 
 def plot_depths(axes, t: Tables) -> None:
-    """Per network without BN, per epoch: its test loss and its health (one panel each of HEALTH)."""
+    """Per network without BN (by depth), per epoch: its test loss and its health (one panel each of
+    HEALTH); each run named with its precision."""
+    plain = sorted((((DEPTHS[arch], seed), run) for (arch, bn, seed), run in by_run(t.curves) if not bn),
+                   key=lambda item: item[0])
     for ax, column in zip(axes, HEALTH):
-        for (arch, bn, seed), run in by_run(t.curves):
-            if bn:
-                continue
+        for (depth, seed), run in plain:
             run = run.droplevel(["arch", "bn", "seed"])
-            ax.plot(run.index, run[column], label=f"{arch}, seed {seed}")
+            ax.plot(run.index, run[column], label=f"ResNet-{depth}, seed {seed} ({run['precision'].iloc[0]})")
         if column == "test loss":
             ax.axhline(PLATEAU_LOSS, color="k", lw=0.8, ls="--")
         ax.set(xlabel="epoch (constant lr 1e-4)", ylabel=column, yscale="linear" if column == "test loss" else "log")
