@@ -93,7 +93,7 @@ def test_two_depths_give_a_line_without_a_range_and_a_longer_resnet110_refutes_i
     assert t.fit["resnet110"] == pytest.approx(2 * (110 / 32) ** (math.log(1.5) / math.log(56 / 32)))
     lines = plateau.findings(t)
     assert "no range: two depths" in lines[-2]
-    assert lines[-1] == ("ResNet-110 without BN has run 15 epochs without leaving (seed(s) 0): later than this fit "
+    assert lines[-1] == ("ResNet-110 without BN has run without leaving for 15 epochs (seed 0): later than this fit "
                          "predicts, and than any shallower network left (the latest at epoch 3).")
     early = plateau.tables(plateau.Runs(runs[:2] + [run("resnet110", False, 0, [0.1] * 4)]))
     assert not plateau.findings(early)[-1].startswith("ResNet-110 without BN has run")  # not past the prediction
@@ -132,9 +132,9 @@ def test_each_seeds_longest_run_is_read_whatever_its_precision(monkeypatch, tmp_
     assert list(t.summary.xs("resnet110", level="arch")["precision"]) == ["bf16", "fp32"]
     assert "seed 1 (fp32), 2 of 60 epochs" in " ".join(plateau.findings(t))
     # the precision A/B of the escape: seed 1 has a 1-epoch bf16 run beside its 2-epoch fp32 one
-    assert list(t.precisions.index) == [("resnet110", False, 1)]
+    assert list(t.precisions.index) == [("resnet110", False, 1, "bf16"), ("resnet110", False, 1, "fp32")]
     assert ("Precision and the escape, resnet110 without BN, seed 1: it left the plateau not within 1 epoch in "
-            "bf16 and not within 2 epochs in fp32.") in plateau.findings(t)
+            "bf16 and not within 2 epochs in fp32; test accuracy after epoch 1 10.00% and 10.00%.") in plateau.findings(t)
     brief = plateau.brief(Source("cpu"))  # by depth, each seed's longest run
     assert brief.index("resnet20 without BN, seed 0: left the plateau at epoch 2, 30.0% after 2 epochs") < brief.index(
         "resnet110 without BN, seed 0: not yet after 3 of 60 epochs (10.0%, test loss 2.2000)")

@@ -168,13 +168,17 @@ def load(source: Source) -> Runs:
 
 def precision_table(runs: list[dict]) -> pd.DataFrame:
     """The precision A/B of the escape: per network and seed stored in more than one precision,
-    the epoch each precision's run left the plateau (NaN: not within its epochs) and its epochs."""
-    table = summary(runs)
-    if not len(table):
-        return table
-    table = table.set_index("precision", append=True)[["left the plateau at epoch", "epochs"]]
-    both = table.groupby(level=["arch", "bn", "seed"]).filter(lambda g: len(g) > 1)
-    return both.unstack("precision") if len(both) else pd.DataFrame()
+    each precision's run: the epoch it left the plateau (NaN: not within its epochs), its epochs,
+    and its test accuracy at the last epoch that all of them ran ("common epoch")."""
+    curve = curves(runs)
+    rows = []
+    for _, group in curve.groupby(level=["arch", "bn", "seed"]) if len(curve) else []:
+        by_precision = {p: g.droplevel(["arch", "bn", "seed"])["test acc"] for p, g in group.groupby("precision")}
+        common = min(len(acc) for acc in by_precision.values())
+        rows += [{"arch": group.index[0][0], "bn": group.index[0][1], "seed": group.index[0][2], "precision": p,
+                  "left the plateau at epoch": left_at(acc), "epochs": len(acc), "common epoch": common,
+                  "test acc then": acc[common]} for p, acc in by_precision.items() if len(by_precision) > 1]
+    return pd.DataFrame(rows).set_index(["arch", "bn", "seed", "precision"]) if rows else pd.DataFrame()
 
 
 def tables(found: Runs) -> Tables:
@@ -249,13 +253,13 @@ def findings(t: Tables) -> list[str]:
             f"epoch {int(r.epochs)} (ln 10 = {PLATEAU_LOSS:.4f}); test accuracy {last['test acc']:.1%}; {escaped} "
             f"Features' input share {first[share]:.3f} -> {last[share]:.3f}, logits' spread "
             f"{first['logit spread']:.3f} -> {last['logit spread']:.3f}.")
-    for (arch, bn, seed), row in t.precisions.iterrows():
-        epochs = row["epochs"].dropna()
-        parts = [f"at epoch {int(row['left the plateau at epoch'][p])} in {p}"
-                 if pd.notna(row["left the plateau at epoch"][p]) else f"not within {int(n)} epoch{'s' * (n != 1)} in {p}"
-                 for p, n in epochs.items()]
+    for (arch, bn, seed), group in t.precisions.groupby(level=["arch", "bn", "seed"]) if len(t.precisions) else []:
+        runs = group.droplevel(["arch", "bn", "seed"])
+        parts = [f"at epoch {int(r['left the plateau at epoch'])} in {p}" if pd.notna(r["left the plateau at epoch"])
+                 else f"not within {int(r.epochs)} epoch{'s' * (r.epochs != 1)} in {p}" for p, r in runs.iterrows()]
+        accs = " and ".join(f"{a:.2%}" for a in runs["test acc then"])
         lines.append(f"Precision and the escape, {arch} {'with' if bn else 'without'} BN, seed {seed}: it left the "
-                     f"plateau {' and '.join(parts)}.")
+                     f"plateau {' and '.join(parts)}; test accuracy after epoch {int(runs['common epoch'].iloc[0])} {accs}.")
     if t.fit:
         spread = (f"leave-one-out range {t.fit['low']:.0f}-{t.fit['high']:.0f}" if t.fit["low"] is not None
                   else "no range: two depths, one line through them")
@@ -268,8 +272,9 @@ def findings(t: Tables) -> list[str]:
                     & (runs["epochs"] > latest)]
         shallow = runs.loc[(runs["arch"] != "resnet110") & ~runs["bn"], "left the plateau at epoch"].max()
         if len(past):
-            lines.append(f"ResNet-110 without BN has run {int(past['epochs'].max())} epochs without leaving (seed(s) "
-                         f"{', '.join(str(s) for s in past['seed'])}): later than this fit predicts"
+            lines.append("ResNet-110 without BN has run without leaving for "
+                         + ", ".join(f"{int(n)} epochs (seed {s})" for s, n in zip(past["seed"], past["epochs"]))
+                         + ": later than this fit predicts"
                          + (f", and than any shallower network left (the latest at epoch {int(shallow)})."
                             if past["epochs"].max() > shallow else "."))
     return lines
