@@ -34,6 +34,12 @@ def test_the_escape_epoch_is_fitted_against_depth_and_resnet110s_predicted():
     fit = t.fit
     assert fit["depths"] == [20, 32, 56] and fit["exponent"] > 1
     assert fit["low"] <= fit["resnet110"] <= fit["high"] and fit["resnet110"] > 8
+    assert not any("does not grow with depth" in line for line in plateau.findings(t))
+    shallow_late = [run("resnet20", False, 0, [0.1] * 5 + [0.3]), run("resnet32", False, 0, [0.1, 0.3]),
+                    run("resnet56", False, 0, [0.1] * 2 + [0.3])]
+    fit_line = plateau.findings(plateau.tables(plateau.Runs(shallow_late)))[-1]
+    assert fit_line.endswith("but the escape epoch does not grow with depth over these depths, so the power law "
+                             "describes none of them.")
 
 
 def test_the_claims_rules(monkeypatch):

@@ -265,7 +265,8 @@ def findings(t: Tables) -> list[str]:
                   else "no range: two depths, one line through them")
         lines.append(f"Escape epoch against depth without BN (fit over depths {', '.join(f'{d:g}' for d in t.fit['depths'])}): "
                      f"epoch ~ depth^{t.fit['exponent']:.2f}, so ResNet-110 would leave at about epoch "
-                     f"{t.fit['resnet110']:.0f} ({spread}).")
+                     f"{t.fit['resnet110']:.0f} ({spread})" + (": but the escape epoch does not grow with depth over "
+                     "these depths, so the power law describes none of them" if t.fit["exponent"] <= 0 else "") + ".")
         latest = t.fit["resnet110"] if t.fit["high"] is None else t.fit["high"]
         runs = t.summary.reset_index()
         past = runs[(runs["arch"] == "resnet110") & ~runs["bn"] & runs["left the plateau at epoch"].isna()
