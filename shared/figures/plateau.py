@@ -307,7 +307,7 @@ def plot(axes, t: Tables) -> None:
         if arch != "resnet110":
             continue
         run = run.droplevel(["arch", "bn", "seed"])
-        style = dict(color="C0" if bn else "C3", ls="-" if seed == 0 else "--",
+        style = dict(color="C0" if bn else "C3", ls="-" if seed == 0 else "--", marker="o" if len(run) < 3 else None,
                      label=f"{'with' if bn else 'without'} BN, seed {seed} ({run['precision'].iloc[0]})")
         acc.plot(run.index, run["test acc"], **style)
         loss.plot(run.index, run["test loss"], **style)
