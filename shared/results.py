@@ -7,8 +7,8 @@ A run is identified by (experiment name, hash of its full config, seed) and live
     provenance.json   config, seed, git commit, torch version, device, precision, date, duration,
                       data; a training run's code per segment (a resumed run has several)
     code.diff         (code-<n>.diff) the uncommitted changes it (its n-th segment) was computed from
-    state.pt          a truncated training run's final state (`Store.state`), committed with it, so
-                      that a longer run continues it on any machine
+    state.pt          a truncated training run's final state (`Store.state`), so that a longer run
+                      continues it (a checkpoint: ignored by git)
 
 Both are written atomically, result last, so a directory with `result.json` is a completed run.
 Checkpoints and lock files live under `data/checkpoints/` (ignored by git). Different seeds are
@@ -120,8 +120,8 @@ class Store:
 
     def state(self, experiment: str, config, seed: int) -> Path:
         """Where a stored run keeps the training state it ended in, so that a longer run of it can
-        continue it (`shared.train.runner.continue_shorter`): in the run's folder, committed with it,
-        since checkpoints stay on the machine that wrote them."""
+        continue it (`shared.train.runner.continue_shorter`): in the run's folder, beside its result
+        (a checkpoint: ignored by git), so that a copy of the store carries it."""
         return self.run_dir(experiment, config, seed) / STATE_FILE
 
     def get(self, experiment: str, config, seed: int) -> StoredRun | None:

@@ -345,7 +345,7 @@ def test_a_truncated_run_extended_continues_the_shorter_one_to_the_bit(tmp_path,
 
     T.run_epoch, original = counting, T.run_epoch
     assert short_store.state("start", cfgs[1], 0).exists()
-    elsewhere = Store(short_store.root, tmp_path / "other-machine" / "ck")  # the committed store, cloned
+    elsewhere = Store(short_store.root, tmp_path / "other-machine" / "ck")  # a copy of the store, on another machine
     try:
         extended = run_training(cfgs[3], 0, "start", context(elsewhere, tiny_image_folder))
     finally:
