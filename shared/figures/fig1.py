@@ -16,7 +16,7 @@ from ..config import TRAINING_EXPERIMENT, TrainConfig, setting_name
 from ..grids import DIVERGENCE_STEPS, divergence_grid, fig1_grid, warmup_grid
 from ..compute import config_runs
 from ..train import run_grid
-from . import plateau
+from . import escape, plateau
 from .divergence import CHANCE, divergence_summary, divergence_table, trained
 from .protocol import Source
 
@@ -333,13 +333,14 @@ class Tables:
     divergence: pd.DataFrame    # `divergence_table`: per probe
     divergence_summary: pd.DataFrame  # `divergence_summary`: per rate
     start: plateau.Tables       # the truncated schedule's (`shared.figures.plateau`)
+    escape: pd.DataFrame        # its runs without BN: the collapse and the escape (`shared.figures.escape`)
 
 
 def tables(found: Runs) -> Tables:
-    finals, divergence = final_table(found.runs), divergence_table(found.probes)
-    return Tables(finals, targets(found.runs, finals), divergence, divergence_summary(divergence),
-                  plateau.tables(found.start))
+    finals, divergence, start = final_table(found.runs), divergence_table(found.probes), plateau.tables(found.start)
+    return Tables(finals, targets(found.runs, finals), divergence, divergence_summary(divergence), start,
+                  escape.table(start))
 
 
 def claims(t: Tables, preset: str) -> list[Claim]:
-    return judge(t.finals, t.divergence, preset) + plateau.judge(t.start, preset)
+    return judge(t.finals, t.divergence, preset) + plateau.judge(t.start, preset) + escape.judge(t.escape, preset)
