@@ -71,6 +71,16 @@ def test_findings_and_plots_read_every_run():
     fig, axes = plt.subplots(1, 4)
     plateau.plot_depths(axes, t)
     plt.close("all")
+    series = plateau.tables(plateau.Runs([run("resnet20", False, s, [0.1, 0.3, 0.4][:3 - 2 * s]) for s in (0, 1)]
+                                         + [run("resnet56", False, 0, [0.3] * 3)]))
+    fig, axes = plt.subplots(1, 4)
+    plateau.plot_depths(axes, series)
+    lines = {line.get_label(): line for line in axes[0].get_lines() if line.get_label().startswith("ResNet")}
+    first, second, deeper = (lines[f"ResNet-{d}, seed {s} (bf16)"] for d, s in ((20, 0), (20, 1), (56, 0)))
+    assert first.get_color() == second.get_color() != deeper.get_color()  # a colour per depth
+    assert (first.get_linestyle(), second.get_linestyle()) == ("-", "--") and second.get_marker() == "o"
+    assert [t.get_text() for t in axes[-1].get_legend().get_texts()] == list(lines)  # one legend, beside the panels
+    plt.close("all")
     empty = plateau.tables(plateau.Runs([]))
     assert plateau.findings(empty)[0].startswith("No run")
     with warnings.catch_warnings():  # nothing stored: empty axes, no error, no legend warning

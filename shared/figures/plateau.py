@@ -332,15 +332,17 @@ HEALTH = ("test loss", "features' input share", "logit spread", "gradient's norm
 
 def plot_depths(axes, t: Tables) -> None:
     """Per network without BN (by depth), per epoch: its test loss and its health (one panel each of
-    HEALTH); each run named with its precision."""
+    HEALTH); a colour per depth, seed 0 solid, each run named with its precision."""
     plain = sorted((((DEPTHS[arch], seed), run) for (arch, bn, seed), run in by_run(t.curves) if not bn),
                    key=lambda item: item[0])
+    colour = {depth: f"C{i}" for i, depth in enumerate(sorted({depth for (depth, _), _ in plain}))}
     for ax, column in zip(axes, HEALTH):
         for (depth, seed), run in plain:
             run = run.droplevel(["arch", "bn", "seed"])
-            ax.plot(run.index, run[column], label=f"ResNet-{depth}, seed {seed} ({run['precision'].iloc[0]})")
+            ax.plot(run.index, run[column], color=colour[depth], ls="-" if seed == 0 else "--", marker="o" if len(run) < 3
+                    else None, label=f"ResNet-{depth}, seed {seed} ({run['precision'].iloc[0]})")
         if column == "test loss":
             ax.axhline(PLATEAU_LOSS, color="k", lw=0.8, ls="--")
         ax.set(xlabel="epoch (constant lr 1e-4)", ylabel=column, yscale="linear" if column == "test loss" else "log")
     if axes[0].get_legend_handles_labels()[0]:  # a run to name (the ln 10 line has no label)
-        axes[0].legend(fontsize=8)
+        axes[-1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
