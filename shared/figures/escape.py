@@ -144,7 +144,7 @@ def findings(rows: pd.DataFrame) -> list[str]:
     for (arch, seed), r in rows[rows["left the plateau at epoch"].isna()].iterrows():
         if pd.notna(r["forecast, soonest"]):
             lines.append(f"{arch} seed {seed}, still on the plateau after {int(r.epochs)} epochs: its features' norm "
-                         f"is {r['norm at last epoch']:.2g} (lowest {r['lowest norm']:.2g} at epoch {int(r['lowest at epoch'])}) "
+                         f"is {r['norm at last epoch']:.3g} (lowest {r['lowest norm']:.2g} at epoch {int(r['lowest at epoch'])}) "
                          f"and grew {r['growth per epoch']:.2f}x an epoch over its last {FORECAST_EPOCHS}; at that rate it "
                          f"reaches the norms at which the others left ({rows['norm when it left'].min():.3g}-"
                          f"{rows['norm when it left'].max():.3g}) at epochs {int(r['forecast, soonest'])}-"
@@ -156,20 +156,22 @@ def plot(axes, rows: pd.DataFrame, t: Tables) -> None:
     """Left: the features' norm per epoch of each run without BN (log scale; a dot where it left
     the plateau; grey band: the norms at which the runs left). Right: the escape epoch against the
     features' norm after epoch 1, a run still on the plateau as a triangle at its epochs and a
-    dotted line over its forecast."""
+    dotted line over its forecast. A colour per depth; seed 0 solid and filled, the others dashed
+    and hollow."""
     trace, scatter = axes
     depths = sorted(rows["depth"].unique()) if len(rows) else []
     colour = {d: f"C{i}" for i, d in enumerate(depths)}
     for (arch, seed), r in rows.iterrows():
         run = t.curves.loc[(arch, False, seed)]
         style = dict(color=colour[r.depth], ls="-" if seed == 0 else "--")
+        point = dict(color=style["color"], mfc=style["color"] if seed == 0 else "white")  # seed 0 filled
         trace.plot(run.index, run[NORM], label=f"ResNet-{r.depth}, seed {seed}", **style)
         left = r["left the plateau at epoch"]
         if pd.notna(left):
-            trace.plot(left, run.loc[left, NORM], "o", color=style["color"])
-            scatter.plot(r["norm after epoch 1"], left, "o", color=style["color"])
+            trace.plot(left, run.loc[left, NORM], "o", **point)
+            scatter.plot(r["norm after epoch 1"], left, "o", **point)
         else:
-            scatter.plot(r["norm after epoch 1"], r.epochs, "^", color=style["color"])
+            scatter.plot(r["norm after epoch 1"], r.epochs, "^", **point)
             scatter.vlines(r["norm after epoch 1"], r["forecast, soonest"], r["forecast, latest"], color=style["color"],
                            ls=":")  # NaN where there is no forecast: nothing drawn
     escaped = rows["norm when it left"].dropna() if len(rows) else pd.Series(dtype=float)
