@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..claims import NO, NOT_JUDGED, PARTLY, YES, Claim, judged, unjudged_reason
-from .plateau import DEPTHS, Tables, left_at
+from .plateau import DEPTHS, Tables, by_run, left_at
 
 NORM = "features' norm"
 CONCORDANT, CONCORDANT_PARTLY = 0.9, 0.7  # the claim's rule: share of comparable pairs in order
@@ -44,7 +44,7 @@ def table(t: Tables) -> pd.DataFrame:
     plateau, its growth per epoch over its last FORECAST_EPOCHS epochs and the forecast epoch of
     leaving (`forecast`) against the range of norms at which the others left."""
     rows = []
-    for (arch, bn, seed), run in t.curves.groupby(level=["arch", "bn", "seed"]) if len(t.curves) else []:
+    for (arch, bn, seed), run in by_run(t.curves):
         if bn:
             continue
         run = run.droplevel(["arch", "bn", "seed"])
